@@ -1,0 +1,117 @@
+"""Generate Python code, type stubs and a buf image from the protos.
+
+Everything lands under one import root, ``build/gen`` (package ``agentic.<area>.v1``
+mirrors ``protos/agentic/<area>/v1``), which ``make venv`` puts on ``sys.path``.
+Generated code is not committed: it is rebuilt from the protos by ``make gen``.
+
+``buf/validate/validate.proto`` is a third-party file that we do not commit. The pinned
+``protovalidate`` wheel ships no ``.proto``, but its generated module embeds the
+serialized ``FileDescriptorProto`` of exactly the version its validator enforces. We read
+that descriptor at build time (parsing the module's source, not importing it) and hand it
+to protoc with ``--descriptor_set_in``: protoc resolves the import from it and generates
+``buf.validate.validate_pb2`` for the google.protobuf runtime, so the extension that
+carries our field rules is registered wherever our messages are imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2
+
+VALIDATE_PROTO = "buf/validate/validate.proto"
+MYPY_PLUGINS = ("mypy", "mypy_grpc")
+
+
+def validate_descriptor() -> descriptor_pb2.FileDescriptorProto:
+    """Return the FileDescriptorProto of buf/validate/validate.proto from the protovalidate wheel."""
+    import protovalidate  # the pinned package is the single source of the rules' schema
+
+    source = Path(protovalidate.__file__).parent / "_gen" / "buf" / "validate" / "validate_pb.py"
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "file_desc"
+            and node.args
+        ):
+            blob = ast.literal_eval(node.args[0])
+            if isinstance(blob, bytes):
+                fdp = descriptor_pb2.FileDescriptorProto.FromString(blob)
+                if fdp.name == VALIDATE_PROTO:
+                    return fdp
+    raise SystemExit(f"codegen: no descriptor for {VALIDATE_PROTO} found in {source}")
+
+
+def protoc(args: list[str]) -> None:
+    """Run the protoc bundled with grpcio-tools, failing loudly."""
+    import grpc_tools
+
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    bindir = Path(sys.executable).parent  # mypy-protobuf's plugins live beside this interpreter
+    plugins = [f"--plugin=protoc-gen-{name}={bindir / f'protoc-gen-{name}'}" for name in MYPY_PLUGINS]
+    cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{include}", *plugins, *args]
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr)
+        raise SystemExit(f"codegen: protoc failed ({result.returncode}): {' '.join(cmd)}")
+
+
+def main() -> None:
+    """Regenerate build/gen and build/protos.binpb from protos/."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protos", type=Path, default=Path("protos"))
+    parser.add_argument("--out", type=Path, default=Path("build"))
+    ns = parser.parse_args()
+
+    protos_root: Path = ns.protos
+    build: Path = ns.out
+    gen = build / "gen"
+    if gen.exists():
+        shutil.rmtree(gen)
+    gen.mkdir(parents=True)
+
+    deps = descriptor_pb2.FileDescriptorSet()
+    deps.file.append(validate_descriptor())
+    deps_path = build / "protovalidate.binpb"
+    deps_path.write_bytes(deps.SerializeToString())
+
+    sources = sorted(str(p.relative_to(protos_root)) for p in protos_root.rglob("*.proto"))
+    if not sources:
+        raise SystemExit(f"codegen: no .proto files under {protos_root}")
+    common = [f"-I{protos_root}", f"--descriptor_set_in={deps_path}"]
+    protoc(
+        [
+            *common,
+            f"--python_out={gen}",
+            f"--grpc_python_out={gen}",
+            f"--mypy_out={gen}",
+            f"--mypy_grpc_out={gen}",
+            *sources,
+        ]
+    )
+    # validate_pb2 is generated separately: it has no services, and we want no stubs
+    # of a third-party file to take part in our type checking beyond its messages.
+    protoc([*common, f"--python_out={gen}", f"--mypy_out={gen}", VALIDATE_PROTO])
+    # A self-contained image of our protos for `buf lint` / `buf breaking`; buf cannot
+    # resolve the validate.proto import from a directory input without the BSR.
+    protoc(
+        [
+            *common,
+            "--include_imports",
+            "--include_source_info",
+            f"--descriptor_set_out={build / 'protos.binpb'}",
+            *sources,
+        ]
+    )
+    print(f"codegen: {len(sources)} proto file(s) -> {gen}")
+
+
+if __name__ == "__main__":
+    main()
