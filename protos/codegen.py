@@ -29,7 +29,7 @@ MYPY_PLUGINS = ("mypy", "mypy_grpc")
 
 
 def validate_descriptor() -> descriptor_pb2.FileDescriptorProto:
-    """Return the FileDescriptorProto of buf/validate/validate.proto from the protovalidate wheel."""
+    """The FileDescriptorProto of buf/validate/validate.proto, from the protovalidate wheel."""
     import protovalidate  # the pinned package is the single source of the rules' schema
 
     source = Path(protovalidate.__file__).parent / "_gen" / "buf" / "validate" / "validate_pb.py"
@@ -55,7 +55,9 @@ def protoc(args: list[str]) -> None:
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     bindir = Path(sys.executable).parent  # mypy-protobuf's plugins live beside this interpreter
-    plugins = [f"--plugin=protoc-gen-{name}={bindir / f'protoc-gen-{name}'}" for name in MYPY_PLUGINS]
+    plugins = [
+        f"--plugin=protoc-gen-{name}={bindir / f'protoc-gen-{name}'}" for name in MYPY_PLUGINS
+    ]
     cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{include}", *plugins, *args]
     result = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if result.returncode != 0:

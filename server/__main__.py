@@ -1,0 +1,26 @@
+"""``python -m server``: run the API server with configuration from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from server._config import ConfigError, ServerConfig
+from server.app import serve
+
+
+def main() -> None:
+    """Entry point."""
+    try:
+        config = ServerConfig.from_env()
+    except ConfigError as exc:
+        sys.exit(f"server: bad configuration: {exc}")
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Server configuration: a frozen dataclass read from the environment once, at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_DATABASE_URL = "sqlite:///var/agentic.db"
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the server cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={value} must be >= 0")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (true/false)")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything the API server reads from its environment. README documents each."""
+
+    listen_address: str = "127.0.0.1:50051"
+    """AGENTIC_LISTEN_ADDRESS: host:port of the gRPC server (port 0 picks a free port)."""
+    database_url: str = DEFAULT_DATABASE_URL
+    """DATABASE_URL: SQLAlchemy URL; SQLite file by default, postgresql://... for PostgreSQL."""
+    db_auto_migrate: bool = True
+    """AGENTIC_DB_AUTO_MIGRATE: run Alembic migrations to head at start-up."""
+    db_pool_size: int = 8
+    """AGENTIC_DB_POOL_SIZE: database connections, and threads that run database calls."""
+    metrics_address: str = "127.0.0.1:9464"
+    """AGENTIC_METRICS_ADDRESS: host:port of the Prometheus endpoint; empty disables it."""
+    max_receive_message_bytes: int = 4 * 1024 * 1024
+    """AGENTIC_MAX_RECEIVE_MESSAGE_BYTES: largest request accepted."""
+    max_send_message_bytes: int = 4 * 1024 * 1024
+    """AGENTIC_MAX_SEND_MESSAGE_BYTES: largest response sent."""
+    keepalive_time_seconds: int = 60
+    """AGENTIC_KEEPALIVE_TIME_SECONDS: ping an idle client connection this often."""
+    keepalive_timeout_seconds: int = 20
+    """AGENTIC_KEEPALIVE_TIMEOUT_SECONDS: drop a connection whose ping is not answered."""
+    shutdown_grace_seconds: float = 10.0
+    """AGENTIC_SHUTDOWN_GRACE_SECONDS: on SIGTERM, time in-flight RPCs get to finish."""
+    ready_file: str = ""
+    """AGENTIC_READY_FILE: if set, JSON with the bound ports is written here once serving."""
+    log_level: str = "INFO"
+    """AGENTIC_LOG_LEVEL: Python logging level."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
+        """Read and check every setting; raise ConfigError naming the bad variable."""
+        e = os.environ if env is None else env
+        d = cls()
+        return cls(
+            listen_address=e.get("AGENTIC_LISTEN_ADDRESS", d.listen_address),
+            database_url=e.get("DATABASE_URL", "") or d.database_url,
+            db_auto_migrate=_bool(e, "AGENTIC_DB_AUTO_MIGRATE", d.db_auto_migrate),
+            db_pool_size=_int(e, "AGENTIC_DB_POOL_SIZE", d.db_pool_size, minimum=1),
+            metrics_address=e.get("AGENTIC_METRICS_ADDRESS", d.metrics_address),
+            max_receive_message_bytes=_int(
+                e, "AGENTIC_MAX_RECEIVE_MESSAGE_BYTES", d.max_receive_message_bytes, minimum=1024
+            ),
+            max_send_message_bytes=_int(
+                e, "AGENTIC_MAX_SEND_MESSAGE_BYTES", d.max_send_message_bytes, minimum=1024
+            ),
+            keepalive_time_seconds=_int(
+                e, "AGENTIC_KEEPALIVE_TIME_SECONDS", d.keepalive_time_seconds, minimum=1
+            ),
+            keepalive_timeout_seconds=_int(
+                e, "AGENTIC_KEEPALIVE_TIMEOUT_SECONDS", d.keepalive_timeout_seconds, minimum=1
+            ),
+            shutdown_grace_seconds=_float(
+                e, "AGENTIC_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
+            ),
+            ready_file=e.get("AGENTIC_READY_FILE", d.ready_file),
+            log_level=e.get("AGENTIC_LOG_LEVEL", d.log_level).upper(),
+        )

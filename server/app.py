@@ -1,0 +1,120 @@
+"""Build the API server (``create_server``) apart from running it (``serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from server._config import ServerConfig
+from server.db import make_engine, migrate
+from server.projects import ProjectService, ProjectStore
+from server.rpc import ServiceInterceptor
+
+log = logging.getLogger("server")
+
+SERVICE_NAMES = (projects_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,)
+
+
+@dataclass
+class App:
+    """A built, not yet started, server and what it owns."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    executor: ThreadPoolExecutor
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report SERVING / NOT_SERVING for the server as a whole and each service."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """Channel arguments: message size limits and keepalive policy."""
+    return [
+        ("grpc.max_receive_message_length", config.max_receive_message_bytes),
+        ("grpc.max_send_message_length", config.max_send_message_bytes),
+        ("grpc.keepalive_time_ms", config.keepalive_time_seconds * 1000),
+        ("grpc.keepalive_timeout_ms", config.keepalive_timeout_seconds * 1000),
+        # Let clients keep idle connections alive with pings, but not flood us with them.
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+def create_server(config: ServerConfig) -> App:
+    """Wire storage, servicers, health and reflection onto a bound, unstarted server."""
+    engine = make_engine(config.database_url, pool_size=config.db_pool_size)
+    if config.db_auto_migrate:
+        migrate(engine)
+    executor = ThreadPoolExecutor(config.db_pool_size, thread_name_prefix="db")
+    server = grpc.aio.server(interceptors=[ServiceInterceptor()], options=server_options(config))
+    projects_pb2_grpc.add_ProjectServiceServicer_to_server(
+        ProjectService(ProjectStore(engine), executor), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(config.listen_address)
+    if port == 0:
+        raise RuntimeError(f"could not bind {config.listen_address}")
+    return App(server=server, port=port, health=health_servicer, executor=executor)
+
+
+def _start_metrics(address: str) -> int | None:
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    metrics_server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
+    return int(metrics_server.server_port)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # readers never see a half-written file
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM/SIGINT: then NOT_SERVING, and stop with the grace period."""
+    app = create_server(config)
+    metrics_port = _start_metrics(config.metrics_address)
+    await app.server.start()
+    await app.set_serving(True)
+    host = config.listen_address.rpartition(":")[0]
+    log.info("serving gRPC on %s:%d (metrics port %s)", host, app.port, metrics_port)
+    if config.ready_file:
+        ready = {"grpc_port": app.port, "metrics_port": metrics_port}
+        await asyncio.to_thread(_write_atomically, Path(config.ready_file), json.dumps(ready))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: NOT_SERVING, grace %.1fs", config.shutdown_grace_seconds)
+    # Load balancers watching health stop routing here before connections close.
+    await app.set_serving(False)
+    await app.server.stop(config.shutdown_grace_seconds)
+    app.executor.shutdown(wait=True)
+    log.info("stopped")

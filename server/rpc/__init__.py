@@ -1,0 +1,35 @@
+"""gRPC plumbing shared by every service: the error taxonomy and the server interceptor."""
+
+from server.rpc._errors import (
+    Aborted,
+    AlreadyExists,
+    ApiError,
+    FailedPrecondition,
+    FieldViolation,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from server.rpc._interceptor import ServiceInterceptor
+from server.rpc._validation import validate_request
+
+__all__ = [
+    "Aborted",
+    "AlreadyExists",
+    "ApiError",
+    "FailedPrecondition",
+    "FieldViolation",
+    "Internal",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "ServiceInterceptor",
+    "Unauthenticated",
+    "Unavailable",
+    "validate_request",
+]

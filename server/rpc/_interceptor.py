@@ -1,0 +1,165 @@
+"""The server interceptor every service shares: metrics, validation, error mapping.
+
+Each RPC handler is wrapped once, outermost first:
+
+1. metrics: ``grpc_server_started_total``, ``grpc_server_handled_total{grpc_code}`` and
+   ``grpc_server_handling_seconds`` (the names go-grpc-prometheus made conventional);
+2. validation of the request against its protovalidate rules (our services only);
+3. error mapping: an ``ApiError`` becomes its rich status; any other exception is a
+   defect, logged with its traceback and answered INTERNAL without internals.
+
+Health and reflection pass through the same metrics but skip validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Histogram
+
+from server.rpc._errors import ApiError, Internal
+from server.rpc._validation import validate_request
+
+log = logging.getLogger(__name__)
+
+_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", _LABELS)
+HANDLED = Counter(
+    "grpc_server_handled_total", "RPCs completed on the server.", (*_LABELS, "grpc_code")
+)
+HANDLING = Histogram(
+    "grpc_server_handling_seconds",
+    "Time from receiving an RPC to sending its status.",
+    _LABELS,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+Behavior = Callable[..., Any]
+
+
+def _split(method: str) -> tuple[str, str]:
+    service, _, name = method.lstrip("/").rpartition("/")
+    return service, name
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: ApiError) -> None:
+    status = error.to_status()
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _final_code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED"
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    return "OK" if exc is None else "UNKNOWN"
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps every handler with metrics, validation (``validate_prefixes``) and error mapping."""
+
+    def __init__(self, validate_prefixes: tuple[str, ...] = ("/agentic.",)) -> None:
+        self._validate_prefixes = validate_prefixes
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        service, name = _split(method)
+        validate = method.startswith(self._validate_prefixes)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, service, name, validate, "unary"),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, service, name, validate, "server_stream"),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            # Only reflection uses bidi streams here; count it, leave it unvalidated.
+            return grpc.stream_stream_rpc_method_handler(
+                self._stream(handler.stream_stream, service, name, False, "bidi_stream"),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    @staticmethod
+    def _unary(behavior: Behavior, service: str, name: str, validate: bool, kind: str) -> Behavior:
+        labels = (kind, service, name)
+        domain = service.rpartition(".")[0]  # the proto package, e.g. agentic.projects.v1
+        started = STARTED.labels(*labels)
+        histogram = HANDLING.labels(*labels)
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started.inc()
+            begin = time.perf_counter()
+            failure: BaseException | None = None
+            try:
+                if validate:
+                    validate_request(request, domain=domain)
+                return await behavior(request, context)
+            except ApiError as error:
+                await _abort(context, error)
+            except Exception as exc:
+                failure = exc
+                if context.code() is not None:  # the handler aborted on purpose
+                    raise
+                log.exception("unhandled error in %s/%s", service, name)
+                await _abort(context, Internal("internal error", reason="INTERNAL"))
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                HANDLED.labels(*labels, _final_code(context, failure)).inc()
+                histogram.observe(time.perf_counter() - begin)
+
+        return wrapped
+
+    @staticmethod
+    def _stream(behavior: Behavior, service: str, name: str, validate: bool, kind: str) -> Behavior:
+        labels = (kind, service, name)
+        domain = service.rpartition(".")[0]  # the proto package, e.g. agentic.projects.v1
+        started = STARTED.labels(*labels)
+        histogram = HANDLING.labels(*labels)
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started.inc()
+            begin = time.perf_counter()
+            failure: BaseException | None = None
+            try:
+                if validate:
+                    validate_request(request, domain=domain)
+                async for item in behavior(request, context):
+                    yield item
+            except ApiError as error:
+                await _abort(context, error)
+            except Exception as exc:
+                failure = exc
+                if context.code() is not None:
+                    raise
+                log.exception("unhandled error in %s/%s", service, name)
+                await _abort(context, Internal("internal error", reason="INTERNAL"))
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                HANDLED.labels(*labels, _final_code(context, failure)).inc()
+                histogram.observe(time.perf_counter() - begin)
+
+        return wrapped
