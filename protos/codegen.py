@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import shutil
 import subprocess
 import sys
@@ -74,9 +75,11 @@ def main() -> None:
 
     protos_root: Path = ns.protos
     build: Path = ns.out
-    gen = build / "gen"
-    if gen.exists():
-        shutil.rmtree(gen)
+    final = build / "gen"
+    # Generate beside the live tree and swap it in whole, so a process importing from
+    # build/gen never sees it half-written.
+    gen = build / f"gen.tmp-{os.getpid()}"
+    shutil.rmtree(gen, ignore_errors=True)
     gen.mkdir(parents=True)
 
     deps = descriptor_pb2.FileDescriptorSet()
@@ -101,18 +104,26 @@ def main() -> None:
     # validate_pb2 is generated separately: it has no services, and we want no stubs
     # of a third-party file to take part in our type checking beyond its messages.
     protoc([*common, f"--python_out={gen}", f"--mypy_out={gen}", VALIDATE_PROTO])
-    # A self-contained image of our protos for `buf lint` / `buf breaking`; buf cannot
-    # resolve the validate.proto import from a directory input without the BSR.
+    # A self-contained image of our protos with their comments: `buf lint` / `buf breaking`
+    # read it (buf cannot resolve the validate.proto import from a directory without the
+    # BSR), and server reflection serves it so `grpcurl describe` shows the doc comments.
+    image = gen / "agentic" / "_descriptors.binpb"
     protoc(
         [
             *common,
             "--include_imports",
             "--include_source_info",
-            f"--descriptor_set_out={build / 'protos.binpb'}",
+            f"--descriptor_set_out={image}",
             *sources,
         ]
     )
-    print(f"codegen: {len(sources)} proto file(s) -> {gen}")
+    old = build / f"gen.old-{os.getpid()}"
+    if final.exists():
+        final.rename(old)
+    gen.rename(final)
+    shutil.copyfile(final / "agentic" / "_descriptors.binpb", build / "protos.binpb")
+    shutil.rmtree(old, ignore_errors=True)
+    print(f"codegen: {len(sources)} proto file(s) -> {final}")
 
 
 if __name__ == "__main__":

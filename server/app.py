@@ -14,13 +14,12 @@ from pathlib import Path
 import grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from server._config import ServerConfig
 from server.db import make_engine, migrate
 from server.projects import ProjectService, ProjectStore
-from server.rpc import ServiceInterceptor
+from server.rpc import ServiceInterceptor, enable_reflection
 
 log = logging.getLogger("server")
 
@@ -72,9 +71,7 @@ def create_server(config: ServerConfig) -> App:
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))
     port = server.add_insecure_port(config.listen_address)
     if port == 0:
         raise RuntimeError(f"could not bind {config.listen_address}")

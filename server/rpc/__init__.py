@@ -15,6 +15,7 @@ from server.rpc._errors import (
     Unavailable,
 )
 from server.rpc._interceptor import ServiceInterceptor
+from server.rpc._reflection import enable_reflection
 from server.rpc._validation import validate_request
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "ServiceInterceptor",
     "Unauthenticated",
     "Unavailable",
+    "enable_reflection",
     "validate_request",
 ]

@@ -145,8 +145,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             try:
                 if validate:
                     validate_request(request, domain=domain)
-                async for item in behavior(request, context):
-                    yield item
+                result = behavior(request, context)
+                if hasattr(result, "__aiter__"):
+                    async for item in result:
+                        yield item
+                else:  # a handler that streams with `await context.write(...)`
+                    await result
             except ApiError as error:
                 await _abort(context, error)
             except Exception as exc:
