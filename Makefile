@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PROTOS := $(shell find protos -name '*.proto')
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv gen lint typecheck test test-fast bench run lock breaking clean
+.PHONY: help venv system-deps gen lint typecheck test test-fast bench run lock breaking clean
 
 help:
 	@echo "make run        start the whole stack on embedded defaults"
@@ -30,13 +30,24 @@ $(VENV)/.installed: requirements.lock
 
 venv: $(VENV)/.installed
 
+# Memcached is the one system package the stack needs (the tests start private instances).
+# Installed from Debian's packages when missing and we may (root with apt-get).
+system-deps:
+	@command -v memcached >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing memcached (Debian package)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null; \
+		else \
+			echo "memcached is not installed and cannot be installed here: run 'sudo apt-get install memcached'"; exit 1; \
+		fi; }
+
 build/.gen: $(VENV)/.installed protos/codegen.py $(PROTOS)
 	$(PY) protos/codegen.py
 	@touch $@
 
 gen: build/.gen
 
-lint: gen
+lint: gen breaking
 	$(BIN)/buf format -d --exit-code protos
 	$(BIN)/buf lint build/protos.binpb --path agentic
 	$(BIN)/ruff check .
@@ -45,16 +56,16 @@ lint: gen
 typecheck: gen
 	$(BIN)/mypy
 
-test: lint typecheck
+test: system-deps lint typecheck
 	$(BIN)/pytest
 
-test-fast: gen
+test-fast: system-deps gen
 	$(BIN)/pytest -x -q
 
 bench: gen
 	$(PY) -m tests.bench
 
-run: gen
+run: system-deps gen
 	$(PY) -m server.devstack
 
 lock:
@@ -65,3 +76,13 @@ lock:
 
 clean:
 	rm -rf build $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+
+# Wire compatibility: our protos against those of BUF_AGAINST (default: the previous commit).
+BUF_AGAINST ?= HEAD~1
+breaking: gen
+	@if ! git cat-file -e "$(BUF_AGAINST):protos" 2>/dev/null; then \
+		echo "buf breaking: $(BUF_AGAINST) has no protos/, nothing to compare"; exit 0; fi
+	rm -rf build/against && mkdir -p build/against
+	git archive "$(BUF_AGAINST)" protos | tar -x -C build/against
+	$(PY) protos/codegen.py --protos build/against/protos --image-only build/against/image.binpb
+	$(BIN)/buf breaking build/protos.binpb --against build/against/image.binpb --path agentic

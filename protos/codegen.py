@@ -66,12 +66,54 @@ def protoc(args: list[str]) -> None:
         raise SystemExit(f"codegen: protoc failed ({result.returncode}): {' '.join(cmd)}")
 
 
+def proto_sources(protos_root: Path) -> list[str]:
+    """Every .proto under ``protos_root``, relative to it, sorted."""
+    sources = sorted(str(p.relative_to(protos_root)) for p in protos_root.rglob("*.proto"))
+    if not sources:
+        raise SystemExit(f"codegen: no .proto files under {protos_root}")
+    return sources
+
+
+def write_image(protos_root: Path, image: Path) -> None:
+    """A self-contained descriptor set of ``protos_root`` with source info (a buf image).
+
+    `buf lint` / `buf breaking` read it (buf cannot resolve the validate.proto import
+    from a directory without the BSR), and server reflection serves it so that
+    `grpcurl describe` shows the doc comments.
+    """
+    image.parent.mkdir(parents=True, exist_ok=True)
+    deps = image.with_name(image.name + ".deps")
+    deps.write_bytes(
+        descriptor_pb2.FileDescriptorSet(file=[validate_descriptor()]).SerializeToString()
+    )
+    protoc(
+        [
+            f"-I{protos_root}",
+            f"--descriptor_set_in={deps}",
+            "--include_imports",
+            "--include_source_info",
+            f"--descriptor_set_out={image}",
+            *proto_sources(protos_root),
+        ]
+    )
+    deps.unlink()
+
+
 def main() -> None:
     """Regenerate build/gen and build/protos.binpb from protos/."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protos", type=Path, default=Path("protos"))
     parser.add_argument("--out", type=Path, default=Path("build"))
+    parser.add_argument(
+        "--image-only",
+        type=Path,
+        metavar="PATH",
+        help="only write a buf image of --protos to PATH (for `buf breaking` against a ref)",
+    )
     ns = parser.parse_args()
+    if ns.image_only:
+        write_image(ns.protos, ns.image_only)
+        return
 
     protos_root: Path = ns.protos
     build: Path = ns.out
@@ -87,9 +129,7 @@ def main() -> None:
     deps_path = build / "protovalidate.binpb"
     deps_path.write_bytes(deps.SerializeToString())
 
-    sources = sorted(str(p.relative_to(protos_root)) for p in protos_root.rglob("*.proto"))
-    if not sources:
-        raise SystemExit(f"codegen: no .proto files under {protos_root}")
+    sources = proto_sources(protos_root)
     common = [f"-I{protos_root}", f"--descriptor_set_in={deps_path}"]
     protoc(
         [
@@ -104,19 +144,7 @@ def main() -> None:
     # validate_pb2 is generated separately: it has no services, and we want no stubs
     # of a third-party file to take part in our type checking beyond its messages.
     protoc([*common, f"--python_out={gen}", f"--mypy_out={gen}", VALIDATE_PROTO])
-    # A self-contained image of our protos with their comments: `buf lint` / `buf breaking`
-    # read it (buf cannot resolve the validate.proto import from a directory without the
-    # BSR), and server reflection serves it so `grpcurl describe` shows the doc comments.
-    image = gen / "agentic" / "_descriptors.binpb"
-    protoc(
-        [
-            *common,
-            "--include_imports",
-            "--include_source_info",
-            f"--descriptor_set_out={image}",
-            *sources,
-        ]
-    )
+    write_image(protos_root, gen / "agentic" / "_descriptors.binpb")
     old = build / f"gen.old-{os.getpid()}"
     if final.exists():
         final.rename(old)

@@ -1,0 +1,23 @@
+# One image for every agentic-backend process (API server, cache sidecar, worker);
+# docker-compose.yml picks the process with `command`.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONPATH=/app:/app/build/gen
+
+WORKDIR /app
+COPY requirements.lock ./
+RUN pip install --no-cache-dir -r requirements.lock
+COPY protos ./protos
+RUN python protos/codegen.py
+COPY server ./server
+COPY cache_sidecar ./cache_sidecar
+COPY workers ./workers
+
+RUN useradd --system --uid 10001 agentic && mkdir -p /app/var && chown agentic /app/var
+USER agentic
+
+EXPOSE 50051 9464
+CMD ["python", "-m", "server"]

@@ -1,0 +1,118 @@
+"""``make run``: start the whole stack locally on its embedded defaults, stop it on Ctrl-C.
+
+Each process is started in dependency order, waited for (it writes a ready file once it
+serves), and stopped in reverse order with SIGTERM so every part shuts down gracefully.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# State of the local stack (SQLite file, ready files); AGENTIC_RUN_DIR moves it (tests do).
+VAR = Path(os.environ.get("AGENTIC_RUN_DIR", REPO / "var"))
+READY_TIMEOUT_SECONDS = 60.0
+SERVICE = "agentic.projects.v1.ProjectService"
+
+
+class StackError(RuntimeError):
+    """A part of the stack could not be started."""
+
+
+@dataclass
+class Process:
+    """A started child process and what it reported when it became ready."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    ready: dict[str, object] = field(default_factory=dict)
+
+
+def start_python(name: str, module: str, env: dict[str, str]) -> Process:
+    """Start ``python -m module`` and wait until it has written its ready file."""
+    ready_file = VAR / "run" / f"{name}.ready.json"
+    ready_file.parent.mkdir(parents=True, exist_ok=True)
+    ready_file.unlink(missing_ok=True)
+    popen = subprocess.Popen(
+        [sys.executable, "-m", module],
+        cwd=REPO,
+        env={**os.environ, **env, "AGENTIC_READY_FILE": str(ready_file)},
+    )
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while not ready_file.exists():
+        if popen.poll() is not None:
+            raise StackError(f"{name} exited with {popen.returncode} during start-up (see above)")
+        if time.monotonic() > deadline:
+            popen.kill()
+            raise StackError(f"{name} did not become ready in {READY_TIMEOUT_SECONDS:.0f}s")
+        time.sleep(0.05)
+    return Process(name, popen, json.loads(ready_file.read_text()))
+
+
+def stop_all(processes: list[Process]) -> None:
+    """SIGTERM each process, newest first, and wait for it (kill after 20 s)."""
+    for proc in reversed(processes):
+        if proc.popen.poll() is None:
+            proc.popen.send_signal(signal.SIGTERM)
+            try:
+                proc.popen.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+
+
+def banner(api: Process) -> str:
+    """What a new user needs to talk to the stack."""
+    address = f"127.0.0.1:{api.ready['grpc_port']}"
+    grpcurl = REPO / ".venv" / "bin" / "grpcurl"
+    create_body = json.dumps({"project": {"name": "demo", "owner_id": "alice"}})
+    return "\n".join(
+        [
+            "",
+            "agentic-backend is running.",
+            f"  API (gRPC, plaintext): {address}",
+            f"  metrics:               http://127.0.0.1:{api.ready['metrics_port']}/metrics",
+            "Try:",
+            f"  {grpcurl} -plaintext {address} list",
+            f"  {grpcurl} -plaintext -d '{create_body}' {address} {SERVICE}/CreateProject",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    """Start the stack, print how to use it, run until interrupted."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    processes: list[Process] = []
+    try:
+        api_env = {
+            "AGENTIC_LISTEN_ADDRESS": os.environ.get("AGENTIC_LISTEN_ADDRESS", "127.0.0.1:50051"),
+            "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{VAR / 'agentic.db'}"),
+        }
+        api = start_python("api", "server", api_env)
+        processes.append(api)
+        print(banner(api), flush=True)
+        while not stop.is_set():
+            for proc in processes:
+                if proc.popen.poll() is not None:
+                    raise StackError(f"{proc.name} exited with {proc.popen.returncode}")
+            stop.wait(0.5)
+    except StackError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        stop_all(processes)
+        sys.exit(1)
+    stop_all(processes)
+
+
+if __name__ == "__main__":
+    main()

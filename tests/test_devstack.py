@@ -1,0 +1,62 @@
+"""`make run`'s launcher starts a stack a new user can talk to, and stops it cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+from agentic.projects.v1 import projects_pb2 as pb
+from agentic.projects.v1 import projects_pb2_grpc
+
+from tests._support import REPO, wait_for
+
+
+def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "AGENTIC_RUN_DIR": str(tmp_path),
+        "AGENTIC_LISTEN_ADDRESS": "127.0.0.1:0",
+        "AGENTIC_METRICS_ADDRESS": "127.0.0.1:0",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.devstack"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+        wait_for(
+            lambda: any("agentic-backend is running" in line for line in lines),
+            timeout=60,
+            message="the devstack banner",
+        )
+        match = re.search(r"API \(gRPC, plaintext\): (\S+)", "".join(lines))
+        assert match, "".join(lines)
+        with grpc.insecure_channel(match.group(1)) as channel:
+            stub = projects_pb2_grpc.ProjectServiceStub(channel)
+            made = stub.CreateProject(
+                pb.CreateProjectRequest(project=pb.Project(name="demo", owner_id="alice")),
+                timeout=10,
+            )
+            assert made.project.id
+        assert (tmp_path / "agentic.db").exists(), "the stack should use its embedded SQLite"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        reader.join(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
