@@ -123,3 +123,15 @@ def test_stub_works_against_the_service_names_in_reflection(api: Api) -> None:
     stub = projects_pb2_grpc.ProjectServiceStub(api.channel)
     reply = stub.ListProjects(pb.ListProjectsRequest(page_size=1), timeout=5)
     assert len(reply.projects) <= 1
+
+
+def test_oversize_request_is_resource_exhausted_and_server_stays_healthy(api: Api) -> None:
+    huge = pb.CreateProjectRequest(
+        project=pb.Project(name="big", owner_id="alice", description="x" * (5 * 1024 * 1024))
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        api.projects.CreateProject(huge, timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    health = health_pb2_grpc.HealthStub(api.channel)
+    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
