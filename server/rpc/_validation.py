@@ -20,8 +20,6 @@ from google.protobuf.message import Message
 from server.rpc._errors import DEFAULT_DOMAIN, FieldViolation, InvalidArgument
 
 _validator = protovalidate.Validator()
-# The oneof cases of buf.validate.FieldPathElement.subscript (list index or map key).
-_SUBSCRIPTS = ("index", "bool_key", "int_key", "uint_key", "string_key")
 
 
 def _path_text(field_path: Any) -> str:
@@ -30,11 +28,10 @@ def _path_text(field_path: Any) -> str:
     for element in field_path.elements:
         name = element.field_name
         out.append(f".{name}" if out else name)
-        for key in _SUBSCRIPTS:
-            if element.has_field(key):
-                value = getattr(element, key)
-                out.append(f'["{value}"]' if key == "string_key" else f"[{value}]")
-                break
+        subscript = element.subscript  # a oneof: list index or map key, when present
+        if subscript is not None:
+            quoted = subscript.field == "string_key"
+            out.append(f'["{subscript.value}"]' if quoted else f"[{subscript.value}]")
     return "".join(out)
 
 

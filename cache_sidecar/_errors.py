@@ -1,0 +1,69 @@
+"""The sidecar's domain errors, on top of the shared taxonomy in ``server.rpc``.
+
+They are mapped to ``google.rpc.Status`` in one place, the shared ``ServiceInterceptor``
+(ErrorInfo with domain ``agentic.cache.v1`` always, BadRequest field violations for bad
+input; protovalidate violations of the request become InvalidArgument there too, and
+anything unexpected becomes INTERNAL, never UNKNOWN)::
+
+    server.rpc.ApiError
+    └── server.rpc.InvalidArgument      INVALID_ARGUMENT (+ BadRequest)
+        ├── UnknownNamespace            reason UNKNOWN_NAMESPACE, field namespace
+        ├── ValueTooLarge               reason VALUE_TOO_LARGE, field value
+        └── InvalidLeaseToken           reason INVALID_LEASE_TOKEN, field lease_token
+
+An unreachable Memcached is deliberately not an error: reads degrade to "load from
+the origin, do not fill" (see _leases.py).
+"""
+
+from __future__ import annotations
+
+from server.rpc import FieldViolation, InvalidArgument
+
+__all__ = ["DOMAIN", "InvalidLeaseToken", "UnknownNamespace", "ValueTooLarge"]
+
+DOMAIN = "agentic.cache.v1"
+"""ErrorInfo.domain of every error this service returns."""
+
+
+class UnknownNamespace(InvalidArgument):
+    """The namespace is not in the sidecar's policy file."""
+
+    def __init__(self, namespace: str) -> None:
+        description = f"namespace {namespace!r} is not configured in the cache policy"
+        super().__init__(
+            [FieldViolation("namespace", description, "UNKNOWN_NAMESPACE")],
+            message=description,
+            reason="UNKNOWN_NAMESPACE",
+            domain=DOMAIN,
+        )
+        self.metadata = {"namespace": namespace}
+
+
+class ValueTooLarge(InvalidArgument):
+    """A Fill value is larger than the namespace's max_value_bytes; nothing was stored."""
+
+    def __init__(self, namespace: str, size: int, limit: int) -> None:
+        description = (
+            f"value is {size} bytes, more than the {limit} bytes namespace "
+            f"{namespace!r} accepts; nothing was stored"
+        )
+        super().__init__(
+            [FieldViolation("value", description, "VALUE_TOO_LARGE")],
+            message=description,
+            reason="VALUE_TOO_LARGE",
+            domain=DOMAIN,
+        )
+        self.metadata = {"namespace": namespace, "size": str(size), "limit": str(limit)}
+
+
+class InvalidLeaseToken(InvalidArgument):
+    """A Fill's lease token is not one a sidecar issued (malformed)."""
+
+    def __init__(self) -> None:
+        description = "lease_token is not a token returned by Get"
+        super().__init__(
+            [FieldViolation("lease_token", description, "INVALID_LEASE_TOKEN")],
+            message=description,
+            reason="INVALID_LEASE_TOKEN",
+            domain=DOMAIN,
+        )

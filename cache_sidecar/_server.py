@@ -1,0 +1,232 @@
+"""Process wiring: create_server() builds everything, serve() runs it until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+from agentic.cache.v1 import cache_pb2, cache_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import start_http_server
+
+from cache_sidecar._breaker import BreakerSettings
+from cache_sidecar._config import Config
+from cache_sidecar._events import EventApplier, EventConsumer
+from cache_sidecar._leases import ReadCache
+from cache_sidecar._metrics import Counters, Metrics, SidecarCollector
+from cache_sidecar._policy import load_policy
+from cache_sidecar._service import CacheServicer
+from cache_sidecar._store import Store
+from server.rpc import ServiceInterceptor, enable_reflection
+
+__all__ = ["SERVICE_NAME", "CacheSidecar", "create_server", "serve"]
+
+SERVICE_NAME: str = cache_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name
+"""Fully qualified gRPC service name, also the health-check service name."""
+
+_log = logging.getLogger(__name__)
+
+# Recovery and health run on this tick: a quarantined node that came back is flushed
+# and serving again within one tick after its breaker allows a trial.
+_MAINTENANCE_TICK_SECONDS = 0.05
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class CacheSidecar:
+    """A built sidecar: the gRPC server plus its background parts, started together."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        server: grpc.aio.Server,
+        health_servicer: health.aio.HealthServicer,
+        cache: ReadCache,
+        store: Store,
+        executor: ThreadPoolExecutor,
+        metrics: Metrics,
+        consumer: EventConsumer | None,
+    ) -> None:
+        self.config = config
+        self.server = server
+        self.health = health_servicer
+        self.cache = cache
+        self.store = store
+        self.metrics = metrics
+        self._executor = executor
+        self._consumer = consumer
+        self._maintenance: asyncio.Task[None] | None = None
+        self._metrics_server: Any = None
+        self.metrics_port = 0
+        """Bound Prometheus port after start(), 0 when disabled."""
+
+    async def start(self) -> None:
+        """Start serving RPCs, recovery/health upkeep, the event consumer and metrics."""
+        await self.server.start()
+        loop = asyncio.get_running_loop()
+        for warning in await loop.run_in_executor(self._executor, self.store.unsafe_settings):
+            _log.warning("%s", warning)
+        await self._set_health(self.store.any_usable())
+        self._maintenance = asyncio.create_task(self._maintain(), name="cache-maintenance")
+        if self._consumer is not None:
+            self._consumer.start()
+        if self.config.metrics_port:
+            self._metrics_server, _ = start_http_server(
+                self.config.metrics_port, addr="127.0.0.1", registry=self.metrics.registry
+            )
+            self.metrics_port = self._metrics_server.server_port
+
+    async def stop(self, grace_seconds: float | None) -> None:
+        """Report NOT_SERVING, let in-flight RPCs finish within the grace, stop the rest."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_seconds)
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            await asyncio.gather(self._maintenance, return_exceptions=True)
+        await self.cache.close()
+        if self._consumer is not None:
+            await asyncio.to_thread(self._consumer.stop)
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)
+            self._metrics_server.server_close()
+        # In-flight Memcached calls are bounded by their timeouts.
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        self.store.close()
+
+    async def wait_for_termination(self) -> None:
+        """Wait until the gRPC server has stopped."""
+        await self.server.wait_for_termination()
+
+    async def _maintain(self) -> None:
+        loop = asyncio.get_running_loop()
+        serving = self.store.any_usable()
+        while True:
+            await asyncio.sleep(_MAINTENANCE_TICK_SECONDS)
+            try:
+                if self.store.needs_recovery():
+                    await loop.run_in_executor(self._executor, self.store.recover)
+            except Exception:
+                _log.exception("memcached recovery failed")
+            now_serving = self.store.any_usable()
+            if now_serving != serving:
+                serving = now_serving
+                await self._set_health(serving)
+
+    async def _set_health(self, serving: bool) -> None:
+        # NOT_SERVING when no Memcached node is usable; Get still answers LOAD_NO_FILL.
+        status = _SERVING if serving else _NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+
+def create_server(config: Config) -> tuple[CacheSidecar, int]:
+    """Build a sidecar listening on ``config.listen_address``; return it and its port.
+
+    Raises PolicyError when the policy file is bad, RuntimeError when the address
+    cannot be bound. Nothing runs until ``await sidecar.start()``.
+    """
+    policy = load_policy(config.policy_file)
+    store = Store(
+        config.memcached_servers,
+        key_prefix=policy.key_prefix,
+        connect_timeout_seconds=config.memcached_connect_timeout_seconds,
+        timeout_seconds=config.memcached_timeout_seconds,
+        breaker=BreakerSettings(
+            failure_threshold=config.breaker_failure_threshold,
+            reset_timeout_seconds=config.breaker_reset_seconds,
+        ),
+    )
+    counters = Counters(policy.namespaces)
+    executor = ThreadPoolExecutor(
+        max_workers=config.memcached_io_threads, thread_name_prefix="memcached-io"
+    )
+    cache = ReadCache(policy, store, counters, executor)
+    consumer = None
+    if config.events_enabled:
+        consumer = EventConsumer(
+            url=config.amqp_url,
+            exchange=config.events_exchange,
+            queue=config.events_queue,
+            binding_keys=policy.event_patterns(),
+            applier=EventApplier(policy, store, counters),
+            counters=counters,
+        )
+
+    def events_connected() -> bool:
+        return consumer is not None and consumer.connected
+
+    metrics = Metrics(SidecarCollector(counters, store.snapshots, events_connected))
+
+    # The shared interceptor validates requests against the proto rules, maps errors to
+    # rich statuses (ErrorInfo domain agentic.cache.v1) and records per-RPC metrics.
+    server = grpc.aio.server(interceptors=[ServiceInterceptor()])
+    cache_pb2_grpc.add_CacheServiceServicer_to_server(
+        CacheServicer(
+            cache,
+            counters=counters,
+            nodes=store.snapshots,
+            events_connected=events_connected,
+            executor=executor,
+        ),
+        server,
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
+    port = server.add_insecure_port(config.listen_address)
+    if port == 0:  # older grpcio reports a failed bind this way instead of raising
+        raise RuntimeError(f"cannot listen on {config.listen_address}")
+    sidecar = CacheSidecar(
+        config=config,
+        server=server,
+        health_servicer=health_servicer,
+        cache=cache,
+        store=store,
+        executor=executor,
+        metrics=metrics,
+        consumer=consumer,
+    )
+    return sidecar, port
+
+
+async def serve(config: Config | None = None) -> None:
+    """Run a sidecar until SIGTERM or SIGINT, then shut down gracefully.
+
+    Once serving, writes ``{"grpc_port": ..., "metrics_port": ...}`` to
+    ``config.ready_file`` when set, for supervisors and tests that bind port 0.
+    """
+    config = config or Config.from_env()
+    sidecar, port = create_server(config)
+    await sidecar.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    host = config.listen_address.rpartition(":")[0]
+    _log.info(
+        "serving on %s:%d (metrics port %d), memcached %s",
+        host,
+        port,
+        sidecar.metrics_port,
+        ",".join(config.memcached_servers),
+    )
+    if config.ready_file:
+        ready = {"grpc_port": port, "metrics_port": sidecar.metrics_port}
+        await asyncio.to_thread(_write_atomically, Path(config.ready_file), json.dumps(ready))
+    await stopping.wait()
+    _log.info("stopping: NOT_SERVING, %.1fs grace", config.shutdown_grace_seconds)
+    await sidecar.stop(config.shutdown_grace_seconds)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # readers never see a half-written file

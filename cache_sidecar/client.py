@@ -1,0 +1,300 @@
+"""Typed async client of the cache sidecar, for the API server.
+
+It wraps the generated stub once: every call has a deadline, and ``grpc.RpcError``
+never escapes. Failures surface as::
+
+    CacheClientError
+    ├── CacheUnavailable    the sidecar is unreachable, timed out, overloaded or broken:
+    │                       serve from the origin (read_through does this by itself)
+    └── CacheRejected       the sidecar refused the request (bad namespace, key, value
+                            size or token): a caller bug, never retried
+
+Invalidations are idempotent and matter for correctness, so they are retried on
+transient codes with exponential backoff inside a total deadline; reads are not (the
+origin is the fallback, and it is faster than a retry).
+
+Typical use on the read path::
+
+    data = await cache.read_through("projects", project_id.encode(), load_project)
+
+and on the write path, before acknowledging the write::
+
+    await cache.invalidate("projects", [project_id.encode()])   # raises if it could not
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+from agentic.cache.v1 import cache_pb2, cache_pb2_grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+__all__ = [
+    "CacheClient",
+    "CacheClientError",
+    "CacheRead",
+    "CacheRejected",
+    "CacheUnavailable",
+    "FillResult",
+    "Outcome",
+]
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# Codes that mean "the caller sent something wrong": retrying or falling back would
+# hide a bug. Every other code means the cache cannot help right now.
+_REJECTED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+# Worth another attempt for idempotent calls: the request most likely never ran, or
+# the server asked us to back off.
+_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+_BACKOFF_FIRST_SECONDS = 0.02
+_BACKOFF_MAX_SECONDS = 0.5
+
+
+class CacheClientError(Exception):
+    """Base of the errors this client raises."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CacheUnavailable(CacheClientError):
+    """The sidecar could not answer; fall back to the origin."""
+
+
+class CacheRejected(CacheClientError):
+    """The sidecar rejected the request; ``reason`` is ErrorInfo.reason, ``violations``
+    maps each bad field to its description."""
+
+    def __init__(
+        self,
+        message: str,
+        code: grpc.StatusCode,
+        reason: str = "",
+        violations: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, code)
+        self.reason = reason
+        self.violations = violations or {}
+
+
+class Outcome(enum.Enum):
+    """What the caller must do after get()."""
+
+    HIT = "hit"
+    NEGATIVE_HIT = "negative_hit"
+    LOAD = "load"
+    LOAD_NO_FILL = "load_no_fill"
+
+
+class FillResult(enum.Enum):
+    """What fill() did."""
+
+    STORED = "stored"
+    STALE = "stale"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRead:
+    """Answer of get(): the value of a HIT, the lease token of a LOAD."""
+
+    outcome: Outcome
+    value: bytes = b""
+    lease_token: str = ""
+
+
+_OUTCOMES = {
+    cache_pb2.OUTCOME_HIT: Outcome.HIT,
+    cache_pb2.OUTCOME_NEGATIVE_HIT: Outcome.NEGATIVE_HIT,
+    cache_pb2.OUTCOME_LOAD: Outcome.LOAD,
+    cache_pb2.OUTCOME_LOAD_NO_FILL: Outcome.LOAD_NO_FILL,
+}
+_FILL_RESULTS = {
+    cache_pb2.FILL_RESULT_STORED: FillResult.STORED,
+    cache_pb2.FILL_RESULT_STALE: FillResult.STALE,
+    cache_pb2.FILL_RESULT_UNAVAILABLE: FillResult.UNAVAILABLE,
+}
+
+
+class CacheClient:
+    """Async client of CacheService over one channel."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        timeout_seconds: float = 1.0,
+        invalidate_timeout_seconds: float = 2.0,
+        owns_channel: bool = False,
+    ) -> None:
+        """Wrap ``channel``.
+
+        ``timeout_seconds`` is the deadline of get/fill/stats (the sidecar ends lease
+        waits before it); ``invalidate_timeout_seconds`` is the total deadline of an
+        invalidation including retries.
+        """
+        self._channel = channel
+        self._stub = cache_pb2_grpc.CacheServiceStub(channel)
+        self._timeout = timeout_seconds
+        self._invalidate_timeout = invalidate_timeout_seconds
+        self._owns_channel = owns_channel
+
+    @classmethod
+    def connect(cls, address: str, **kwargs: Any) -> CacheClient:
+        """Open an insecure channel to ``host:port`` (loopback sidecar) owned by the client."""
+        return cls(grpc.aio.insecure_channel(address), owns_channel=True, **kwargs)
+
+    async def close(self) -> None:
+        """Close the channel if this client opened it."""
+        if self._owns_channel:
+            await self._channel.close()
+
+    async def __aenter__(self) -> CacheClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def get(self, namespace: str, key: bytes) -> CacheRead:
+        """Read a key. Raises CacheUnavailable or CacheRejected."""
+        request = cache_pb2.GetRequest(namespace=namespace, key=key)
+        response = await self._call(self._stub.Get, request, self._timeout)
+        outcome = _OUTCOMES.get(response.outcome)
+        if outcome is None:
+            raise CacheUnavailable(f"sidecar sent an unknown outcome {response.outcome}")
+        return CacheRead(outcome, value=response.value, lease_token=response.lease_token)
+
+    async def fill(
+        self, namespace: str, key: bytes, lease_token: str, value: bytes | None
+    ) -> FillResult:
+        """Store a loaded value (None: the origin has no such key) under a lease."""
+        request = cache_pb2.FillRequest(namespace=namespace, key=key, lease_token=lease_token)
+        if value is None:
+            request.not_found = True
+        else:
+            request.value = value
+        response = await self._call(self._stub.Fill, request, self._timeout)
+        return _FILL_RESULTS.get(response.result, FillResult.UNAVAILABLE)
+
+    async def invalidate(self, namespace: str, keys: Sequence[bytes]) -> None:
+        """Invalidate keys; returns once no later read can see their old values.
+
+        Retries transient failures within invalidate_timeout_seconds, then raises
+        CacheUnavailable: the caller must then not acknowledge its write as cached-safe.
+        """
+        request = cache_pb2.InvalidateRequest(namespace=namespace, keys=list(keys))
+        await self._retrying(self._stub.Invalidate, request)
+
+    async def invalidate_namespace(self, namespace: str) -> None:
+        """Invalidate every key of a namespace; same guarantees as invalidate()."""
+        request = cache_pb2.InvalidateNamespaceRequest(namespace=namespace)
+        await self._retrying(self._stub.InvalidateNamespace, request)
+
+    async def stats(self) -> cache_pb2.StatsResponse:
+        """Return the sidecar's counters and node states."""
+        response: cache_pb2.StatsResponse = await self._call(
+            self._stub.Stats, cache_pb2.StatsRequest(), self._timeout
+        )
+        return response
+
+    async def read_through(
+        self,
+        namespace: str,
+        key: bytes,
+        loader: Callable[[], Awaitable[bytes | None]],
+    ) -> bytes | None:
+        """Return the value of a key from the cache, or from ``loader`` (None: not found).
+
+        Implements the lease dance: on LOAD the loader runs and its result is filled;
+        on LOAD_NO_FILL (or when the sidecar is unreachable) the loader runs and
+        nothing is filled. Exceptions of the loader propagate; the lease then expires
+        by itself and waiting readers load on their own.
+        """
+        try:
+            read = await self.get(namespace, key)
+        except CacheUnavailable:
+            return await loader()
+        if read.outcome is Outcome.HIT:
+            return read.value
+        if read.outcome is Outcome.NEGATIVE_HIT:
+            return None
+        value = await loader()
+        if read.outcome is Outcome.LOAD:
+            try:
+                await self.fill(namespace, key, read.lease_token, value)
+            except CacheUnavailable:
+                pass  # the value is still good; the next reader loads again
+            except CacheRejected as exc:
+                # E.g. a value over max_value_bytes: serve it, just never cache it.
+                _log.warning("cache fill of %s rejected: %s", namespace, exc)
+        return value
+
+    async def _call(self, method: Any, request: Any, deadline_seconds: float) -> Any:
+        try:
+            return await method(request, timeout=deadline_seconds)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+
+    async def _retrying(self, method: Any, request: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._invalidate_timeout
+        delay = _BACKOFF_FIRST_SECONDS
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                return await self._call(method, request, remaining)
+            except CacheUnavailable as exc:
+                # Full jitter keeps a crowd of writers from retrying in lockstep.
+                pause = random.uniform(0, delay)
+                if exc.code not in _TRANSIENT or loop.time() + pause >= deadline:
+                    raise
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, _BACKOFF_MAX_SECONDS)
+
+
+def _translate(exc: grpc.RpcError) -> CacheClientError:
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else None) or str(code)
+    if code not in _REJECTED:
+        return CacheUnavailable(f"cache sidecar: {details}", code)
+    reason = ""
+    violations: dict[str, str] = {}
+    try:
+        status = rpc_status.from_call(exc)
+    except ValueError:
+        status = None  # inconsistent details; the code and message are still right
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations.update({v.field: v.description for v in bad.field_violations})
+    return CacheRejected(f"cache sidecar: {details}", code, reason, violations)

@@ -1,0 +1,173 @@
+"""Event-driven invalidation through the shared RabbitMQ (uniquely named, deleted after)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from agentic.cache.v1 import cache_pb2
+from kombu.connection import Connection
+from kombu.entity import Exchange
+
+from cache_sidecar.client import CacheClient, Outcome
+from tests._support import free_port
+from tests.cache_sidecar._support import Memcached, SidecarFactory, eventually, run
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@dataclass(frozen=True)
+class Broker:
+    """This test's private exchange and queue on the shared broker."""
+
+    exchange: str
+    queue: str
+
+    def publish(self, routing_key: str, body: Any, *, raw: bool = False) -> None:
+        """Publish one event (JSON unless ``raw``) and wait for the broker's confirm."""
+        with Connection(AMQP_URL, connect_timeout=5) as conn:
+            exchange = Exchange(self.exchange, type="topic", durable=True)
+            producer = conn.Producer()
+            producer.publish(
+                body if raw else json.dumps(body),
+                exchange=exchange,
+                routing_key=routing_key,
+                content_type="application/json",
+                content_encoding="utf-8",
+                declare=[exchange],
+                retry=True,
+                retry_policy={"max_retries": 3},
+            )
+
+    def queue_depth(self) -> int:
+        """Messages in the queue that nobody has taken yet."""
+        with Connection(AMQP_URL, connect_timeout=5) as conn:
+            _, count, _ = conn.default_channel.queue_declare(self.queue, passive=True)
+            return int(count)
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    """Unique names per test; the queue and exchange are deleted at the end.
+
+    Requested before the sidecars so it is torn down after them (a live consumer would
+    declare the queue again).
+    """
+    tag = uuid.uuid4().hex[:12]
+    names = Broker(exchange=f"test.cache.events.{tag}", queue=f"test.cache.invalidation.{tag}")
+    yield names
+    with Connection(AMQP_URL, connect_timeout=5) as conn:
+        channel = conn.default_channel
+        channel.queue_delete(names.queue)
+        channel.exchange_delete(names.exchange)
+
+
+async def fill(cache: CacheClient, namespace: str, key: bytes, value: bytes) -> None:
+    read = await cache.get(namespace, key)
+    assert read.outcome is Outcome.LOAD
+    await cache.fill(namespace, key, read.lease_token, value)
+    assert (await cache.get(namespace, key)).value == value
+
+
+def test_domain_events_invalidate_even_while_memcached_is_down(
+    broker: Broker, memcached: Memcached, sidecar_factory: SidecarFactory
+) -> None:
+    metrics_port = free_port()
+    sidecar = sidecar_factory(
+        [memcached],
+        {
+            "AGENTIC_CACHE_EVENTS": "on",
+            "AGENTIC_AMQP_URL": AMQP_URL,
+            "AGENTIC_CACHE_EVENTS_EXCHANGE": broker.exchange,
+            "AGENTIC_CACHE_EVENTS_QUEUE": broker.queue,
+            "AGENTIC_CACHE_METRICS_PORT": str(metrics_port),
+        },
+    )
+
+    async def scenario() -> None:
+        async with CacheClient.connect(sidecar.address) as cache:
+
+            async def applied(count: int) -> None:
+                async def done() -> bool:
+                    return (await cache.stats()).events_applied >= count
+
+                await eventually(done, within_seconds=10, message=f"{count} events applied")
+
+            async def connected() -> bool:
+                return (await cache.stats()).events_connected
+
+            async def recovered() -> bool:
+                node = (await cache.stats()).nodes[0]
+                return not node.quarantined and node.breaker_state == (
+                    cache_pb2.BREAKER_STATE_CLOSED
+                )
+
+            await eventually(connected, within_seconds=10, message="event consumer to connect")
+
+            # 1. project.updated drops the project's key and every list page.
+            await fill(cache, "projects", b"p1", b"v1")
+            await fill(cache, "projects", b"p-other", b"kept")
+            await fill(cache, "project_lists", b"page-1", b"[p1]")
+            event = {"type": "project.updated", "project_id": "p1", "event_id": "e1"}
+            await asyncio.to_thread(broker.publish, "project.updated", event)
+            await applied(1)
+            assert (await cache.get("projects", b"p1")).outcome is Outcome.LOAD
+            assert (await cache.get("project_lists", b"page-1")).outcome is Outcome.LOAD
+            assert (await cache.get("projects", b"p-other")).value == b"kept"
+            stats = {ns.namespace: ns for ns in (await cache.stats()).namespaces}
+            assert stats["projects"].invalidations_event == 1
+            assert stats["project_lists"].invalidations_namespace == 1
+
+            # 2. A hung memcached: the event is acked only once the node is quarantined,
+            #    and the old value is gone once the node is back.
+            await fill(cache, "projects", b"p2", b"v1")
+            memcached.pause()
+            try:
+                event = {"type": "project.updated", "project_id": "p2", "event_id": "e2"}
+                await asyncio.to_thread(broker.publish, "project.updated", event)
+                await applied(2)
+                assert (await cache.stats()).nodes[0].quarantined
+                assert await asyncio.to_thread(broker.queue_depth) == 0
+            finally:
+                memcached.resume()
+            await eventually(recovered, within_seconds=5, message="node to come back")
+            assert (await cache.get("projects", b"p2")).outcome is Outcome.LOAD
+
+            # 3. A killed memcached: same, across a restart on the same port.
+            await fill(cache, "projects", b"p3", b"v1")
+            memcached.kill()
+            event = {"type": "project.deleted", "project_id": "p3", "event_id": "e3"}
+            await asyncio.to_thread(broker.publish, "project.deleted", event)
+            await applied(3)
+            memcached.start()
+            await eventually(recovered, within_seconds=5, message="node to come back")
+            assert (await cache.get("projects", b"p3")).outcome is Outcome.LOAD
+
+            # 4. An event without its key field invalidates the whole namespace (safe
+            #    superset); an undecodable one is rejected, not retried forever.
+            await fill(cache, "projects", b"p4", b"v1")
+            await asyncio.to_thread(broker.publish, "project.updated", {"event_id": "e4"})
+            await applied(4)
+            assert (await cache.get("projects", b"p4")).outcome is Outcome.LOAD
+            await asyncio.to_thread(broker.publish, "project.updated", b"{not json", raw=True)
+
+            async def rejected() -> bool:
+                text = await asyncio.to_thread(_scrape, metrics_port)
+                return 'agentic_cache_events_total{outcome="rejected"} 1.0' in text
+
+            await eventually(rejected, within_seconds=5, message="the bad event to be rejected")
+            assert await asyncio.to_thread(broker.queue_depth) == 0
+
+    run(scenario())
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+    return text
