@@ -74,6 +74,18 @@ class ServerConfig:
     """AGENTIC_KEEPALIVE_TIMEOUT_SECONDS: drop a connection whose ping is not answered."""
     shutdown_grace_seconds: float = 10.0
     """AGENTIC_SHUTDOWN_GRACE_SECONDS: on SIGTERM, time in-flight RPCs get to finish."""
+    cache_address: str = "127.0.0.1:50052"
+    """AGENTIC_CACHE_ADDRESS: the cache sidecar beside this server; empty: no cache."""
+    cache_timeout_seconds: float = 0.25
+    """AGENTIC_CACHE_TIMEOUT_SECONDS: deadline of a cache read; past it the database answers."""
+    cache_invalidate_timeout_seconds: float = 2.0
+    """AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS: total deadline of a write's invalidation."""
+    origin_concurrency: int = 32
+    """AGENTIC_ORIGIN_CONCURRENCY: database reads in flight at once on the read path."""
+    events_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    """AGENTIC_EVENTS_URL: broker for domain events; empty disables publishing."""
+    events_exchange: str = "agentic.events"
+    """AGENTIC_EVENTS_EXCHANGE: topic exchange the domain events go to."""
     ready_file: str = ""
     """AGENTIC_READY_FILE: if set, JSON with the bound ports is written here once serving."""
     log_level: str = "INFO"
@@ -105,6 +117,18 @@ class ServerConfig:
             shutdown_grace_seconds=_float(
                 e, "AGENTIC_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
             ),
+            cache_address=e.get("AGENTIC_CACHE_ADDRESS", d.cache_address),
+            cache_timeout_seconds=_float(
+                e, "AGENTIC_CACHE_TIMEOUT_SECONDS", d.cache_timeout_seconds
+            ),
+            cache_invalidate_timeout_seconds=_float(
+                e, "AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS", d.cache_invalidate_timeout_seconds
+            ),
+            origin_concurrency=_int(
+                e, "AGENTIC_ORIGIN_CONCURRENCY", d.origin_concurrency, minimum=1
+            ),
+            events_url=e.get("AGENTIC_EVENTS_URL", d.events_url),
+            events_exchange=e.get("AGENTIC_EVENTS_EXCHANGE", d.events_exchange),
             ready_file=e.get("AGENTIC_READY_FILE", d.ready_file),
             log_level=e.get("AGENTIC_LOG_LEVEL", d.log_level).upper(),
         )

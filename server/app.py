@@ -16,9 +16,11 @@ from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
+from cache_sidecar.client import CacheClient
 from server._config import ServerConfig
 from server.db import make_engine, migrate
-from server.projects import ProjectService, ProjectStore
+from server.events import AmqpPublisher, NullPublisher, Publisher
+from server.projects import Projects, ProjectService, ProjectStore
 from server.rpc import ServiceInterceptor, enable_reflection
 
 log = logging.getLogger("server")
@@ -34,6 +36,17 @@ class App:
     port: int
     health: health.aio.HealthServicer
     executor: ThreadPoolExecutor
+    projects: Projects
+    cache: CacheClient | None
+    publisher: Publisher
+
+    async def close(self) -> None:
+        """Release what the server owns, after it stopped."""
+        await self.projects.close()
+        if self.cache is not None:
+            await self.cache.close()
+        self.publisher.close()
+        self.executor.shutdown(wait=True)
 
     async def set_serving(self, serving: bool) -> None:
         """Report SERVING / NOT_SERVING for the server as a whole and each service."""
@@ -65,17 +78,44 @@ def create_server(config: ServerConfig) -> App:
     if config.db_auto_migrate:
         migrate(engine)
     executor = ThreadPoolExecutor(config.db_pool_size, thread_name_prefix="db")
-    server = grpc.aio.server(interceptors=[ServiceInterceptor()], options=server_options(config))
-    projects_pb2_grpc.add_ProjectServiceServicer_to_server(
-        ProjectService(ProjectStore(engine), executor), server
+    cache = (
+        CacheClient.connect(
+            config.cache_address,
+            timeout_seconds=config.cache_timeout_seconds,
+            invalidate_timeout_seconds=config.cache_invalidate_timeout_seconds,
+        )
+        if config.cache_address
+        else None
     )
+    publisher: Publisher = (
+        AmqpPublisher(config.events_url, config.events_exchange)
+        if config.events_url
+        else NullPublisher()
+    )
+    projects = Projects(
+        ProjectStore(engine),
+        executor,
+        cache=cache,
+        publisher=publisher,
+        origin_concurrency=config.origin_concurrency,
+    )
+    server = grpc.aio.server(interceptors=[ServiceInterceptor()], options=server_options(config))
+    projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectService(projects), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))
     port = server.add_insecure_port(config.listen_address)
     if port == 0:
         raise RuntimeError(f"could not bind {config.listen_address}")
-    return App(server=server, port=port, health=health_servicer, executor=executor)
+    return App(
+        server=server,
+        port=port,
+        health=health_servicer,
+        executor=executor,
+        projects=projects,
+        cache=cache,
+        publisher=publisher,
+    )
 
 
 def _start_metrics(address: str) -> int | None:
@@ -113,5 +153,5 @@ async def serve(config: ServerConfig) -> None:
     # Load balancers watching health stop routing here before connections close.
     await app.set_serving(False)
     await app.server.stop(config.shutdown_grace_seconds)
-    app.executor.shutdown(wait=True)
+    await app.close()
     log.info("stopped")

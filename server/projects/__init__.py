@@ -1,6 +1,8 @@
-"""Projects: storage and the ProjectService servicer."""
+"""Projects: storage, cached reads and invalidating writes, and the ProjectService servicer."""
 
-from server.projects._service import ProjectService, to_proto
+from server.projects._facade import Projects
+from server.projects._service import ProjectService
 from server.projects._store import Page, Project, ProjectStore
+from server.projects._wire import to_proto
 
-__all__ = ["Page", "Project", "ProjectService", "ProjectStore", "to_proto"]
+__all__ = ["Page", "Project", "ProjectService", "ProjectStore", "Projects", "to_proto"]

@@ -47,6 +47,10 @@ class Page:
     next_page_token: str
 
 
+def _filter_key(owner_id: str) -> str:
+    return f"owner_id={owner_id}"
+
+
 def etag_of(project_id: str, version: int) -> str:
     """Opaque etag: clients compare it, never parse it."""
     return hashlib.sha256(f"{project_id}:{version}".encode()).hexdigest()[:20]
@@ -69,7 +73,8 @@ def _to_project(row: ProjectRow) -> Project:
     )
 
 
-def _not_found(project_id: str) -> NotFound:
+def project_not_found(project_id: str) -> NotFound:
+    """The NOT_FOUND error for a project id (also raised for cached negative reads)."""
     return NotFound(
         f"project {project_id} not found",
         reason="PROJECT_NOT_FOUND",
@@ -126,13 +131,13 @@ class ProjectStore:
         with self._sessions() as session:
             row = session.get(ProjectRow, project_id)
             if row is None:
-                raise _not_found(project_id)
+                raise project_not_found(project_id)
             return _to_project(row)
 
     def list(self, *, page_size: int, page_token: str, owner_id: str) -> Page:
         """A page in (create_time, id) order, optionally only one owner's projects."""
         size = page_size or DEFAULT_PAGE_SIZE
-        filter_key = f"owner_id={owner_id}"
+        filter_key = _filter_key(owner_id)
         cursor = _paging.decode(page_token, filter_key)
         query = select(ProjectRow)
         if owner_id:
@@ -154,6 +159,11 @@ class ProjectStore:
                 _paging.Cursor(create_time=_utc(last.create_time), id=last.id), filter_key
             )
         return Page(projects=[_to_project(r) for r in rows], next_page_token=token)
+
+    @staticmethod
+    def check_page_token(page_token: str, *, owner_id: str) -> None:
+        """INVALID_ARGUMENT unless ``page_token`` is empty or ours for this filter."""
+        _paging.decode(page_token, _filter_key(owner_id))
 
     def update(self, project_id: str, fields: dict[str, str], *, etag: str) -> Project:
         """Set ``fields`` (a subset of UPDATABLE_FIELDS); ABORTED when ``etag`` is stale."""
@@ -198,7 +208,7 @@ class ProjectStore:
     def _current(session: Session, project_id: str, etag: str) -> ProjectRow:
         row = session.get(ProjectRow, project_id)
         if row is None:
-            raise _not_found(project_id)
+            raise project_not_found(project_id)
         if etag and etag != etag_of(row.id, row.version):
             raise _stale(project_id)
         return row

@@ -1,0 +1,227 @@
+"""The API server reading through a real cache sidecar on a real memcached, and surviving
+the loss of either: clients see no errors, only slower reads, and never an old value."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from agentic.projects.v1 import projects_pb2 as pb
+from agentic.projects.v1 import projects_pb2_grpc
+from google.protobuf import field_mask_pb2
+
+from tests._support import REPO, Service, free_port, start_service, wait_for
+from tests.cache_sidecar._support import Memcached, start_sidecar
+from tests.server.test_lifecycle import metric
+
+POLICY = REPO / "cache_sidecar" / "namespaces.toml"  # the shipped policy: same namespaces
+TIMEOUT = 10.0
+
+
+@dataclass
+class Stack:
+    """memcached <- sidecar <- API server, each a real process on loopback."""
+
+    tmp: Path
+    memcached: Memcached
+    sidecar_port: int
+    sidecar: Service
+    server: Service
+    channel: grpc.Channel
+    projects: projects_pb2_grpc.ProjectServiceStub
+
+    def start_sidecar(self) -> None:
+        env = {"AGENTIC_CACHE_LISTEN_ADDRESS": f"127.0.0.1:{self.sidecar_port}"}
+        self.sidecar = start_sidecar(self.tmp / "sidecar", [self.memcached], POLICY, env)
+
+    def origin_loads(self) -> float:
+        port = self.server.ready["metrics_port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        return metric(text, "agentic_origin_loads_total", resource="project")
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    memcached = Memcached(free_port(), tmp_path / "memcached.log")
+    memcached.start()
+    sidecar_port = free_port()
+    sidecar = start_sidecar(
+        tmp_path / "sidecar",
+        [memcached],
+        POLICY,
+        {"AGENTIC_CACHE_LISTEN_ADDRESS": f"127.0.0.1:{sidecar_port}"},
+    )
+    server = start_service(
+        "server",
+        {
+            "AGENTIC_LISTEN_ADDRESS": "127.0.0.1:0",
+            "AGENTIC_METRICS_ADDRESS": "127.0.0.1:0",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'api.db'}",
+            "AGENTIC_CACHE_ADDRESS": f"127.0.0.1:{sidecar_port}",
+            "AGENTIC_CACHE_TIMEOUT_SECONDS": "0.5",
+            "AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS": "0.5",
+            "AGENTIC_EVENTS_URL": "",
+            "AGENTIC_SHUTDOWN_GRACE_SECONDS": "2",
+        },
+        tmp_path / "api",
+    )
+    channel = grpc.insecure_channel(server.address)
+    stack = Stack(
+        tmp_path,
+        memcached,
+        sidecar_port,
+        sidecar,
+        server,
+        channel,
+        projects_pb2_grpc.ProjectServiceStub(channel),
+    )
+    try:
+        yield stack
+    finally:
+        channel.close()
+        assert server.stop() == 0, server.log()
+        stack.sidecar.stop()
+        memcached.stop()
+
+
+def create(stack: Stack, owner: str = "alice") -> pb.Project:
+    request = pb.CreateProjectRequest(
+        project=pb.Project(name=f"p-{uuid.uuid4().hex[:8]}", owner_id=owner)
+    )
+    project: pb.Project = stack.projects.CreateProject(request, timeout=TIMEOUT).project
+    return project
+
+
+def get(stack: Stack, project_id: str) -> pb.Project:
+    project: pb.Project = stack.projects.GetProject(
+        pb.GetProjectRequest(id=project_id), timeout=TIMEOUT
+    ).project
+    return project
+
+
+def set_description(stack: Stack, project_id: str, text: str) -> pb.Project:
+    request = pb.UpdateProjectRequest(
+        id=project_id,
+        project=pb.Project(description=text),
+        update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+    )
+    project: pb.Project = stack.projects.UpdateProject(request, timeout=TIMEOUT).project
+    return project
+
+
+def test_repeated_reads_are_hits_that_never_touch_the_database(stack: Stack) -> None:
+    project = create(stack)
+    before = stack.origin_loads()
+    for _ in range(20):
+        assert get(stack, project.id) == project
+    assert stack.origin_loads() - before == 1
+
+
+def test_unknown_ids_are_cached_as_not_found(stack: Stack) -> None:
+    missing = str(uuid.uuid4())
+    before = stack.origin_loads()
+    for _ in range(5):
+        with pytest.raises(grpc.RpcError) as info:
+            get(stack, missing)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert stack.origin_loads() - before == 1
+
+
+def test_every_read_after_an_acknowledged_write_sees_it(stack: Stack) -> None:
+    project = create(stack)
+    for i in range(40):
+        get(stack, project.id)  # make sure the old version is cached
+        updated = set_description(stack, project.id, f"v{i}")
+        assert get(stack, project.id) == updated
+
+
+def test_list_pages_follow_creates_and_updates(stack: Stack) -> None:
+    owner = f"lists-{uuid.uuid4().hex[:6]}"
+    request = pb.ListProjectsRequest(owner_id=owner)
+    made = []
+    for i in range(5):
+        made.append(create(stack, owner).id)
+        listed = stack.projects.ListProjects(request, timeout=TIMEOUT).projects
+        assert [p.id for p in listed] == made, f"after create {i}"
+    set_description(stack, made[0], "changed")
+    listed = stack.projects.ListProjects(request, timeout=TIMEOUT).projects
+    assert listed[0].description == "changed"
+
+
+def test_sidecar_killed_server_keeps_answering_and_never_serves_stale(stack: Stack) -> None:
+    project = create(stack)
+    get(stack, project.id)  # cached in memcached
+    stack.sidecar.stop(sig=9)
+    for _ in range(20):  # no errors, only database reads
+        assert get(stack, project.id).id == project.id
+    updated = set_description(stack, project.id, "written while the sidecar was down")
+    assert get(stack, project.id) == updated
+    # memcached still holds the old value; the restarted sidecar must not bring it back.
+    stack.start_sidecar()
+    wait_for(
+        lambda: get(stack, project.id) == updated and _pending(stack) == 0,
+        timeout=15,
+        message="the server to redeliver its pending invalidation",
+    )
+    for _ in range(10):
+        assert get(stack, project.id) == updated
+    assert stack.origin_loads() > 0
+
+
+def _pending(stack: Stack) -> float:
+    port = stack.server.ready["metrics_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if line.startswith("agentic_cache_pending_invalidations "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_memcached_killed_mid_run_no_client_errors_and_no_old_values(stack: Stack) -> None:
+    project = create(stack)
+    errors: list[BaseException] = []
+    stale: list[str] = []
+    latest = {"description": ""}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            with lock:
+                floor = latest["description"]
+            try:
+                seen = get(stack, project.id).description
+            except grpc.RpcError as exc:
+                errors.append(exc)
+                return
+            if floor and seen < floor:  # versions are zero-padded: string order is age
+                stale.append(f"read {seen!r} after {floor!r} was acknowledged")
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for i in range(60):
+            if i == 20:
+                stack.memcached.kill()
+            if i == 40:
+                stack.memcached.start()
+            text = f"v{i:03d}"
+            set_description(stack, project.id, text)
+            with lock:
+                latest["description"] = text
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert not errors, errors[:3]
+    assert not stale, stale[:3]
+    assert get(stack, project.id).description == "v059"
