@@ -7,6 +7,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/app:/app/build/gen
 
+# memcached runs from this image too (compose), bound to loopback with UDP off.
+RUN apt-get update && apt-get install -y --no-install-recommends memcached \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
@@ -19,5 +23,5 @@ COPY workers ./workers
 RUN useradd --system --uid 10001 agentic && mkdir -p /app/var && chown agentic /app/var
 USER agentic
 
-EXPOSE 50051 9464
+EXPOSE 50051 9464 9465
 CMD ["python", "-m", "server"]

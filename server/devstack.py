@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -57,6 +59,49 @@ def start_python(name: str, module: str, env: dict[str, str]) -> Process:
     return Process(name, popen, json.loads(ready_file.read_text()))
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _memcached_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"version\r\n")
+            return sock.recv(64).startswith(b"VERSION")
+    except OSError:
+        return False
+
+
+def start_memcached(port: int) -> Process:
+    """A private memcached on loopback with UDP off (the only safe way to run it)."""
+    binary = shutil.which("memcached")
+    if binary is None:
+        raise StackError(
+            "memcached is not installed: `make run` installs it as root, or "
+            "run `sudo apt-get install memcached`"
+        )
+    if not _port_free(port):
+        raise StackError(f"port {port} is taken; set AGENTIC_MEMCACHED_PORT to a free port")
+    argv = [binary, "-l", "127.0.0.1", "-U", "0", "-p", str(port), "-m", "64"]
+    if os.geteuid() == 0:
+        argv += ["-u", "root"]  # memcached refuses to run as root without naming the user
+    popen = subprocess.Popen(argv)
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while not _memcached_answers(port):
+        if popen.poll() is not None:
+            raise StackError(f"memcached exited with {popen.returncode} during start-up")
+        if time.monotonic() > deadline:
+            popen.kill()
+            raise StackError("memcached did not answer in time")
+        time.sleep(0.05)
+    return Process("memcached", popen, {"port": port})
+
+
 def stop_all(processes: list[Process]) -> None:
     """SIGTERM each process, newest first, and wait for it (kill after 20 s)."""
     for proc in reversed(processes):
@@ -68,7 +113,7 @@ def stop_all(processes: list[Process]) -> None:
                 proc.popen.kill()
 
 
-def banner(api: Process) -> str:
+def banner(api: Process, sidecar: Process, memcached: Process) -> str:
     """What a new user needs to talk to the stack."""
     address = f"127.0.0.1:{api.ready['grpc_port']}"
     grpcurl = REPO / ".venv" / "bin" / "grpcurl"
@@ -79,6 +124,8 @@ def banner(api: Process) -> str:
             "agentic-backend is running.",
             f"  API (gRPC, plaintext): {address}",
             f"  metrics:               http://127.0.0.1:{api.ready['metrics_port']}/metrics",
+            f"  cache sidecar (gRPC):  127.0.0.1:{sidecar.ready['grpc_port']}",
+            f"  memcached:             127.0.0.1:{memcached.ready['port']} (UDP off)",
             "Try:",
             f"  {grpcurl} -plaintext {address} list",
             f"  {grpcurl} -plaintext -d '{create_body}' {address} {SERVICE}/CreateProject",
@@ -95,13 +142,24 @@ def main() -> None:
         signal.signal(sig, lambda *_: stop.set())
     processes: list[Process] = []
     try:
+        memcached = start_memcached(int(os.environ.get("AGENTIC_MEMCACHED_PORT", "11211")))
+        processes.append(memcached)
+        sidecar_env = {
+            "AGENTIC_CACHE_LISTEN_ADDRESS": os.environ.get(
+                "AGENTIC_CACHE_LISTEN_ADDRESS", "127.0.0.1:50052"
+            ),
+            "AGENTIC_MEMCACHED_SERVERS": f"127.0.0.1:{memcached.ready['port']}",
+        }
+        sidecar = start_python("sidecar", "cache_sidecar", sidecar_env)
+        processes.append(sidecar)
         api_env = {
             "AGENTIC_LISTEN_ADDRESS": os.environ.get("AGENTIC_LISTEN_ADDRESS", "127.0.0.1:50051"),
             "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{VAR / 'agentic.db'}"),
+            "AGENTIC_CACHE_ADDRESS": f"127.0.0.1:{sidecar.ready['grpc_port']}",
         }
         api = start_python("api", "server", api_env)
         processes.append(api)
-        print(banner(api), flush=True)
+        print(banner(api, sidecar, memcached), flush=True)
         while not stop.is_set():
             for proc in processes:
                 if proc.popen.poll() is not None:

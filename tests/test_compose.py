@@ -35,7 +35,7 @@ def test_compose_file_is_valid() -> None:
 def test_every_service_has_a_healthcheck_and_loopback_ports() -> None:
     services = config()["services"]
     assert isinstance(services, dict)
-    assert "api" in services
+    assert {"api", "memcached", "cache-sidecar"} <= set(services)
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         for port in service.get("ports", []):
@@ -53,3 +53,15 @@ def test_our_services_build_from_the_project_dockerfile() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "requirements.lock" in dockerfile
     assert "protos/codegen.py" in dockerfile
+
+
+def test_memcached_is_loopback_only_without_udp_beside_the_api() -> None:
+    services = config()["services"]
+    assert isinstance(services, dict)
+    command = services["memcached"]["command"]
+    assert command[command.index("-l") + 1] == "127.0.0.1"
+    assert command[command.index("-U") + 1] == "0"
+    for name in ("memcached", "cache-sidecar"):
+        assert services[name]["network_mode"] == "service:api", name
+        assert not services[name].get("ports"), f"{name} must not publish ports"
+    assert services["api"]["environment"]["AGENTIC_CACHE_ADDRESS"] == "127.0.0.1:50052"

@@ -14,7 +14,7 @@ import grpc
 from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
 
-from tests._support import REPO, wait_for
+from tests._support import REPO, free_port, wait_for
 
 
 def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -23,6 +23,9 @@ def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         "AGENTIC_RUN_DIR": str(tmp_path),
         "AGENTIC_LISTEN_ADDRESS": "127.0.0.1:0",
         "AGENTIC_METRICS_ADDRESS": "127.0.0.1:0",
+        "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
+        "AGENTIC_CACHE_METRICS_PORT": "0",
+        "AGENTIC_MEMCACHED_PORT": str(free_port()),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.devstack"],
@@ -50,6 +53,10 @@ def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
                 timeout=10,
             )
             assert made.project.id
+            got = stub.GetProject(pb.GetProjectRequest(id=made.project.id), timeout=10)
+            assert got.project == made.project
+        assert "cache sidecar (gRPC)" in "".join(lines)
+        assert "UDP off" in "".join(lines)
         assert (tmp_path / "agentic.db").exists(), "the stack should use its embedded SQLite"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, "".join(lines)

@@ -20,6 +20,15 @@ def test_readme_documents_every_server_variable() -> None:
     assert not missing, f"README configuration table lacks {sorted(missing)}"
 
 
+def test_readme_documents_every_sidecar_variable() -> None:
+    readme = (REPO / "README.md").read_text()
+    text = (REPO / "cache_sidecar" / "_config.py").read_text()
+    names = set(re.findall(r'get\(\s*"(AGENTIC_[A-Z_]+)"', text))
+    assert "AGENTIC_MEMCACHED_SERVERS" in names
+    missing = {n for n in names if f"`{n}`" not in readme}
+    assert not missing, f"README sidecar table lacks {sorted(missing)}"
+
+
 def test_readme_starts_with_the_two_commands() -> None:
     head = (REPO / "README.md").read_text().split("\n## ", 1)[0]
     assert "make run" in head
