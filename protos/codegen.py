@@ -55,11 +55,24 @@ def protoc(args: list[str]) -> None:
     import grpc_tools
 
     include = Path(grpc_tools.__file__).parent / "_proto"
+    # google/rpc/*.proto ship with googleapis-common-protos (whose _pb2 modules we import at
+    # run time); it is searched after grpc-tools' copy of the well-known types.
+    import google.rpc
+
+    googleapis = Path(next(iter(google.rpc.__path__))).parent.parent
     bindir = Path(sys.executable).parent  # mypy-protobuf's plugins live beside this interpreter
     plugins = [
         f"--plugin=protoc-gen-{name}={bindir / f'protoc-gen-{name}'}" for name in MYPY_PLUGINS
     ]
-    cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{include}", *plugins, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        *plugins,
+        *args,
+        f"-I{include}",
+        f"-I{googleapis}",
+    ]
     result = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if result.returncode != 0:
         sys.stderr.write(result.stderr)
