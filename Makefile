@@ -62,7 +62,7 @@ test: system-deps lint typecheck
 test-fast: system-deps gen
 	$(BIN)/pytest -x -q
 
-bench: gen
+bench: system-deps gen
 	$(PY) -m tests.bench
 
 run: system-deps gen

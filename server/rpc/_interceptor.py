@@ -66,16 +66,27 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, validate_prefixes: tuple[str, ...] = ("/agentic.",)) -> None:
         self._validate_prefixes = validate_prefixes
+        # grpc.aio calls intercept_service on every RPC; wrapping (closures, metric label
+        # look-ups) is done once per method and reused, keeping it off the hot path.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method: str = handler_call_details.method
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         service, name = _split(method)
         validate = method.startswith(self._validate_prefixes)
         if handler.unary_unary is not None:

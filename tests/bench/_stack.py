@@ -1,0 +1,174 @@
+"""Every process the benchmark drives, started on 127.0.0.1 and stopped on exit.
+
+memcached (private, UDP off), the cache sidecar over it, an API server reading through
+the sidecar, a second API server with no cache on the same PostgreSQL database, and two
+bare chains (``tests.bench._bare``): hop1 -> hop2 with hop2's pymemcache get in a thread
+pool (the primary baseline) or on the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests._support import Service, free_port, postgres_database, start_service, wait_for
+
+__all__ = ["Stack", "running_stack"]
+
+MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
+_START_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Addresses and handles of the running processes."""
+
+    memcached_port: int
+    memcached_pid: int
+    memcached_version: str
+    database_url: str
+    sidecar: Service
+    cached_api: Service
+    uncached_api: Service
+    bare_thread: Service
+    """hop1 of the chain whose hop2 runs pymemcache in a thread pool."""
+    bare_thread_hop2: Service
+    """That chain's hop2 (called directly: one hop)."""
+    bare_loop: Service
+    """hop1 of the chain whose hop2 runs pymemcache on its event loop."""
+    bare_loop_hop2: Service
+    """That chain's hop2."""
+    services: tuple[Service, ...]
+    """Every started service, for their logs when something fails."""
+
+    def pids(self) -> list[int]:
+        """Process ids of every started service (memcached not included)."""
+        return [service.process.pid for service in self.services]
+
+    @property
+    def cached_metrics_port(self) -> int:
+        """Prometheus port of the cached API server."""
+        return int(self.cached_api.ready["metrics_port"])
+
+    @property
+    def uncached_metrics_port(self) -> int:
+        """Prometheus port of the uncached API server."""
+        return int(self.uncached_api.ready["metrics_port"])
+
+
+def _memcached_answers(process: subprocess.Popen[bytes], port: int) -> bool:
+    if process.poll() is not None:
+        raise RuntimeError(f"memcached exited with {process.returncode}")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"version\r\n")
+            return sock.recv(64).startswith(b"VERSION")
+    except OSError:
+        return False
+
+
+@contextmanager
+def _memcached(log_path: Path) -> Iterator[tuple[int, int, str]]:
+    """Start a private memcached; yield (port, pid, version); stop it afterwards."""
+    port = free_port()
+    args = [MEMCACHED, "-l", "127.0.0.1", "-U", "0", "-p", str(port), "-m", "64"]
+    if os.geteuid() == 0:
+        args += ["-u", "root"]  # memcached refuses to run as root without it
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(
+            lambda: _memcached_answers(process, port), timeout=10, message="memcached to answer"
+        )
+        version = subprocess.run(
+            [MEMCACHED, "-V"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+        yield port, process.pid, version
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+class _Starter:
+    """Starts services and registers their stop on an ExitStack, remembering each."""
+
+    def __init__(self, stack: ExitStack, workdir: Path) -> None:
+        self._stack = stack
+        self._workdir = workdir
+        self.started: list[Service] = []
+
+    def __call__(self, module: str, env: Mapping[str, str]) -> Service:
+        service = start_service(module, env, self._workdir, timeout=_START_TIMEOUT_SECONDS)
+        self._stack.callback(service.stop)
+        self.started.append(service)
+        return service
+
+
+def _api_env(database_url: str, cache_address: str) -> dict[str, str]:
+    return {
+        "AGENTIC_LISTEN_ADDRESS": "127.0.0.1:0",
+        "AGENTIC_METRICS_ADDRESS": "127.0.0.1:0",
+        "DATABASE_URL": database_url,
+        "AGENTIC_CACHE_ADDRESS": cache_address,
+        "AGENTIC_EVENTS_URL": "",
+        "AGENTIC_SHUTDOWN_GRACE_SECONDS": "2",
+    }
+
+
+def _bare_chain(start: _Starter, memcached: str, mode: str) -> tuple[Service, Service]:
+    """Start hop2, then hop1 in front of it; return (hop1, hop2)."""
+    hop2 = start(
+        "tests.bench._bare",
+        {"BENCH_ROLE": "hop2", "BENCH_MEMCACHED": memcached, "BENCH_MEMCACHED_MODE": mode},
+    )
+    hop1 = start("tests.bench._bare", {"BENCH_ROLE": "hop1", "BENCH_UPSTREAM": hop2.address})
+    return hop1, hop2
+
+
+@contextmanager
+def running_stack(workdir: Path) -> Iterator[Stack]:
+    """Start everything (logs and ready files under ``workdir``); stop it all afterwards."""
+    with ExitStack() as stack:
+        mc_port, mc_pid, mc_version = stack.enter_context(_memcached(workdir / "memcached.log"))
+        memcached = f"127.0.0.1:{mc_port}"
+        database_url = stack.enter_context(postgres_database(workdir / "postgres"))
+        start = _Starter(stack, workdir)
+        sidecar = start(
+            "cache_sidecar",
+            {
+                "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
+                "AGENTIC_MEMCACHED_SERVERS": memcached,
+                "AGENTIC_CACHE_METRICS_PORT": "0",
+                "AGENTIC_CACHE_EVENTS": "off",
+                "AGENTIC_CACHE_SHUTDOWN_GRACE_SECONDS": "1",
+            },
+        )
+        # One after the other: both run the migrations at start-up.
+        cached_api = start("server", _api_env(database_url, sidecar.address))
+        uncached_api = start("server", _api_env(database_url, ""))
+        bare_thread, bare_thread_hop2 = _bare_chain(start, memcached, "thread")
+        bare_loop, bare_loop_hop2 = _bare_chain(start, memcached, "loop")
+        yield Stack(
+            memcached_port=mc_port,
+            memcached_pid=mc_pid,
+            memcached_version=mc_version,
+            database_url=database_url,
+            sidecar=sidecar,
+            cached_api=cached_api,
+            uncached_api=uncached_api,
+            bare_thread=bare_thread,
+            bare_thread_hop2=bare_thread_hop2,
+            bare_loop=bare_loop,
+            bare_loop_hop2=bare_loop_hop2,
+            services=tuple(start.started),
+        )
