@@ -30,16 +30,23 @@ $(VENV)/.installed: requirements.lock
 
 venv: $(VENV)/.installed
 
-# Memcached is the one system package the stack needs (the tests start private instances).
-# Installed from Debian's packages when missing and we may (root with apt-get).
+# The system packages the stack needs: memcached, and rabbitmq-server (a private node is
+# started when no broker runs; the fault tests always start their own). Installed from
+# Debian's packages when missing and we may (root with apt-get); otherwise a clear message.
+SYSTEM_PACKAGES := memcached:memcached rabbitmq-server:/usr/lib/rabbitmq/bin/rabbitmq-server
 system-deps:
-	@command -v memcached >/dev/null 2>&1 || { \
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+		pkg=$${entry%%:*}; probe=$${entry#*:}; \
+		command -v "$$probe" >/dev/null 2>&1 || [ -x "$$probe" ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing memcached (Debian package)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null; \
+			echo "installing$$missing (Debian packages)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		else \
-			echo "memcached is not installed and cannot be installed here: run 'sudo apt-get install memcached'"; exit 1; \
-		fi; }
+			echo "missing system packages:$$missing; run 'sudo apt-get install$$missing'"; exit 1; \
+		fi; \
+	fi
 
 build/.gen: $(VENV)/.installed protos/codegen.py $(PROTOS)
 	$(PY) protos/codegen.py

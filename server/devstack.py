@@ -15,14 +15,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from server._broker import BrokerError, ensure_broker
 
 REPO = Path(__file__).resolve().parent.parent
 # State of the local stack (SQLite file, ready files); AGENTIC_RUN_DIR moves it (tests do).
 VAR = Path(os.environ.get("AGENTIC_RUN_DIR", REPO / "var"))
 READY_TIMEOUT_SECONDS = 60.0
 SERVICE = "agentic.projects.v1.ProjectService"
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 class StackError(RuntimeError):
@@ -102,6 +106,11 @@ def start_memcached(port: int) -> Process:
     return Process("memcached", popen, {"port": port})
 
 
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
 def stop_all(processes: list[Process]) -> None:
     """SIGTERM each process, newest first, and wait for it (kill after 20 s)."""
     for proc in reversed(processes):
@@ -113,7 +122,9 @@ def stop_all(processes: list[Process]) -> None:
                 proc.popen.kill()
 
 
-def banner(api: Process, sidecar: Process, memcached: Process) -> str:
+def banner(
+    api: Process, sidecar: Process, memcached: Process, broker_url: str, *, started: bool
+) -> str:
     """What a new user needs to talk to the stack."""
     address = f"127.0.0.1:{api.ready['grpc_port']}"
     grpcurl = REPO / ".venv" / "bin" / "grpcurl"
@@ -126,6 +137,8 @@ def banner(api: Process, sidecar: Process, memcached: Process) -> str:
             f"  metrics:               http://127.0.0.1:{api.ready['metrics_port']}/metrics",
             f"  cache sidecar (gRPC):  127.0.0.1:{sidecar.ready['grpc_port']}",
             f"  memcached:             127.0.0.1:{memcached.ready['port']} (UDP off)",
+            f"  RabbitMQ:              {_redact(broker_url)}"
+            + (" (private node, data in var/rabbitmq)" if started else " (already running)"),
             "Try:",
             f"  {grpcurl} -plaintext {address} list",
             f"  {grpcurl} -plaintext -d '{create_body}' {address} {SERVICE}/CreateProject",
@@ -141,7 +154,14 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     processes: list[Process] = []
+    stop_broker: Callable[[], None] | None = None
     try:
+        try:
+            broker_url, stop_broker = ensure_broker(
+                os.environ.get("AGENTIC_BROKER_URL", DEFAULT_BROKER_URL), VAR
+            )
+        except BrokerError as exc:
+            raise StackError(f"RabbitMQ: {exc}") from exc
         memcached = start_memcached(int(os.environ.get("AGENTIC_MEMCACHED_PORT", "11211")))
         processes.append(memcached)
         sidecar_env = {
@@ -149,6 +169,7 @@ def main() -> None:
                 "AGENTIC_CACHE_LISTEN_ADDRESS", "127.0.0.1:50052"
             ),
             "AGENTIC_MEMCACHED_SERVERS": f"127.0.0.1:{memcached.ready['port']}",
+            "AGENTIC_AMQP_URL": broker_url,
         }
         sidecar = start_python("sidecar", "cache_sidecar", sidecar_env)
         processes.append(sidecar)
@@ -156,10 +177,13 @@ def main() -> None:
             "AGENTIC_LISTEN_ADDRESS": os.environ.get("AGENTIC_LISTEN_ADDRESS", "127.0.0.1:50051"),
             "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{VAR / 'agentic.db'}"),
             "AGENTIC_CACHE_ADDRESS": f"127.0.0.1:{sidecar.ready['grpc_port']}",
+            "AGENTIC_EVENTS_URL": broker_url,
         }
         api = start_python("api", "server", api_env)
         processes.append(api)
-        print(banner(api, sidecar, memcached), flush=True)
+        print(
+            banner(api, sidecar, memcached, broker_url, started=stop_broker is not None), flush=True
+        )
         while not stop.is_set():
             for proc in processes:
                 if proc.popen.poll() is not None:
@@ -168,8 +192,12 @@ def main() -> None:
     except StackError as exc:
         print(f"make run: {exc}", file=sys.stderr)
         stop_all(processes)
+        if stop_broker is not None:
+            stop_broker()
         sys.exit(1)
     stop_all(processes)
+    if stop_broker is not None:
+        stop_broker()
 
 
 if __name__ == "__main__":

@@ -8,17 +8,42 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pytest
 from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
 
 from tests._support import REPO, free_port, wait_for
 
+BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 
-def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+
+@pytest.fixture
+def broker_names() -> Iterator[dict[str, str]]:
+    """Unique event exchange and sidecar queue on the shared broker, deleted afterwards."""
+    tag = uuid.uuid4().hex[:10]
+    names = {
+        "AGENTIC_EVENTS_EXCHANGE": f"agentic.test.events.{tag}",
+        "AGENTIC_CACHE_EVENTS_EXCHANGE": f"agentic.test.events.{tag}",
+        "AGENTIC_CACHE_EVENTS_QUEUE": f"agentic.test.cache.{tag}",
+    }
+    yield names
+    with Connection(BROKER) as conn:
+        channel = conn.default_channel
+        Queue(names["AGENTIC_CACHE_EVENTS_QUEUE"]).bind(channel).delete()
+        Exchange(names["AGENTIC_EVENTS_EXCHANGE"], type="topic").bind(channel).delete()
+
+
+def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path, broker_names: dict[str, str]) -> None:
     env = {
+        **broker_names,
+        "AGENTIC_BROKER_URL": BROKER,
         **os.environ,
         "AGENTIC_RUN_DIR": str(tmp_path),
         "AGENTIC_LISTEN_ADDRESS": "127.0.0.1:0",
