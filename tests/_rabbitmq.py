@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from server._broker import (
+from server._rabbit_node import (
     NodeConfig,
     RabbitNode,
     find_rabbitmq,

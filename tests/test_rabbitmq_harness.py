@@ -18,7 +18,7 @@ import pytest
 from kombu.connection import Connection
 from kombu.entity import Queue
 
-from server import _broker
+from server import _rabbit_node
 from server._broker import (
     BrokerError,
     BrokerNotInstalled,
@@ -28,11 +28,9 @@ from server._broker import (
     RabbitNode,
     check_amqp,
     ensure_broker,
-    epmd_names,
     free_port,
-    live_pids,
-    process_alive,
 )
+from server._rabbit_node import epmd_names, live_pids, process_alive
 from tests._rabbitmq import PrivateRabbit, listener_pid
 
 SHARED_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -245,7 +243,7 @@ def test_ensure_broker_starts_a_private_node_that_keeps_its_data(
 def test_ensure_broker_explains_a_missing_installation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_broker, "SYSTEM_SCRIPTS", ())
+    monkeypatch.setattr(_rabbit_node, "SYSTEM_SCRIPTS", ())
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BrokerNotInstalled, match="apt-get install rabbitmq-server"):
         ensure_broker(f"amqp://guest:guest@127.0.0.1:{free_port()}//", tmp_path)
