@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
+from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
@@ -22,10 +23,14 @@ from server.db import make_engine, migrate
 from server.events import AmqpPublisher, NullPublisher, Publisher
 from server.projects import Projects, ProjectService, ProjectStore
 from server.rpc import ServiceInterceptor, enable_reflection
+from server.tasks import Tasks, TaskService
 
 log = logging.getLogger("server")
 
-SERVICE_NAMES = (projects_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,)
+SERVICE_NAMES = (
+    projects_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,
+    tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+)
 
 
 @dataclass
@@ -39,10 +44,12 @@ class App:
     projects: Projects
     cache: CacheClient | None
     publisher: Publisher
+    tasks: Tasks
 
     async def close(self) -> None:
         """Release what the server owns, after it stopped."""
         await self.projects.close()
+        await self.tasks.close()
         if self.cache is not None:
             await self.cache.close()
         self.publisher.close()
@@ -99,8 +106,10 @@ def create_server(config: ServerConfig) -> App:
         publisher=publisher,
         origin_concurrency=config.origin_concurrency,
     )
+    tasks = Tasks.from_config(engine, executor, config)
     server = grpc.aio.server(interceptors=[ServiceInterceptor()], options=server_options(config))
     projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectService(projects), server)
+    tasks_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(tasks), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))
@@ -115,6 +124,7 @@ def create_server(config: ServerConfig) -> App:
         projects=projects,
         cache=cache,
         publisher=publisher,
+        tasks=tasks,
     )
 
 
@@ -137,6 +147,7 @@ async def serve(config: ServerConfig) -> None:
     app = create_server(config)
     metrics_port = _start_metrics(config.metrics_address)
     await app.server.start()
+    app.tasks.start()  # outbox relay and event notifications: background work of a serving app
     await app.set_serving(True)
     host = config.listen_address.rpartition(":")[0]
     log.info("serving gRPC on %s:%d (metrics port %s)", host, app.port, metrics_port)

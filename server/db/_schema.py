@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -34,3 +46,88 @@ class ProjectRow(Base):
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+
+class TaskRow(Base):
+    """One task and where it stands; the source of truth for its status (not Celery).
+
+    ``last_sequence`` is both the newest event's number and the optimistic-concurrency
+    version: every state change is ``UPDATE ... WHERE last_sequence = <read value>`` plus
+    one ``task_events`` insert in the same transaction, so events never gap or repeat.
+    """
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        UniqueConstraint("request_id", name="uq_tasks_request_id"),
+        # ListTasks walks (create_time, id) newest first, optionally within an owner/state.
+        Index("ix_tasks_create_time_id", "create_time", "id"),
+        Index("ix_tasks_owner_create_time_id", "owner_id", "create_time", "id"),
+        Index("ix_tasks_state_create_time_id", "state", "create_time", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[int] = mapped_column(Integer, nullable=False)
+    priority: Mapped[int] = mapped_column(Integer, nullable=False)
+    owner_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    request_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    spec: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    progress_fraction: Mapped[float] = mapped_column(Float, nullable=False)
+    progress_message: Mapped[str] = mapped_column(Text, nullable=False)
+    result: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    error: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    cancel_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    claim_worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    claim_expire_time: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    claim_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Claims of the current attempt; each one past the first means a worker died holding
+    # it. Past AGENTIC_TASK_MAX_DELIVERIES the attempt is failed as poison.
+    deliveries: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Automatic retries (transient errors) since submit or the last RetryTask.
+    auto_retries: Mapped[int] = mapped_column(Integer, nullable=False)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class TaskEventRow(Base):
+    """One event of a task's log: a serialized ``agentic.tasks.v1.TaskEvent``."""
+
+    __tablename__ = "task_events"
+
+    task_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class TaskOutboxRow(Base):
+    """A publish of (task_id, attempt) to the work queue that the broker has not confirmed.
+
+    Written in the transaction that makes the task runnable; deleted once the broker
+    confirmed the message. ``relay_time`` is when the relay may (re)publish it: a little
+    after creation, so the fast path on the request gets the first try.
+    """
+
+    __tablename__ = "task_outbox"
+    __table_args__ = (Index("ix_task_outbox_relay_time", "relay_time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    )
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[int] = mapped_column(Integer, nullable=False)
+    priority: Mapped[int] = mapped_column(Integer, nullable=False)
+    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    relay_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -1,0 +1,285 @@
+"""RabbitMQ topology of the task pipeline, shared by the API server and the workers.
+
+Work queue (``AGENTIC_TASK_QUEUE``, default ``agentic.tasks``): a durable **classic** queue
+with ``x-max-priority`` 3, so PRIORITY_HIGH (3) messages overtake NORMAL (2) and LOW (1)
+ones waiting in the queue. Classic, not quorum: RabbitMQ 3.10 (what we run) gives quorum
+queues no message priorities at all; they arrived in 4.0. Messages are persistent,
+published with publisher confirms, JSON only, and carry nothing but (task_id, attempt):
+the database holds the spec and the status.
+
+Dead letters: the work queue dead-letters into ``<queue>.dlx`` (direct), bound to the
+durable ``<queue>.dlq``. Workers reject a message there when its attempt kept losing its
+worker (see ``server.tasks._attempts``) after failing the task in the database; the DLQ
+is for operators to inspect, nothing consumes it.
+
+Event notifications: after committing task events, workers publish ``{"task_id",
+"sequence"}`` (transient, JSON) to the fanout exchange ``AGENTIC_TASK_EVENTS_EXCHANGE``
+(default ``agentic.task-events``). Every API server consumes it through its own exclusive,
+auto-delete queue and wakes its WatchTask streams of that task, which then read the
+events from the database. A lost or duplicated notification costs latency, never
+correctness: watchers read by sequence number and also poll at the heartbeat interval.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
+
+from server.tasks._outbox import OutboxItem
+from server.tasks._wire import celery_task_name
+
+log = logging.getLogger(__name__)
+
+MAX_PRIORITY = 3  # PRIORITY_LOW=1, NORMAL=2, HIGH=3 map one to one onto AMQP priorities
+_CONNECT_TIMEOUT_SECONDS = 2.0
+_PUBLISH_TIMEOUT_SECONDS = 5.0
+_COOL_DOWN_SECONDS = 1.0
+_DRAIN_SECONDS = 0.5
+_RECONNECT_MAX_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """Where the pipeline's messages go (the same values on servers and workers)."""
+
+    url: str
+    """AMQP URL of the broker (AGENTIC_BROKER_URL)."""
+    queue: str
+    """Name of the work queue (AGENTIC_TASK_QUEUE)."""
+    events_exchange: str
+    """Fanout exchange of event notifications (AGENTIC_TASK_EVENTS_EXCHANGE)."""
+
+
+def work_queue(name: str) -> Queue:
+    """The durable classic priority work queue, dead-lettering into ``<name>.dlx``."""
+    return Queue(
+        name,
+        Exchange(name, type="direct", durable=True),
+        routing_key=name,
+        durable=True,
+        max_priority=MAX_PRIORITY,
+        queue_arguments={
+            "x-queue-type": "classic",
+            "x-dead-letter-exchange": f"{name}.dlx",
+            "x-dead-letter-routing-key": f"{name}.dlq",
+        },
+    )
+
+
+def dead_letter_queue(name: str) -> Queue:
+    """The durable queue that keeps messages rejected from the work queue ``name``."""
+    return Queue(
+        f"{name}.dlq",
+        Exchange(f"{name}.dlx", type="direct", durable=True),
+        routing_key=f"{name}.dlq",
+        durable=True,
+    )
+
+
+def events_exchange(name: str) -> Exchange:
+    """The fanout exchange of event notifications."""
+    return Exchange(name, type="fanout", durable=True)
+
+
+def declare_topology(connection: Any, settings: BrokerSettings) -> None:
+    """Declare the work queue, its dead-letter exchange and queue, and the events exchange."""
+    channel = connection.default_channel
+    dead_letter_queue(settings.queue).bind(channel).declare()
+    work_queue(settings.queue).bind(channel).declare()
+    events_exchange(settings.events_exchange).bind(channel).declare()
+
+
+def configure_celery(app: Any, settings: BrokerSettings) -> None:
+    """The Celery settings every process of the pipeline shares (see workers/app.py)."""
+    app.conf.update(
+        broker_url=settings.url,
+        # Publisher confirms: a publish returns only once the broker has the message.
+        broker_transport_options={"confirm_publish": True},
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=_CONNECT_TIMEOUT_SECONDS,
+        task_queues=[work_queue(settings.queue)],
+        task_default_queue=settings.queue,
+        task_default_exchange=settings.queue,
+        task_default_routing_key=settings.queue,
+        task_create_missing_queues=False,
+        task_queue_max_priority=MAX_PRIORITY,
+        task_default_priority=2,
+        task_default_delivery_mode="persistent",
+        task_serializer="json",
+        accept_content=["json"],
+        # The database is the source of truth for status; Celery stores no results.
+        result_backend=None,
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        # At-least-once: ack after the task ran, requeue when the worker process died.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+    )
+
+
+def publish_run(app: Any, producer: Any, settings: BrokerSettings, item: OutboxItem) -> None:
+    """Publish "run attempt ``item.attempt`` of ``item.task_id``" (raises when not confirmed)."""
+    countdown = (item.not_before - datetime.now(UTC)).total_seconds()
+    app.send_task(
+        celery_task_name(item.kind),
+        args=[item.task_id, item.attempt],
+        queue=settings.queue,
+        routing_key=settings.queue,
+        priority=item.priority,
+        countdown=countdown if countdown > 0 else None,
+        producer=producer,
+        retry=False,
+        ignore_result=True,
+        timeout=_PUBLISH_TIMEOUT_SECONDS,
+        confirm_timeout=_PUBLISH_TIMEOUT_SECONDS,
+    )
+
+
+class TaskPublisher:
+    """Confirmed publishes of work messages over one connection (blocking; one thread)."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self._settings = settings
+        self._app = Celery("agentic-api", set_as_current=False)
+        configure_celery(self._app, settings)
+        self._lock = threading.Lock()
+        self._connection: Any = None
+        self._producer: Any = None
+        # After a failure, skip the broker for a while: an outage must not make every
+        # submit wait out a connect timeout (the relay publishes once it is back).
+        self._skip_until = 0.0
+
+    def publish(self, item: OutboxItem) -> bool:
+        """Publish one outbox item; True once the broker confirmed it."""
+        with self._lock:
+            if time.monotonic() < self._skip_until:
+                return False
+            try:
+                if self._producer is None:
+                    self._connection = self._app.connection_for_write()
+                    self._connection.ensure_connection(
+                        max_retries=1, timeout=_CONNECT_TIMEOUT_SECONDS
+                    )
+                    declare_topology(self._connection, self._settings)
+                    self._producer = self._app.amqp.Producer(
+                        self._connection.channel(), auto_declare=False
+                    )
+                publish_run(self._app, self._producer, self._settings, item)
+            except Exception:
+                log.warning("publish of task %s not confirmed", item.task_id, exc_info=True)
+                self._reset()
+                self._skip_until = time.monotonic() + _COOL_DOWN_SECONDS
+                return False
+        return True
+
+    def _reset(self) -> None:
+        self._producer = None
+        if self._connection is not None:
+            try:
+                self._connection.release()
+            except Exception:  # already broken; nothing more to release
+                log.debug("release after failure", exc_info=True)
+            self._connection = None
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._reset()
+
+
+def notification(task_id: str, sequence: int) -> str:
+    """The body of an event notification."""
+    return json.dumps({"task_id": task_id, "sequence": sequence}, separators=(",", ":"))
+
+
+def parse_notification(body: Any) -> tuple[str, int] | None:
+    """(task_id, sequence) from a notification body, or None when it is not one."""
+    try:
+        # kombu hands over the decoded JSON (a dict); raw bytes/str when undecoded.
+        data = body if isinstance(body, dict) else json.loads(body)
+        return str(data["task_id"]), int(data["sequence"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class NotificationListener:
+    """Consumes event notifications in a daemon thread; reconnects until stopped."""
+
+    def __init__(self, settings: BrokerSettings, deliver: Callable[[str, int], None]) -> None:
+        self._settings = settings
+        self._deliver = deliver
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="task-events", daemon=True)
+
+    @property
+    def connected(self) -> bool:
+        """True while consuming."""
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        """Start the consumer thread."""
+        self._thread.start()
+
+    def stop(self, timeout_seconds: float = 5.0) -> None:
+        """Stop consuming; wait a bounded time for the thread."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_seconds)
+
+    def _on_message(self, body: Any, message: Any) -> None:
+        parsed = parse_notification(body)
+        if parsed is not None:
+            self._deliver(*parsed)
+
+    def _run(self) -> None:
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                self._consume()
+                delay = 0.2
+            except Exception:
+                log.warning("task event notifications: broker connection lost", exc_info=True)
+            self._connected.clear()
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, _RECONNECT_MAX_SECONDS)
+
+    def _consume(self) -> None:
+        exchange = events_exchange(self._settings.events_exchange)
+        queue = Queue(
+            f"{self._settings.events_exchange}.{uuid.uuid4().hex[:12]}",
+            exchange,
+            exclusive=True,
+            auto_delete=True,
+            durable=False,
+        )
+        with Connection(
+            self._settings.url, connect_timeout=_CONNECT_TIMEOUT_SECONDS, heartbeat=10
+        ) as connection:
+            connection.ensure_connection(max_retries=1, timeout=_CONNECT_TIMEOUT_SECONDS)
+            channel = connection.channel()
+            exchange.bind(channel).declare()
+            with connection.Consumer(
+                queue, callbacks=[self._on_message], no_ack=True, accept=["json"]
+            ):
+                self._connected.set()
+                while not self._stop.is_set():
+                    try:
+                        connection.drain_events(timeout=_DRAIN_SECONDS)
+                    except TimeoutError:
+                        connection.heartbeat_check()

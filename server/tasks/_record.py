@@ -1,0 +1,71 @@
+"""A task row as an immutable value, read and written field by field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.db import TaskRow
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """Every column of ``tasks``; see ``server.db.TaskRow`` for their meaning."""
+
+    id: str
+    kind: int
+    state: int
+    priority: int
+    owner_id: str
+    request_id: str
+    request_hash: str
+    spec: bytes
+    attempt: int
+    progress_fraction: float
+    progress_message: str
+    result: bytes | None
+    error: bytes | None
+    cancel_requested: bool
+    cancel_time: datetime | None
+    claim_worker: str | None
+    claim_expire_time: datetime | None
+    claim_time: datetime | None
+    deliveries: int
+    auto_retries: int
+    create_time: datetime
+    update_time: datetime
+    start_time: datetime | None
+    end_time: datetime | None
+    last_sequence: int
+
+
+COLUMNS = tuple(f.name for f in fields(TaskRecord))
+
+
+def utc(value: datetime) -> datetime:
+    """``value`` as an aware UTC datetime (SQLite hands back naive ones)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return utc(value)
+    if isinstance(value, memoryview):  # PostgreSQL bytea
+        return bytes(value)
+    return value
+
+
+def record_of(row: Any) -> TaskRecord:
+    """A record from a result row of ``select(TaskRow.__table__)``."""
+    mapping = row._mapping
+    return TaskRecord(**{name: _value(mapping[name]) for name in COLUMNS})
+
+
+def load(session: Session, task_id: str) -> TaskRecord | None:
+    """The task, or None when there is no task with this id."""
+    row = session.execute(select(TaskRow.__table__).where(TaskRow.id == task_id)).first()
+    return None if row is None else record_of(row)
