@@ -1,0 +1,47 @@
+"""``python -m workers``: a Celery worker (prefork pool) configured from the environment."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from workers._config import ConfigError, WorkerConfig
+
+
+def main() -> None:
+    """Entry point."""
+    try:
+        config = WorkerConfig.from_env()
+    except ConfigError as exc:
+        sys.exit(f"workers: bad configuration: {exc}")
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from workers._registry import REGISTRY, check_registry
+
+    try:
+        check_registry(
+            REGISTRY,
+            consumer_timeout_seconds=config.consumer_timeout_seconds,
+            claim_lease_seconds=config.claim_lease_seconds,
+        )
+    except ValueError as exc:
+        sys.exit(f"workers: {exc}")
+    from workers.app import app  # reads the same environment
+
+    argv = [
+        "worker",
+        f"--loglevel={config.log_level}",
+        f"--queues={config.task_queue}",
+        f"--concurrency={config.concurrency}",
+        "--pool=prefork",
+    ]
+    if config.worker_name:
+        argv.append(f"--hostname={config.worker_name}")
+    if config.without_gossip:
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    app.worker_main(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The kinds a worker runs: kind -> (spec type, result type, function, limits, retry policy)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from agentic.tasks.v1 import tasks_pb2
+from google.protobuf.message import Message
+
+from server.tasks import kind_fields
+from workers._context import TaskContext, TransientError
+from workers.probe import run_probe
+
+SpecT = TypeVar("SpecT", bound=Message)
+ResultT = TypeVar("ResultT", bound=Message)
+
+# Our own watchdog stops an attempt at its hard limit; Celery's own hard limit, this much
+# later, is the last resort should the watchdog itself be stuck.
+CELERY_HARD_LIMIT_MARGIN_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Time limits of one attempt (one delivery) of a kind."""
+
+    soft_seconds: float
+    """Past this, the task code gets SoftTimeLimitExceeded and the task ends FAILED."""
+    hard_seconds: float
+    """Past this, the watchdog fails the task and kills the process running it."""
+
+    @property
+    def celery_hard_seconds(self) -> float:
+        """Celery's own hard limit: the longest a message can stay unacknowledged."""
+        return self.hard_seconds + CELERY_HARD_LIMIT_MARGIN_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Automatic retries of transient failures, with exponential backoff and jitter."""
+
+    max_retries: int = 3
+    """Automatic retries before the task ends FAILED (RetryTask starts a fresh budget)."""
+    backoff_first_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+    transient: tuple[type[BaseException], ...] = (TransientError,)
+    """Exception types worth retrying; anything else fails the task at once."""
+
+    def delay_seconds(self, retry_number: int) -> float:
+        """Delay before retry ``retry_number`` (1, 2, ...): doubling, capped, equal jitter."""
+        ceiling: float = min(
+            self.backoff_max_seconds, self.backoff_first_seconds * 2 ** (retry_number - 1)
+        )
+        # Half fixed, half random: spreads a burst of failures without retrying at once.
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Registration(Generic[SpecT, ResultT]):
+    """Everything a worker needs to run one kind."""
+
+    kind: int
+    spec_type: type[SpecT]
+    result_type: type[ResultT]
+    run: Callable[[SpecT, TaskContext], ResultT]
+    limits: Limits
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+REGISTRY: Mapping[int, Registration[Any, Any]] = {
+    r.kind: r
+    for r in (
+        Registration(
+            kind=tasks_pb2.TASK_KIND_PROBE,
+            spec_type=tasks_pb2.ProbeSpec,
+            result_type=tasks_pb2.ProbeResult,
+            run=run_probe,
+            # Long probes are for soak tests; 15 min is plenty and stays under the
+            # broker's 30 min consumer_timeout with Celery's margin.
+            limits=Limits(soft_seconds=900.0, hard_seconds=960.0),
+        ),
+    )
+}
+
+
+def check_registry(
+    registry: Mapping[int, Registration[Any, Any]],
+    *,
+    consumer_timeout_seconds: float,
+    claim_lease_seconds: float = 0.0,
+) -> None:
+    """Raise ValueError unless every kind is registered, wired and bounded correctly.
+
+    A worker holds a message unacknowledged while it waits for the message's countdown
+    (a backoff, or a claim lease to expire) and then while the task runs, so the longest
+    countdown plus Celery's hard limit must stay below the broker's consumer_timeout.
+    """
+    problems: list[str] = []
+    for kind in tasks_pb2.TaskKind.values():
+        if kind == tasks_pb2.TASK_KIND_UNSPECIFIED:
+            continue
+        name = tasks_pb2.TaskKind.Name(kind)
+        reg = registry.get(kind)
+        if reg is None:
+            problems.append(f"{name} has no registration in workers/_registry.py")
+            continue
+        try:
+            wire = kind_fields(kind)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if reg.spec_type.DESCRIPTOR is not wire.spec_type:
+            problems.append(f"{name}: spec_type is not the type of Task.{wire.spec_field}")
+        if reg.result_type.DESCRIPTOR is not wire.result_type:
+            problems.append(f"{name}: result_type is not the type of Task.{wire.result_field}")
+        if not 0 < reg.limits.soft_seconds <= reg.limits.hard_seconds:
+            problems.append(f"{name}: need 0 < soft limit <= hard limit")
+        countdown = max(reg.retry.backoff_max_seconds, claim_lease_seconds)
+        if countdown + reg.limits.celery_hard_seconds >= consumer_timeout_seconds:
+            problems.append(
+                f"{name}: longest countdown {countdown:g}s + hard limit "
+                f"{reg.limits.hard_seconds:g}s + margin {CELERY_HARD_LIMIT_MARGIN_SECONDS:g}s "
+                f"is not below the broker's consumer_timeout {consumer_timeout_seconds:g}s "
+                "(AGENTIC_BROKER_CONSUMER_TIMEOUT_SECONDS): a running task would be "
+                "redelivered and run twice"
+            )
+    if problems:
+        raise ValueError("; ".join(problems))

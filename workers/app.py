@@ -1,0 +1,187 @@
+"""The Celery app of the task pipeline: ``celery -A workers.app worker`` or ``python -m workers``.
+
+Configuration comes from the environment (``workers._config.WorkerConfig``) when this
+module is imported. The broker settings every process shares are in
+``server.tasks._broker`` (queue topology, confirms, acks late, JSON only, no result
+backend); this module adds the tasks, one per registered kind, named
+``agentic.task.<kind>`` with the kind's soft and hard time limits.
+
+What a task does with its message (see ``workers._execute``):
+
+- ACK: ran to its end, or there was nothing to run (ended, cancelled, stale attempt);
+- LATER: another copy holds a live claim: ``retry`` (a new message with a countdown,
+  then ack) so the message comes back when that claim would expire;
+- DEAD_LETTER: the attempt lost its worker too often; the task was FAILED in the
+  database and the message is rejected without requeue into ``<queue>.dlq``.
+
+A worker process that dies mid-task (kill -9, OOM) never acks: the broker redelivers the
+message (the connection closed) or Celery's parent requeues it (a child died).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, signals
+from celery.exceptions import Reject
+
+from server.db import make_engine
+from server.tasks import (
+    AttemptStore,
+    BrokerSettings,
+    OutboxItem,
+    celery_task_name,
+    configure_celery,
+    declare_topology,
+    notification,
+    publish_run,
+)
+from server.tasks._broker import events_exchange
+from workers._config import WorkerConfig
+from workers._execute import Runtime, Verdict, execute
+from workers._registry import REGISTRY, Registration, check_registry
+
+log = logging.getLogger(__name__)
+
+config = WorkerConfig.from_env()
+settings = BrokerSettings(
+    url=config.broker_url, queue=config.task_queue, events_exchange=config.task_events_exchange
+)
+app = Celery("agentic")
+configure_celery(app, settings)
+app.conf.update(worker_concurrency=config.concurrency, worker_pool="prefork")
+
+_NOTIFY_TIMEOUT_SECONDS = 2.0
+_INFRA_RETRY_SECONDS = 2.0
+_REQUEUE_PAUSE_SECONDS = 1.0
+_events = events_exchange(settings.events_exchange)
+_runtime: tuple[int, Runtime] | None = None
+_runtime_lock = threading.Lock()
+
+
+def _notify(task_id: str, sequence: int) -> None:
+    # Best effort: watchers also poll the database, so a lost notification costs latency.
+    try:
+        with app.producer_or_acquire() as producer:
+            producer.publish(
+                notification(task_id, sequence),
+                exchange=_events,
+                routing_key="",
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=1,
+                retry=False,
+                declare=[_events],
+                timeout=_NOTIFY_TIMEOUT_SECONDS,
+            )
+    except Exception:
+        log.debug("notification for task %s not published", task_id, exc_info=True)
+
+
+def _publish(item: OutboxItem) -> bool:
+    try:
+        with app.producer_or_acquire() as producer:
+            publish_run(app, producer, settings, item)
+    except Exception:
+        log.warning("publish of task %s not confirmed; the relay will", item.task_id, exc_info=True)
+        return False
+    return True
+
+
+def runtime() -> Runtime:
+    """This process's runtime, built on first use after the fork (engines do not fork)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None or _runtime[0] != os.getpid():
+            engine = make_engine(config.database_url, pool_size=config.db_pool_size)
+            _runtime = (
+                os.getpid(),
+                Runtime(
+                    store=AttemptStore(engine),
+                    lease_seconds=config.claim_lease_seconds,
+                    cancel_grace_seconds=config.cancel_grace_seconds,
+                    max_deliveries=config.max_deliveries,
+                    notify=_notify,
+                    publish=_publish,
+                ),
+            )
+        return _runtime[1]
+
+
+def _come_back_later(task: Any, countdown_seconds: float) -> None:
+    """Ack this message after publishing a copy due in ``countdown_seconds``.
+
+    Celery dead-letters the message (Reject without requeue) when the copy cannot be
+    published; that would strand the task, so the message is requeued instead, after a
+    bounded pause that keeps a broker or database outage from becoming a hot loop.
+    """
+    try:
+        task.retry(countdown=countdown_seconds, max_retries=None)  # raises Retry when sent
+    except Reject as exc:
+        log.warning("could not re-publish %s; requeueing it", task.request.id)
+        time.sleep(_REQUEUE_PAUSE_SECONDS)
+        raise Reject(exc.reason, requeue=True) from None
+
+
+def _register(kind: int, registration: Registration[Any, Any]) -> None:
+    def run(self: Any, task_id: str, attempt: int) -> None:
+        try:
+            outcome = execute(runtime(), registration, str(task_id), int(attempt))
+        except Exception:
+            # Our own plumbing failed (database or broker down), not the task: the default
+            # (ack on failure) would lose the message. Try again a little later.
+            log.exception("task %s attempt %s: infrastructure failure", task_id, attempt)
+            _come_back_later(self, _INFRA_RETRY_SECONDS)
+            return
+        if outcome.verdict is Verdict.LATER:
+            _come_back_later(self, outcome.countdown_seconds)
+        if outcome.verdict is Verdict.DEAD_LETTER:
+            raise Reject("attempt keeps losing its worker", requeue=False)
+
+    run.__name__ = f"run_{celery_task_name(kind).rsplit('.', 1)[1]}"
+    run.__doc__ = f"Run one attempt of a {celery_task_name(kind)} task."
+    app.task(
+        name=celery_task_name(kind),
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        max_retries=None,
+        soft_time_limit=registration.limits.soft_seconds,
+        time_limit=registration.limits.celery_hard_seconds,
+        typing=False,
+    )(run)
+
+
+for _kind, _registration in REGISTRY.items():
+    _register(_kind, _registration)
+
+
+def _on_worker_init(**_: Any) -> None:
+    check_registry(
+        REGISTRY,
+        consumer_timeout_seconds=config.consumer_timeout_seconds,
+        claim_lease_seconds=config.claim_lease_seconds,
+    )
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=3)
+        declare_topology(connection, settings)
+
+
+def _on_worker_ready(**_: Any) -> None:
+    log.info("worker consuming %s", settings.queue)
+    if config.ready_file:
+        path = Path(config.ready_file)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid()}))
+        os.replace(tmp, path)  # readers never see a half-written file
+
+
+signals.worker_init.connect(_on_worker_init, weak=False)
+signals.worker_ready.connect(_on_worker_ready, weak=False)
