@@ -77,7 +77,9 @@ def start_service(
     tag = uuid.uuid4().hex[:8]
     ready_file = workdir / f"{module}-{tag}.ready.json"
     log_path = workdir / f"{module}-{tag}.log"
-    full_env = {**os.environ, **env, "AGENTIC_READY_FILE": str(ready_file)}
+    # Tests reach the shared broker only when they opt in (with their own vhost or names).
+    quiet = {"AGENTIC_BROKER_URL": "", "AGENTIC_EVENTS_URL": ""}
+    full_env = {**os.environ, **quiet, **env, "AGENTIC_READY_FILE": str(ready_file)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", module],

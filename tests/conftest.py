@@ -57,7 +57,6 @@ def api(database_url: str, session_dir: Path) -> Iterator[Api]:
         "DATABASE_URL": database_url,
         "AGENTIC_SHUTDOWN_GRACE_SECONDS": "2",
         "AGENTIC_CACHE_ADDRESS": "",
-        "AGENTIC_EVENTS_URL": "",
     }
     service = start_service("server", env, session_dir / "api")
     channel = grpc.insecure_channel(service.address)

@@ -35,7 +35,7 @@ def test_compose_file_is_valid() -> None:
 def test_every_service_has_a_healthcheck_and_loopback_ports() -> None:
     services = config()["services"]
     assert isinstance(services, dict)
-    assert {"api", "memcached", "cache-sidecar"} <= set(services)
+    assert {"api", "memcached", "cache-sidecar", "worker", "postgres", "rabbitmq"} <= set(services)
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         for port in service.get("ports", []):

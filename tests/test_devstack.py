@@ -16,6 +16,7 @@ import grpc
 import pytest
 from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
+from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
@@ -32,12 +33,22 @@ def broker_names() -> Iterator[dict[str, str]]:
         "AGENTIC_EVENTS_EXCHANGE": f"agentic.test.events.{tag}",
         "AGENTIC_CACHE_EVENTS_EXCHANGE": f"agentic.test.events.{tag}",
         "AGENTIC_CACHE_EVENTS_QUEUE": f"agentic.test.cache.{tag}",
+        "AGENTIC_TASK_QUEUE": f"agentic.test.tasks.{tag}",
+        "AGENTIC_TASK_EVENTS_EXCHANGE": f"agentic.test.task-events.{tag}",
     }
     yield names
+    tasks = names["AGENTIC_TASK_QUEUE"]
     with Connection(BROKER) as conn:
         channel = conn.default_channel
-        Queue(names["AGENTIC_CACHE_EVENTS_QUEUE"]).bind(channel).delete()
-        Exchange(names["AGENTIC_EVENTS_EXCHANGE"], type="topic").bind(channel).delete()
+        for queue in (names["AGENTIC_CACHE_EVENTS_QUEUE"], tasks, f"{tasks}.dlq"):
+            Queue(queue).bind(channel).delete()
+        for exchange in (
+            names["AGENTIC_EVENTS_EXCHANGE"],
+            names["AGENTIC_TASK_EVENTS_EXCHANGE"],
+            tasks,
+            f"{tasks}.dlx",
+        ):
+            Exchange(exchange).bind(channel).delete()
 
 
 def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path, broker_names: dict[str, str]) -> None:
@@ -80,6 +91,18 @@ def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path, broker_names: dict
             assert made.project.id
             got = stub.GetProject(pb.GetProjectRequest(id=made.project.id), timeout=10)
             assert got.project == made.project
+            tasks = tasks_pb2_grpc.TaskServiceStub(channel)
+            submitted = tasks.SubmitProbe(
+                tasks_pb2.SubmitProbeRequest(
+                    request_id=str(uuid.uuid4()),
+                    owner_id="alice",
+                    probe=tasks_pb2.ProbeSpec(steps=2, step_millis=10),
+                ),
+                timeout=10,
+            ).task
+            watch = tasks.WatchTask(tasks_pb2.WatchTaskRequest(id=submitted.id), timeout=60)
+            final = [r.event for r in watch if r.HasField("event") and r.event.terminal]
+            assert [e.state for e in final] == [tasks_pb2.TASK_STATE_SUCCEEDED]
         assert "cache sidecar (gRPC)" in "".join(lines)
         assert "UDP off" in "".join(lines)
         assert (tmp_path / "agentic.db").exists(), "the stack should use its embedded SQLite"

@@ -12,10 +12,10 @@ def env_vars(path: str) -> set[str]:
     return set(re.findall(r'"((?:AGENTIC_[A-Z_]+)|DATABASE_URL)"', text))
 
 
-def test_readme_documents_every_server_variable() -> None:
+def test_readme_documents_every_server_and_worker_variable() -> None:
     readme = (REPO / "README.md").read_text()
-    names = env_vars("server/_config.py")
-    assert "AGENTIC_LISTEN_ADDRESS" in names
+    names = env_vars("server/_config.py") | env_vars("workers/_config.py")
+    assert {"AGENTIC_LISTEN_ADDRESS", "AGENTIC_CLAIM_LEASE_SECONDS"} <= names
     missing = {n for n in names if f"`{n}`" not in readme}
     assert not missing, f"README configuration table lacks {sorted(missing)}"
 

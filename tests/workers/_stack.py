@@ -1,0 +1,269 @@
+"""The task pipeline for tests: a private RabbitMQ vhost, API servers and worker processes.
+
+Every test run gets its own vhost on the shared RabbitMQ (deleted afterwards) and every
+stack its own queue and exchange names, so nothing is shared with other runs or with the
+default vhost. Workers are real ``python -m workers`` processes in their own process
+group, so a test can kill -9 a whole worker (parent and pool children) like a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from agentic.tasks.v1 import tasks_pb2 as pb
+from agentic.tasks.v1 import tasks_pb2_grpc
+from sqlalchemy import Engine, func, select
+
+from server.db import TaskEventRow, TaskRow, make_engine
+from tests._support import REPO, Service, start_service, wait_for
+
+BROKER_HOST = "127.0.0.1:5672"
+TIMEOUT = 10.0
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@contextmanager
+def private_vhost() -> Iterator[str]:
+    """A new vhost with full rights for guest; yields its AMQP URL, deletes it afterwards."""
+    name = f"agentic-test-{uuid.uuid4().hex[:12]}"
+    _rabbitmqctl("add_vhost", name)
+    try:
+        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@{BROKER_HOST}/{name}"
+    finally:
+        _rabbitmqctl("delete_vhost", name)
+
+
+@dataclass
+class Worker:
+    """A ``python -m workers`` process group."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def kill(self) -> None:
+        """kill -9 the whole worker: the parent and its pool children, like a crash."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (warm shutdown), then kill after ``timeout``; the exit code."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        # Pool children normally exit with their parent; make sure none is left behind.
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return int(self.process.returncode)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Stack:
+    """One database, one queue, API servers and workers on a private vhost."""
+
+    workdir: Path
+    database_url: str
+    env: dict[str, str]
+    servers: list[Service] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
+    channels: list[grpc.Channel] = field(default_factory=list)
+    engine: Engine | None = None
+
+    def start_server(self, **extra: str) -> tasks_pb2_grpc.TaskServiceStub:
+        """Start an API server on this stack; a stub to it."""
+        env = {
+            **self.env,
+            "AGENTIC_LISTEN_ADDRESS": "127.0.0.1:0",
+            "AGENTIC_METRICS_ADDRESS": "",
+            "AGENTIC_CACHE_ADDRESS": "",
+            "AGENTIC_EVENTS_URL": "",
+            "AGENTIC_SHUTDOWN_GRACE_SECONDS": "2",
+            **extra,
+        }
+        service = start_service("server", env, self.workdir / "server")
+        self.servers.append(service)
+        channel = grpc.insecure_channel(service.address)
+        self.channels.append(channel)
+        return tasks_pb2_grpc.TaskServiceStub(channel)
+
+    def start_worker(
+        self,
+        *,
+        concurrency: int = 2,
+        timeout: float = 30.0,
+        wait: bool = True,
+        command: list[str] | None = None,
+        **extra: str,
+    ) -> Worker:
+        """Start ``python -m workers`` (or ``command``); return once it consumes its queue."""
+        workdir = self.workdir / "workers"
+        workdir.mkdir(parents=True, exist_ok=True)
+        tag = uuid.uuid4().hex[:8]
+        ready = workdir / f"worker-{tag}.ready.json"
+        log_path = workdir / f"worker-{tag}.log"
+        env = {
+            **os.environ,
+            **self.env,
+            "AGENTIC_WORKER_CONCURRENCY": str(concurrency),
+            "AGENTIC_WORKER_NAME": f"w{tag}@test",
+            "AGENTIC_READY_FILE": str(ready),
+            **extra,
+        }
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command or [sys.executable, "-m", "workers"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: kill -9 takes the children too
+            )
+        worker = Worker(process, log_path)
+        self.workers.append(worker)
+
+        def started() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited with {process.returncode}:\n{worker.log()}")
+            return ready.exists()
+
+        if wait:
+            wait_for(started, timeout=timeout, message=f"worker to write {ready}")
+        return worker
+
+    def db(self) -> Engine:
+        """Direct access to the stack's database."""
+        if self.engine is None:
+            self.engine = make_engine(self.database_url, pool_size=2)
+        return self.engine
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        for channel in self.channels:
+            channel.close()
+        codes = [service.stop() for service in self.servers]
+        if self.engine is not None:
+            self.engine.dispose()
+        assert all(code == 0 for code in codes), f"servers exited with {codes}"
+
+
+@contextmanager
+def stack(workdir: Path, broker_url: str, database_url: str, **env: str) -> Iterator[Stack]:
+    """A stack with its own queue and events exchange (names unique to it)."""
+    tag = uuid.uuid4().hex[:8]
+    base = {
+        "AGENTIC_BROKER_URL": broker_url,
+        "DATABASE_URL": database_url,
+        "AGENTIC_TASK_QUEUE": f"test.tasks.{tag}",
+        "AGENTIC_TASK_EVENTS_EXCHANGE": f"test.task-events.{tag}",
+        "AGENTIC_WATCH_HEARTBEAT_SECONDS": "1",
+        "AGENTIC_OUTBOX_RELAY_INTERVAL_SECONDS": "0.2",
+        "AGENTIC_CLAIM_LEASE_SECONDS": "3",
+        "AGENTIC_CANCEL_GRACE_SECONDS": "1",
+        "AGENTIC_LOG_LEVEL": "INFO",
+        **env,
+    }
+    result = Stack(workdir=workdir / tag, database_url=database_url, env=base)
+    try:
+        yield result
+    finally:
+        result.close()
+
+
+# --- client helpers ------------------------------------------------------------------
+
+
+def submit(
+    stub: tasks_pb2_grpc.TaskServiceStub,
+    *,
+    steps: int = 3,
+    step_millis: int = 10,
+    fail_at_step: int = 0,
+    owner: str = "alice",
+    priority: int = pb.PRIORITY_UNSPECIFIED,
+    request_id: str | None = None,
+) -> pb.Task:
+    """Submit a probe; the accepted task."""
+    request = pb.SubmitProbeRequest(
+        request_id=request_id or str(uuid.uuid4()),
+        owner_id=owner,
+        priority=priority,  # type: ignore[arg-type]
+        probe=pb.ProbeSpec(steps=steps, step_millis=step_millis, fail_at_step=fail_at_step),
+    )
+    task: pb.Task = stub.SubmitProbe(request, timeout=TIMEOUT).task
+    return task
+
+
+def watch_to_end(
+    stub: tasks_pb2_grpc.TaskServiceStub, task_id: str, *, after: int = 0, timeout: float = 30.0
+) -> list[pb.TaskEvent]:
+    """Every event after ``after`` until the stream ends (heartbeats dropped)."""
+    events = []
+    for item in stub.WatchTask(
+        pb.WatchTaskRequest(id=task_id, after_sequence=after), timeout=timeout
+    ):
+        if item.HasField("event"):
+            events.append(item.event)
+    return events
+
+
+def get(stub: tasks_pb2_grpc.TaskServiceStub, task_id: str) -> pb.Task:
+    """GetTask."""
+    task: pb.Task = stub.GetTask(pb.GetTaskRequest(id=task_id), timeout=TIMEOUT).task
+    return task
+
+
+def wait_state(
+    stub: tasks_pb2_grpc.TaskServiceStub, task_id: str, states: set[int], *, timeout: float = 20.0
+) -> pb.Task:
+    """Poll GetTask until the task is in one of ``states``."""
+    seen: list[pb.Task] = []
+
+    def reached() -> bool:
+        seen.append(get(stub, task_id))
+        return seen[-1].state in states
+
+    wait_for(reached, timeout=timeout, message=f"task {task_id} to reach {states}: {seen[-1:]}")
+    return seen[-1]
+
+
+def event_counts(engine: Engine) -> dict[str, tuple[int, int]]:
+    """task id -> (number of events, last_sequence) straight from the database."""
+    with engine.connect() as conn:
+        counts = dict(
+            conn.execute(
+                select(TaskEventRow.task_id, func.count()).group_by(TaskEventRow.task_id)
+            ).all()
+        )
+        lasts = dict(conn.execute(select(TaskRow.id, TaskRow.last_sequence)).all())
+    return {task_id: (int(counts.get(task_id, 0)), int(last)) for task_id, last in lasts.items()}
+
+
+def decode_events(engine: Engine, task_id: str) -> list[pb.TaskEvent]:
+    """A task's stored events in sequence order."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(TaskEventRow.data)
+            .where(TaskEventRow.task_id == task_id)
+            .order_by(TaskEventRow.sequence)
+        ).all()
+    return [pb.TaskEvent.FromString(bytes(row[0])) for row in rows]
