@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 VAR = Path(os.environ.get("AGENTIC_RUN_DIR", REPO / "var"))
 READY_TIMEOUT_SECONDS = 60.0
 SERVICE = "agentic.projects.v1.ProjectService"
+TASKS = "agentic.tasks.v1.TaskService"
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
@@ -129,6 +131,8 @@ def banner(
     address = f"127.0.0.1:{api.ready['grpc_port']}"
     grpcurl = REPO / ".venv" / "bin" / "grpcurl"
     create_body = json.dumps({"project": {"name": "demo", "owner_id": "alice"}})
+    probe = {"steps": 5, "step_millis": 200}
+    probe_body = json.dumps({"request_id": str(uuid.uuid4()), "owner_id": "alice", "probe": probe})
     return "\n".join(
         [
             "",
@@ -139,9 +143,12 @@ def banner(
             f"  memcached:             127.0.0.1:{memcached.ready['port']} (UDP off)",
             f"  RabbitMQ:              {_redact(broker_url)}"
             + (" (private node, data in var/rabbitmq)" if started else " (already running)"),
+            "  Celery worker:         1 (python -m workers)",
             "Try:",
             f"  {grpcurl} -plaintext {address} list",
             f"  {grpcurl} -plaintext -d '{create_body}' {address} {SERVICE}/CreateProject",
+            f"  {grpcurl} -plaintext -d '{probe_body}' {address} {TASKS}/SubmitProbe",
+            f'  {grpcurl} -plaintext -d \'{{"id": "<task id>"}}\' {address} {TASKS}/WatchTask',
             "Ctrl-C stops everything.",
             "",
         ]
@@ -178,9 +185,12 @@ def main() -> None:
             "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{VAR / 'agentic.db'}"),
             "AGENTIC_CACHE_ADDRESS": f"127.0.0.1:{sidecar.ready['grpc_port']}",
             "AGENTIC_EVENTS_URL": broker_url,
+            "AGENTIC_BROKER_URL": broker_url,
         }
         api = start_python("api", "server", api_env)
         processes.append(api)
+        worker_env = {"AGENTIC_BROKER_URL": broker_url, "DATABASE_URL": api_env["DATABASE_URL"]}
+        processes.append(start_python("worker", "workers", worker_env))
         print(
             banner(api, sidecar, memcached, broker_url, started=stop_broker is not None), flush=True
         )
