@@ -17,8 +17,8 @@ from sqlalchemy import Engine, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from server import paging as _paging
 from server.db import ProjectRow
-from server.projects import _paging
 from server.rpc import Aborted, AlreadyExists, NotFound
 
 DOMAIN = "agentic.projects.v1"

@@ -16,8 +16,8 @@ from sqlalchemy import Engine, and_, exists, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from server import paging as _paging
 from server.db import TaskEventRow, TaskOutboxRow, TaskRow
-from server.projects import _paging  # keyset tokens bound to a filter, shared with projects
 from server.rpc import AlreadyExists, FailedPrecondition, NotFound
 from server.tasks import _outbox
 from server.tasks._log import Conflict, append, change, insert_new, now

@@ -1,4 +1,4 @@
-"""Opaque page tokens for keyset pagination over (create_time, id).
+"""Opaque page tokens for keyset pagination over (create_time, id), shared by every List RPC.
 
 A token records where the previous page ended and a fingerprint of the filter it was
 issued for, so a token replayed with another filter is rejected instead of silently
