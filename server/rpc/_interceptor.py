@@ -14,6 +14,7 @@ Health and reflection pass through the same metrics but skip validation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -112,69 +113,63 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     @staticmethod
     def _unary(behavior: Behavior, service: str, name: str, validate: bool, kind: str) -> Behavior:
-        labels = (kind, service, name)
-        domain = service.rpartition(".")[0]  # the proto package, e.g. agentic.projects.v1
-        started = STARTED.labels(*labels)
-        histogram = HANDLING.labels(*labels)
+        guard = _Guard(service, name, kind, validate)
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started.inc()
-            begin = time.perf_counter()
-            failure: BaseException | None = None
-            try:
-                if validate:
-                    validate_request(request, domain=domain)
+            async with guard.call(request, context):
                 return await behavior(request, context)
-            except ApiError as error:
-                await _abort(context, error)
-            except Exception as exc:
-                failure = exc
-                if context.code() is not None:  # the handler aborted on purpose
-                    raise
-                log.exception("unhandled error in %s/%s", service, name)
-                await _abort(context, Internal("internal error", reason="INTERNAL"))
-            except BaseException as exc:
-                failure = exc
-                raise
-            finally:
-                HANDLED.labels(*labels, _final_code(context, failure)).inc()
-                histogram.observe(time.perf_counter() - begin)
 
         return wrapped
 
     @staticmethod
     def _stream(behavior: Behavior, service: str, name: str, validate: bool, kind: str) -> Behavior:
-        labels = (kind, service, name)
-        domain = service.rpartition(".")[0]  # the proto package, e.g. agentic.projects.v1
-        started = STARTED.labels(*labels)
-        histogram = HANDLING.labels(*labels)
+        guard = _Guard(service, name, kind, validate)
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started.inc()
-            begin = time.perf_counter()
-            failure: BaseException | None = None
-            try:
-                if validate:
-                    validate_request(request, domain=domain)
+            async with guard.call(request, context):
                 result = behavior(request, context)
                 if hasattr(result, "__aiter__"):
                     async for item in result:
                         yield item
                 else:  # a handler that streams with `await context.write(...)`
                     await result
-            except ApiError as error:
-                await _abort(context, error)
-            except Exception as exc:
-                failure = exc
-                if context.code() is not None:
-                    raise
-                log.exception("unhandled error in %s/%s", service, name)
-                await _abort(context, Internal("internal error", reason="INTERNAL"))
-            except BaseException as exc:
-                failure = exc
-                raise
-            finally:
-                HANDLED.labels(*labels, _final_code(context, failure)).inc()
-                histogram.observe(time.perf_counter() - begin)
 
         return wrapped
+
+
+class _Guard:
+    """Metrics, validation and error mapping around one method's calls (labels bound once)."""
+
+    def __init__(self, service: str, name: str, kind: str, validate: bool) -> None:
+        labels = (kind, service, name)
+        self._labels = labels
+        self._where = f"{service}/{name}"
+        self._domain = service.rpartition(".")[0]  # the proto package, e.g. agentic.projects.v1
+        self._validate = validate
+        self._started = STARTED.labels(*labels)
+        self._histogram = HANDLING.labels(*labels)
+
+    @contextlib.asynccontextmanager
+    async def call(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """Count the call, validate its request, map what it raises, record its code."""
+        self._started.inc()
+        begin = time.perf_counter()
+        failure: BaseException | None = None
+        try:
+            if self._validate:
+                validate_request(request, domain=self._domain)
+            yield
+        except ApiError as error:
+            await _abort(context, error)
+        except Exception as exc:
+            failure = exc
+            if context.code() is not None:  # the handler aborted on purpose
+                raise
+            log.exception("unhandled error in %s", self._where)
+            await _abort(context, Internal("internal error", reason="INTERNAL"))
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            HANDLED.labels(*self._labels, _final_code(context, failure)).inc()
+            self._histogram.observe(time.perf_counter() - begin)
