@@ -58,6 +58,10 @@ configure_celery(app, settings)
 app.conf.update(worker_concurrency=config.concurrency, worker_pool="prefork")
 
 _NOTIFY_TIMEOUT_SECONDS = 2.0
+# After a notification failed, skip the broker this long: a running task must not wait out
+# a reconnect attempt (~2 s) at every progress report while the broker is down.
+_NOTIFY_COOL_DOWN_SECONDS = 5.0
+_notify_skip_until = 0.0
 _INFRA_RETRY_SECONDS = 2.0
 _REQUEUE_PAUSE_SECONDS = 1.0
 _events = events_exchange(settings.events_exchange)
@@ -67,6 +71,9 @@ _runtime_lock = threading.Lock()
 
 def _notify(task_id: str, sequence: int) -> None:
     # Best effort: watchers also poll the database, so a lost notification costs latency.
+    global _notify_skip_until
+    if time.monotonic() < _notify_skip_until:
+        return
     try:
         with app.producer_or_acquire() as producer:
             producer.publish(
@@ -81,6 +88,7 @@ def _notify(task_id: str, sequence: int) -> None:
                 timeout=_NOTIFY_TIMEOUT_SECONDS,
             )
     except Exception:
+        _notify_skip_until = time.monotonic() + _NOTIFY_COOL_DOWN_SECONDS
         log.debug("notification for task %s not published", task_id, exc_info=True)
 
 

@@ -126,6 +126,9 @@ def configure_celery(app: Any, settings: BrokerSettings) -> None:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A broker blip must not cancel running tasks: their claim lives in the database and
+        # their result is recorded there. Celery 6 flips this default to True; pin it.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         enable_utc=True,
     )
@@ -171,8 +174,10 @@ class TaskPublisher:
             try:
                 if self._producer is None:
                     self._connection = self._app.connection_for_write()
+                    # No pause between the two tries (kombu sleeps 2 s by default): submits
+                    # wait for this thread, so a refused connection must fail at once.
                     self._connection.ensure_connection(
-                        max_retries=1, timeout=_CONNECT_TIMEOUT_SECONDS
+                        max_retries=1, interval_start=0, timeout=_CONNECT_TIMEOUT_SECONDS
                     )
                     declare_topology(self._connection, self._settings)
                     self._producer = self._app.amqp.Producer(
