@@ -9,6 +9,9 @@ servers, a bare two-hop gRPC chain), measures latency and throughput of:
 * an uncached GetProject read from PostgreSQL,
 
 then a cache stampede (500 concurrent GetProject calls of a cold key, several rounds),
-prints a table with the targets as PASS/FAIL and rewrites ``docs/benchmarks.md``.
+and then the task pipeline (``tests.bench._tasks``, on a temporary RabbitMQ vhost): Submit
+against a raw confirmed Celery publisher, a no-op task against a raw Celery drain, event
+latency with 1,000 WatchTask streams, and a watcher reconnect storm. It prints tables with
+the targets as PASS/FAIL and rewrites ``docs/benchmarks.md``.
 Targets are reported, not asserted: the exit status is non-zero only on a crash.
 """

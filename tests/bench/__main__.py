@@ -1,9 +1,14 @@
 """``python -m tests.bench`` (``make bench``): measure, print the table, write the docs.
 
+After the read path (the cache), the task-pipeline section (``tests.bench._tasks``)
+runs on the same PostgreSQL database with its own RabbitMQ vhost, API server and
+workers; both go into one report.
+
 Options: ``--quick`` (a tenth of the calls, for trying the harness; does not write the
 docs unless ``--docs`` is given) and ``--docs PATH`` (default docs/benchmarks.md;
 ``--docs ''`` writes nothing). Exit status 0 whether targets pass or fail; non-zero
-only when the run itself breaks.
+only when the run itself breaks (a broken task section is reported, the cache figures
+are still written, and the exit status is 1).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from tests.bench._cpu import OthersMeter
 from tests.bench._report import Machine, Report, render_console, render_markdown
 from tests.bench._stack import Stack, running_stack
 from tests.bench._suite import Plan, measure
+from tests.bench._tasks import TaskPlan, measure_tasks
+from tests.bench._tasks_report import TaskSection
 
 _DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
 # The whole measurement (not the process start-up) is bounded by this.
@@ -39,6 +46,25 @@ _QUICK = Plan(
     passes=2,
     row_time_limit_seconds=4.0,
     stampede_rounds=2,
+)
+# The task section's phases have their own bounds; this one guards the whole section.
+_TASKS_TIMEOUT_SECONDS = 420.0
+_QUICK_TASKS = TaskPlan(
+    latency_calls=60,
+    latency_warmup=10,
+    saturation_calls=150,
+    passes=1,
+    paced_seconds=2.0,
+    drain_tasks=60,
+    raw_drain_tasks=200,
+    event_tasks=4,
+    event_step_millis=1000,
+    baseline_seconds=3.0,
+    watchers=100,
+    window_seconds=3.0,
+    storm_watchers=400,
+    storm_step_millis=1000,
+    channels=4,
 )
 
 
@@ -92,7 +118,25 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def run(plan: Plan, docs: Path | None) -> int:
+def _tasks(database_url: str, workdir: Path, plan: TaskPlan) -> tuple[TaskSection | None, str]:
+    """The task section, or why it broke (the cache figures are reported either way)."""
+    try:
+        section = asyncio.run(
+            asyncio.wait_for(
+                measure_tasks(database_url, workdir, plan, _progress), _TASKS_TIMEOUT_SECONDS
+            )
+        )
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        print(f"task section broke: {message}", file=sys.stderr)
+        for log in sorted(workdir.glob("*/*/*.log")):
+            print(f"--- {log.name} ---", file=sys.stderr)
+            print(_tail(log), file=sys.stderr)
+        return None, message
+    return section, ""
+
+
+def run(plan: Plan, task_plan: TaskPlan, docs: Path | None) -> int:
     """Start the stack in a temporary directory, measure, report; return the exit status."""
     started = datetime.now(UTC)
     clock = time.monotonic()
@@ -119,6 +163,7 @@ def run(plan: Plan, docs: Path | None) -> int:
                 print(f"--- {service.log_path.name} ---", file=sys.stderr)
                 print(_tail(service.log_path), file=sys.stderr)
             raise
+        tasks, tasks_error = _tasks(stack.database_url, Path(tmp) / "tasks", task_plan)
         _progress("stopping")
     report = Report(
         started=started,
@@ -131,12 +176,14 @@ def run(plan: Plan, docs: Path | None) -> int:
         checks=results.checks,
         stampede=results.stampede,
         sanity=results.sanity,
+        tasks=tasks,
+        tasks_error=tasks_error,
     )
     print(render_console(report))
     if docs is not None:
         docs.write_text(render_markdown(report))
         _progress(f"wrote {docs}")
-    return 0
+    return 1 if tasks_error else 0
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -152,11 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", default=None, help="where to write the Markdown report")
     args = parser.parse_args(argv)
     plan = _QUICK if args.quick else Plan()
+    task_plan = _QUICK_TASKS if args.quick else TaskPlan()
     if args.docs is None:
         docs: Path | None = None if args.quick else _DEFAULT_DOCS
     else:
         docs = Path(args.docs) if args.docs else None
-    return run(plan, docs)
+    return run(plan, task_plan, docs)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from tests.bench._measure import Latency, Throughput
 from tests.bench._stampede import StampedeRound
+from tests.bench._tasks_report import TaskSection, render_tasks_console, render_tasks_markdown
 
 __all__ = [
     "CPU_ROLES",
@@ -87,6 +88,21 @@ class Report:
     checks: list[Check]
     stampede: list[StampedeRound]
     sanity: list[str]
+    tasks: TaskSection | None = None
+    """The task-pipeline section (tests.bench._tasks), when it ran."""
+    tasks_error: str = ""
+    """Why the task-pipeline section has no figures, when it broke."""
+
+
+def _tasks_lines(report: Report, *, markdown: bool) -> list[str]:
+    if report.tasks is not None:
+        return (
+            render_tasks_markdown(report.tasks) if markdown else render_tasks_console(report.tasks)
+        )
+    if report.tasks_error:
+        title = "## Task pipeline" if markdown else "task pipeline"
+        return ["", title, "", f"The task section broke: {report.tasks_error}"]
+    return []
 
 
 def _verdict(passed: bool | None) -> str:
@@ -226,6 +242,7 @@ def render_console(report: Report) -> str:
         *_where_the_time_goes(report),
         "",
         *("sanity: " + s for s in report.sanity),
+        *_tasks_lines(report, markdown=False),
     ]
     return "\n".join(lines) + "\n"
 
@@ -424,5 +441,6 @@ def render_markdown(report: Report) -> str:
         "## Caveats",
         "",
         _CAVEATS,
+        *_tasks_lines(report, markdown=True),
     ]
     return "\n".join(parts)
