@@ -7,6 +7,8 @@ from datetime import datetime
 
 from tests.bench._measure import Latency, Throughput
 from tests.bench._stampede import StampedeRound
+from tests.bench._tables import table as _table
+from tests.bench._tables import verdict as _verdict
 from tests.bench._tasks_report import TaskSection, render_tasks_console, render_tasks_markdown
 
 __all__ = [
@@ -103,25 +105,6 @@ def _tasks_lines(report: Report, *, markdown: bool) -> list[str]:
         title = "## Task pipeline" if markdown else "task pipeline"
         return ["", title, "", f"The task section broke: {report.tasks_error}"]
     return []
-
-
-def _verdict(passed: bool | None) -> str:
-    if passed is None:
-        return "(scale)"
-    return "PASS" if passed else "FAIL"
-
-
-def _table(header: list[str], rows: list[list[str]], *, markdown: bool) -> list[str]:
-    if markdown:
-        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        out += ["| " + " | ".join(r) + " |" for r in rows]
-        return out
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-    return lines
 
 
 def _figures(report: Report, *, markdown: bool) -> list[str]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tests.bench._tables import table as _table
+from tests.bench._tables import verdict as _verdict
+
 __all__ = [
     "CPU_ROLES",
     "TaskCheck",
@@ -65,25 +68,6 @@ class TaskSection:
     broker_cores: float | None
     """Average CPUs the shared RabbitMQ used over the section (ours and anyone else's)."""
     cpus: int
-
-
-def _verdict(passed: bool | None) -> str:
-    if passed is None:
-        return "(scale)"
-    return "PASS" if passed else "FAIL"
-
-
-def _table(header: list[str], rows: list[list[str]], *, markdown: bool) -> list[str]:
-    if markdown:
-        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        out += ["| " + " | ".join(r) + " |" for r in rows]
-        return out
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-    return lines
 
 
 def _num(value: float | None, digits: int = 1) -> str:
