@@ -91,7 +91,11 @@ class AmqpPublisher:
                 return False
             try:
                 if self._producer is None:
-                    self._connection.ensure_connection(max_retries=1, timeout=self._timeout)
+                    # No pause between tries (kombu sleeps 2 s by default): a write is
+                    # waiting, and a refused connection must fail at once.
+                    self._connection.ensure_connection(
+                        max_retries=1, interval_start=0, timeout=self._timeout
+                    )
                     self._producer = Producer(self._connection.channel(), self._exchange)
                     self._exchange.declare(channel=self._producer.channel)
                 self._producer.publish(
