@@ -1,0 +1,45 @@
+"""Who is calling: the verified subject of a token and the roles it carries.
+
+Roles arrive in the token's ``roles`` claim as a JSON list of strings. Only the four
+values of ``Role`` mean anything; every other string is dropped so that a typo or a
+role invented by another system can never grant access here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Role(enum.StrEnum):
+    """The roles a token may grant (the strings are the wire values of the ``roles`` claim)."""
+
+    ADMINISTRATOR = "administrator"
+    PROJECT_MANAGER = "project_manager"
+    TECHNICAL_LEAD = "technical_lead"
+    SUPPORT_ENGINEER = "support_engineer"
+
+
+_ROLES_BY_VALUE: dict[str, Role] = {role.value: role for role in Role}
+
+
+def roles_from_claim(claim: object) -> frozenset[Role]:
+    """The known roles in a ``roles`` claim; unknown strings and a non-list claim give none."""
+    if not isinstance(claim, list):
+        return frozenset()
+    return frozenset(
+        _ROLES_BY_VALUE[item] for item in claim if isinstance(item, str) and item in _ROLES_BY_VALUE
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: ``subject`` is the token's ``sub`` (used as owner id)."""
+
+    subject: str
+    roles: frozenset[Role]
+
+    @property
+    def is_administrator(self) -> bool:
+        """Whether the caller holds the Administrator role."""
+        return Role.ADMINISTRATOR in self.roles
