@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PROTOS := $(shell find protos -name '*.proto')
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv system-deps gen lint typecheck test test-fast bench run lock breaking clean
+.PHONY: help venv system-deps gen lint typecheck test test-fast bench run dev-ca lock breaking clean
 
 help:
 	@echo "make run        start the whole stack on embedded defaults"
@@ -74,6 +74,11 @@ bench: system-deps gen
 
 run: system-deps gen
 	$(PY) -m server.devstack
+
+# A local development CA with certificates for the API server, the cache sidecar and the
+# server's client identity towards the sidecar (mTLS); existing files are kept.
+dev-ca: $(VENV)/.installed
+	$(PY) -m server.tls devca --dir var/tls
 
 lock:
 	$(PYTHON) -m venv build/lockenv

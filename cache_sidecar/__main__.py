@@ -1,7 +1,7 @@
 """``python -m cache_sidecar``: run the cache sidecar with configuration from the environment.
 
-Exit status 2 when the configuration or the policy file is invalid (the message on
-stderr names the variable, or the namespace and field).
+Exit status 2 when the configuration, the policy file or a TLS file is invalid (the
+message on stderr names the variable, the namespace and field, or the file).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from cache_sidecar._config import Config, ConfigError
 from cache_sidecar._policy import PolicyError
 from cache_sidecar._server import serve
+from server.tls import TlsConfigError
 
 
 def main() -> int:
@@ -23,7 +24,7 @@ def main() -> int:
     try:
         config = Config.from_env()
         asyncio.run(serve(config))
-    except (ConfigError, PolicyError) as exc:
+    except (ConfigError, PolicyError, TlsConfigError) as exc:
         print(f"cache_sidecar: refusing to start: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -24,6 +24,12 @@ AGENTIC_CACHE_BREAKER_RESET_SECONDS          open time before a recovery trial (
 AGENTIC_CACHE_SHUTDOWN_GRACE_SECONDS         grace for in-flight RPCs on SIGTERM (5.0)
 AGENTIC_READY_FILE                           if set, JSON {"grpc_port", "metrics_port"}
                                              is written here once serving (unset)
+AGENTIC_CACHE_TLS_CERT_FILE                  PEM certificate chain: serve TLS (unset:
+                                             plaintext); needs the key file
+AGENTIC_CACHE_TLS_KEY_FILE                   PEM private key of that certificate (unset)
+AGENTIC_CACHE_TLS_CLIENT_CA_FILE             PEM CA(s): require client certificates
+                                             issued by them, mTLS (unset: no client
+                                             certificate asked); needs cert and key
 ===========================================  =========================================
 
 Nothing else in the package reads the environment: the Config is passed down.
@@ -83,6 +89,17 @@ class Config:
     """On SIGTERM, time in-flight RPCs get before they are cancelled."""
     ready_file: str = ""
     """If set, the bound ports are written here as JSON once serving (supervisors, tests)."""
+    tls_cert_file: str = ""
+    """PEM certificate chain the gRPC port presents; empty serves plaintext."""
+    tls_key_file: str = ""
+    """PEM private key of ``tls_cert_file``; set together with it."""
+    tls_client_ca_file: str = ""
+    """PEM CA certificates; when set, clients must present a certificate they issued (mTLS)."""
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the gRPC port serves TLS (validation guarantees cert and key together)."""
+        return bool(self.tls_cert_file)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -99,6 +116,10 @@ class Config:
             except ValueError as exc:
                 raise ConfigError(f"{name}={raw!r}: {exc}") from None
 
+        tls_cert_file = get("AGENTIC_CACHE_TLS_CERT_FILE", str, d.tls_cert_file)
+        tls_key_file = get("AGENTIC_CACHE_TLS_KEY_FILE", str, d.tls_key_file)
+        tls_client_ca_file = get("AGENTIC_CACHE_TLS_CLIENT_CA_FILE", str, d.tls_client_ca_file)
+        _check_tls(tls_cert_file, tls_key_file, tls_client_ca_file)
         return cls(
             listen_address=get("AGENTIC_CACHE_LISTEN_ADDRESS", _address, d.listen_address),
             memcached_servers=get("AGENTIC_MEMCACHED_SERVERS", _servers, d.memcached_servers),
@@ -131,6 +152,26 @@ class Config:
                 "AGENTIC_CACHE_SHUTDOWN_GRACE_SECONDS", _seconds, d.shutdown_grace_seconds
             ),
             ready_file=get("AGENTIC_READY_FILE", str, d.ready_file),
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+            tls_client_ca_file=tls_client_ca_file,
+        )
+
+
+def _check_tls(cert_file: str, key_file: str, client_ca_file: str) -> None:
+    # Half a TLS configuration must not fall back to plaintext silently.
+    if cert_file and not key_file:
+        raise ConfigError(
+            "AGENTIC_CACHE_TLS_KEY_FILE is required when AGENTIC_CACHE_TLS_CERT_FILE is set"
+        )
+    if key_file and not cert_file:
+        raise ConfigError(
+            "AGENTIC_CACHE_TLS_CERT_FILE is required when AGENTIC_CACHE_TLS_KEY_FILE is set"
+        )
+    if client_ca_file and not cert_file:
+        raise ConfigError(
+            "AGENTIC_CACHE_TLS_CLIENT_CA_FILE needs AGENTIC_CACHE_TLS_CERT_FILE and "
+            "AGENTIC_CACHE_TLS_KEY_FILE: client certificates are checked only over TLS"
         )
 
 

@@ -25,6 +25,7 @@ from cache_sidecar._policy import load_policy
 from cache_sidecar._service import CacheServicer
 from cache_sidecar._store import Store
 from server.rpc import ServiceInterceptor, enable_reflection
+from server.tls import server_credentials
 
 __all__ = ["SERVICE_NAME", "CacheSidecar", "create_server", "serve"]
 
@@ -130,10 +131,21 @@ class CacheSidecar:
 def create_server(config: Config) -> tuple[CacheSidecar, int]:
     """Build a sidecar listening on ``config.listen_address``; return it and its port.
 
-    Raises PolicyError when the policy file is bad, RuntimeError when the address
-    cannot be bound. Nothing runs until ``await sidecar.start()``.
+    Serves TLS when ``config.tls_enabled``, and requires client certificates (mTLS)
+    when ``config.tls_client_ca_file`` is set; plaintext otherwise. Raises PolicyError
+    when the policy file is bad, TlsConfigError when a TLS file is unusable,
+    RuntimeError when the address cannot be bound. Nothing runs until
+    ``await sidecar.start()``.
     """
     policy = load_policy(config.policy_file)
+    # Read before anything starts threads: a bad certificate path fails fast and clean.
+    credentials = (
+        server_credentials(
+            config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file or None
+        )
+        if config.tls_enabled
+        else None
+    )
     store = Store(
         config.memcached_servers,
         key_prefix=policy.key_prefix,
@@ -181,7 +193,10 @@ def create_server(config: Config) -> tuple[CacheSidecar, int]:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
-    port = server.add_insecure_port(config.listen_address)
+    if credentials is None:
+        port = server.add_insecure_port(config.listen_address)
+    else:
+        port = server.add_secure_port(config.listen_address, credentials)
     if port == 0:  # older grpcio reports a failed bind this way instead of raising
         raise RuntimeError(f"cannot listen on {config.listen_address}")
     sidecar = CacheSidecar(
@@ -212,7 +227,8 @@ async def serve(config: Config | None = None) -> None:
         loop.add_signal_handler(sig, stopping.set)
     host = config.listen_address.rpartition(":")[0]
     _log.info(
-        "serving on %s:%d (metrics port %d), memcached %s",
+        "serving %s on %s:%d (metrics port %d), memcached %s",
+        _transport(config),
         host,
         port,
         sidecar.metrics_port,
@@ -224,6 +240,12 @@ async def serve(config: Config | None = None) -> None:
     await stopping.wait()
     _log.info("stopping: NOT_SERVING, %.1fs grace", config.shutdown_grace_seconds)
     await sidecar.stop(config.shutdown_grace_seconds)
+
+
+def _transport(config: Config) -> str:
+    if not config.tls_enabled:
+        return "plaintext"
+    return "mTLS" if config.tls_client_ca_file else "TLS"
 
 
 def _write_atomically(path: Path, text: str) -> None:

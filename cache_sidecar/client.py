@@ -160,9 +160,29 @@ class CacheClient:
         self._owns_channel = owns_channel
 
     @classmethod
-    def connect(cls, address: str, **kwargs: Any) -> CacheClient:
-        """Open an insecure channel to ``host:port`` (loopback sidecar) owned by the client."""
-        return cls(grpc.aio.insecure_channel(address), owns_channel=True, **kwargs)
+    def connect(
+        cls,
+        address: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        server_name: str = "",
+        **kwargs: Any,
+    ) -> CacheClient:
+        """Open a channel to ``host:port``, owned by the client.
+
+        Plaintext (a loopback sidecar) unless ``credentials`` are given, e.g.
+        ``server.tls.channel_credentials(ca, cert, key)`` for a sidecar requiring mTLS.
+        ``server_name``, with credentials, is the name the sidecar's certificate must
+        carry when it differs from the host in ``address`` (a container name, say).
+        A sidecar that refuses the handshake surfaces as CacheUnavailable.
+        """
+        if credentials is None:
+            if server_name:
+                raise ValueError("server_name needs credentials: plaintext checks no name")
+            return cls(grpc.aio.insecure_channel(address), owns_channel=True, **kwargs)
+        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        channel = grpc.aio.secure_channel(address, credentials, options=options)
+        return cls(channel, owns_channel=True, **kwargs)
 
     async def close(self) -> None:
         """Close the channel if this client opened it."""
