@@ -45,7 +45,11 @@ class WorkerConfig:
     """AGENTIC_TASK_MAX_DELIVERIES: claims of one attempt (each one lost its worker) before
     the task is FAILED as poison and its message dead-lettered."""
     db_pool_size: int = 2
-    """AGENTIC_DB_POOL_SIZE: database connections per worker process (task + watchdog)."""
+    """AGENTIC_DB_POOL_SIZE: database connections per worker process (task + watchdog).
+
+    On PostgreSQL the task thread and the watchdog thread each keep one between calls
+    (``server.tasks.AttemptStore``); a rare multi-statement write (scheduling a retry)
+    hands the task thread's back to the pool first, so 2 is enough."""
     worker_name: str = ""
     """AGENTIC_WORKER_NAME: Celery node name (``name@host``); empty: Celery's default."""
     ready_file: str = ""

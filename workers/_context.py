@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
-from server.tasks import AttemptStore
+from server.tasks import AttemptStore, TaskRecord
+
+# How old the cancel flag a check answers from may be. Every write of the attempt
+# (claim, progress) returns the task as it now is, so a task that reports progress learns
+# of a cancellation at its next report; one that only checks reads the flag at most this
+# often. Far below the cancel grace (seconds), so it costs cooperative stops nothing.
+CANCEL_CHECK_SECONDS = 0.1
 
 
 class TaskCancelled(Exception):
@@ -32,7 +39,7 @@ class TransientError(Exception):
 
 
 class TaskContext:
-    """Handed to a task function with its spec; every call goes to the database."""
+    """Handed to a task function with its spec; reports and checks go to the database."""
 
     def __init__(
         self,
@@ -43,6 +50,7 @@ class TaskContext:
         store: AttemptStore,
         lease_seconds: float,
         notify: Callable[[str, int], None],
+        record: TaskRecord | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
@@ -50,9 +58,19 @@ class TaskContext:
         self._store = store
         self._lease_seconds = lease_seconds
         self._notify = notify
+        # The attempt's newest write (the claim's record first): the next write starts
+        # from it instead of re-reading the row, and it answers cancel checks while fresh.
+        self._record = record
+        self._cancel_requested = record is not None and record.cancel_requested
+        self._cancel_read_at = time.monotonic() if record is not None else float("-inf")
+
+    @property
+    def record(self) -> TaskRecord | None:
+        """The task as this attempt last wrote or read it (None before the first)."""
+        return self._record
 
     def report_progress(self, fraction: float, message: str) -> None:
-        """Record progress (an event watchers see) and extend the claim's lease.
+        """Record progress (an event) and extend the claim's lease.
 
         Raises ClaimLost when this copy no longer holds the attempt.
         """
@@ -63,14 +81,24 @@ class TaskContext:
             fraction=min(max(fraction, 0.0), 1.0),
             message=message,
             lease_seconds=self._lease_seconds,
+            known=self._record,
         )
         if record is None:
             raise ClaimLost(self.task_id)
+        self._record = record
+        self._cancel_requested = record.cancel_requested
+        self._cancel_read_at = time.monotonic()
         self._notify(self.task_id, record.last_sequence)
 
     def cancelled(self) -> bool:
-        """True once CancelTask asked this task to stop."""
-        return self._store.cancel_requested(self.task_id)
+        """True once CancelTask asked this task to stop (known within CANCEL_CHECK_SECONDS)."""
+        if self._cancel_requested:
+            return True
+        at = time.monotonic()
+        if at - self._cancel_read_at >= CANCEL_CHECK_SECONDS:
+            self._cancel_requested = self._store.cancel_requested(self.task_id)
+            self._cancel_read_at = at
+        return self._cancel_requested
 
     def raise_if_cancelled(self) -> None:
         """Raise TaskCancelled when CancelTask asked this task to stop."""

@@ -4,8 +4,14 @@
 later, dead-letter) that the Celery task in ``workers.app`` turns into ack / retry /
 reject. The message carries only (task_id, attempt); the spec comes from the database.
 
-The watchdog is a thread beside the task code in the same (prefork child) process. Every
-third of the claim lease it renews the lease and looks at the task:
+A no-op attempt costs two writes: the claim (one read, one write) and the finish. The
+record each write returns is handed to the next (through the TaskContext), so progress
+and the finish re-read the row only when another writer got in between.
+
+The watchdog is one long-lived thread per process (``Watchdogs``) beside the task code,
+in the same (prefork child) process; starting an attempt only registers it. Every third
+of the claim lease after it started (at most every second) it renews the attempt's lease
+and looks at the task:
 
 - CANCELLING for longer than the cancel grace: the task code did not stop cooperatively,
   so the watchdog ends the task CANCELLED (conditional on the claim) and kills its own
@@ -30,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,6 +79,8 @@ class Runtime:
     publish: Callable[[OutboxItem], bool]
     """Publish a work message with its countdown; True once the broker confirmed it."""
     kill_self: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    watchdogs: Watchdogs = field(default_factory=lambda: Watchdogs())
+    """The process's watchdog thread (started on the first attempt)."""
 
 
 def _claim_token() -> str:
@@ -115,9 +123,9 @@ def execute(
         store=runtime.store,
         lease_seconds=runtime.lease_seconds,
         notify=runtime.notify,
+        record=claim.record,
     )
-    watchdog = Watchdog(runtime, registration, task_id, attempt, worker)
-    watchdog.start()
+    watch = runtime.watchdogs.watch(Watch(runtime, registration, task_id, attempt, worker))
     result: bytes | None = None
     error: bytes | None = None
     cancelled = False
@@ -126,7 +134,8 @@ def execute(
         try:
             result = registration.run(spec, context).SerializeToString()
         finally:
-            watchdog.stop()  # before the final write: the watchdog must not see it as lost
+            # Before the final write: the watchdog must not see it as lost.
+            runtime.watchdogs.unwatch(watch)
     except TaskCancelled:
         cancelled = True
     except ClaimLost:
@@ -152,10 +161,16 @@ def execute(
         )
     if retry_error is not None:
         return _retry_or_fail(
-            runtime, registration, claim.record.auto_retries, task_id, attempt, worker, retry_error
+            runtime, context, registration, claim.record.auto_retries, worker, retry_error
         )
     record = runtime.store.finish(
-        task_id, attempt, worker=worker, result=result, error=error, cancelled=cancelled
+        task_id,
+        attempt,
+        worker=worker,
+        result=result,
+        error=error,
+        cancelled=cancelled,
+        known=context.record,
     )
     if record is None:
         log.warning(
@@ -168,20 +183,22 @@ def execute(
 
 def _retry_or_fail(
     runtime: Runtime,
+    context: TaskContext,
     registration: Registration[Any, Any],
     retries_so_far: int,
-    task_id: str,
-    attempt: int,
     worker: str,
     error: bytes,
 ) -> Outcome:
+    task_id, attempt = context.task_id, context.attempt
     if retries_so_far >= registration.retry.max_retries:
         exhausted = error_status(
             code_pb2.UNAVAILABLE,
             f"transient failure persisted through {retries_so_far} automatic retries",
             reason="TASK_RETRIES_EXHAUSTED",
         )
-        record = runtime.store.finish(task_id, attempt, worker=worker, error=exhausted)
+        record = runtime.store.finish(
+            task_id, attempt, worker=worker, error=exhausted, known=context.record
+        )
         if record is not None:
             runtime.notify(task_id, record.last_sequence)
         return Outcome(Verdict.ACK)
@@ -201,8 +218,17 @@ def _retry_or_fail(
     return Outcome(Verdict.ACK)
 
 
-class Watchdog:
-    """Renews the claim and enforces cancel grace and the hard limit (see module doc)."""
+# A watchdog thread without attempts to watch for this long ends; the next attempt starts
+# another. Long enough that a busy worker keeps one thread, short enough that idle test
+# runtimes do not accumulate sleeping threads.
+_IDLE_EXIT_SECONDS = 30.0
+# How long the thread sleeps when it has nothing due: the longest check interval, so an
+# attempt registered meanwhile (due one interval after its start) is never checked late.
+_MAX_INTERVAL_SECONDS = 1.0
+
+
+class Watch:
+    """One running attempt under the watchdog: its lease renewals and hard stops."""
 
     def __init__(
         self,
@@ -213,44 +239,28 @@ class Watchdog:
         worker: str,
     ) -> None:
         self._runtime = runtime
+        self.store = runtime.store
         self._hard_seconds = registration.limits.hard_seconds
         self._task_id = task_id
         self._attempt = attempt
         self._worker = worker
-        self._stop = threading.Event()
         self._begin = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"watchdog-{task_id}", daemon=True)
-
-    def start(self) -> None:
-        """Start watching."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop watching (before the attempt's final write); waits for the thread."""
-        self._stop.set()
-        self._thread.join()
-
-    def _interval(self) -> float:
         # A third of the lease: two renewals may fail before the lease lapses. Capped so
         # cancel grace and hard limits are enforced within about a second.
-        return min(self._runtime.lease_seconds / 3, 1.0)
+        self.interval = min(runtime.lease_seconds / 3, _MAX_INTERVAL_SECONDS)
+        self.due = self._begin + self.interval
+        self.stopped = False
+        """Set when the attempt's code returned (or this watch killed it): no more checks."""
+        self.busy = threading.Lock()
+        """Held during a check, so that ``unwatch`` can wait one out."""
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval()):
-            try:
-                if self._check():
-                    return
-            except Exception:
-                # The database blinked: the lease has two more chances before it lapses.
-                log.warning("watchdog of task %s: check failed", self._task_id, exc_info=True)
-
-    def _check(self) -> bool:
+    def check(self) -> bool:
         """One look; True when the process is being stopped."""
         runtime = self._runtime
         record = runtime.store.renew(
             self._task_id, self._attempt, worker=self._worker, lease_seconds=runtime.lease_seconds
         )
-        if self._stop.is_set():
+        if self.stopped:
             return True  # the attempt finished while we were renewing
         if record is None:
             log.error("task %s: claim lost while running; stopping this copy", self._task_id)
@@ -284,9 +294,95 @@ class Watchdog:
         return False
 
     def _kill(self, sequence: int | None) -> bool:
-        if self._stop.is_set():
+        if self.stopped:
             return True  # the task code finished first and wrote its own end
         if sequence is not None:
             self._runtime.notify(self._task_id, sequence)
         self._runtime.kill_self()
         return True
+
+
+class Watchdogs:
+    """The watchdog thread of a process: checks every registered Watch when it is due.
+
+    Registering and unregistering an attempt takes a lock and no thread start, so a
+    short attempt costs the watchdog next to nothing; one that ends before its first
+    check (a third of the lease) costs it no database work at all.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._watches: set[Watch] = set()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._wake_at = float("inf")
+        # The stores this thread used: each keeps a connection per thread (see
+        # AttemptStore), which this thread hands back when it ends.
+        self._stores: dict[int, AttemptStore] = {}
+
+    def watch(self, watch: Watch) -> Watch:
+        """Start watching ``watch``'s attempt; returns it for ``unwatch``."""
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the thread stayed with the parent
+                self._pid, self._thread = os.getpid(), None
+            self._watches.add(watch)
+            self._stores[id(watch.store)] = watch.store
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
+                self._thread.start()
+            elif watch.due < self._wake_at:
+                self._changed.notify()
+        return watch
+
+    def unwatch(self, watch: Watch) -> None:
+        """Stop watching (before the attempt's final write); waits out a check under way."""
+        watch.stopped = True
+        with watch.busy:
+            pass
+        with self._lock:
+            self._watches.discard(watch)
+
+    def _run(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            with self._lock:
+                watches = list(self._watches)
+                at = time.monotonic()
+                if watches:
+                    idle_since = at
+                elif at - idle_since >= _IDLE_EXIT_SECONDS:
+                    self._thread = None
+                    stores, self._stores = self._stores, {}
+                    break
+            for watch in watches:
+                if watch.due <= time.monotonic():
+                    self._check(watch)
+            with self._lock:
+                wake_at = min(
+                    (w.due for w in self._watches), default=time.monotonic() + _MAX_INTERVAL_SECONDS
+                )
+                self._wake_at = wake_at
+                delay = wake_at - time.monotonic()
+                if delay > 0:
+                    self._changed.wait(delay)
+                self._wake_at = float("inf")
+
+        for store in stores.values():
+            store.close()  # the connection this thread kept goes back to the pool
+
+    def _check(self, watch: Watch) -> None:
+        with watch.busy:
+            if watch.stopped:
+                return
+            try:
+                stopping = watch.check()
+            except Exception:
+                # The database blinked: the lease has two more chances before it lapses.
+                log.warning("watchdog: check failed", exc_info=True)
+                stopping = False
+            watch.due = time.monotonic() + watch.interval
+        if stopping:
+            watch.stopped = True
+            with self._lock:
+                self._watches.discard(watch)

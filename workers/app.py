@@ -39,12 +39,12 @@ from server.tasks import (
     celery_task_name,
     configure_celery,
     declare_topology,
-    notification,
     publish_run,
 )
 from server.tasks._broker import events_exchange
 from workers._config import WorkerConfig
 from workers._execute import Runtime, Verdict, execute
+from workers._notify import Notifier
 from workers._registry import REGISTRY, Registration, check_registry
 
 log = logging.getLogger(__name__)
@@ -57,39 +57,13 @@ app = Celery("agentic")
 configure_celery(app, settings)
 app.conf.update(worker_concurrency=config.concurrency, worker_pool="prefork")
 
-_NOTIFY_TIMEOUT_SECONDS = 2.0
-# After a notification failed, skip the broker this long: a running task must not wait out
-# a reconnect attempt (~2 s) at every progress report while the broker is down.
-_NOTIFY_COOL_DOWN_SECONDS = 5.0
-_notify_skip_until = 0.0
 _INFRA_RETRY_SECONDS = 2.0
 _REQUEUE_PAUSE_SECONDS = 1.0
-_events = events_exchange(settings.events_exchange)
+# Notifications are hints published off the task's path (see workers._notify): a broker
+# outage costs a running task nothing, not a reconnect attempt per progress report.
+_notifier = Notifier(config.broker_url, events_exchange(settings.events_exchange))
 _runtime: tuple[int, Runtime] | None = None
 _runtime_lock = threading.Lock()
-
-
-def _notify(task_id: str, sequence: int) -> None:
-    # Best effort: watchers also poll the database, so a lost notification costs latency.
-    global _notify_skip_until
-    if time.monotonic() < _notify_skip_until:
-        return
-    try:
-        with app.producer_or_acquire() as producer:
-            producer.publish(
-                notification(task_id, sequence),
-                exchange=_events,
-                routing_key="",
-                content_type="application/json",
-                content_encoding="utf-8",
-                delivery_mode=1,
-                retry=False,
-                declare=[_events],
-                timeout=_NOTIFY_TIMEOUT_SECONDS,
-            )
-    except Exception:
-        _notify_skip_until = time.monotonic() + _NOTIFY_COOL_DOWN_SECONDS
-        log.debug("notification for task %s not published", task_id, exc_info=True)
 
 
 def _publish(item: OutboxItem) -> bool:
@@ -115,7 +89,7 @@ def runtime() -> Runtime:
                     lease_seconds=config.claim_lease_seconds,
                     cancel_grace_seconds=config.cancel_grace_seconds,
                     max_deliveries=config.max_deliveries,
-                    notify=_notify,
+                    notify=_notifier.notify,
                     publish=_publish,
                 ),
             )

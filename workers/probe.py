@@ -19,8 +19,10 @@ def run_probe(spec: tasks_pb2.ProbeSpec, context: TaskContext) -> tasks_pb2.Prob
     begin = time.monotonic()
     for step in range(1, spec.steps + 1):
         context.raise_if_cancelled()
-        # The probe's work is to take time; a real kind would compute or call out here.
-        time.sleep(spec.step_millis / 1000)
+        if spec.step_millis:
+            # The probe's work is to take time; a real kind would compute or call out here.
+            # (Zero-length steps skip the call: sleep(0) still yields the GIL and the CPU.)
+            time.sleep(spec.step_millis / 1000)
         if step == spec.fail_at_step:
             raise PermanentError(f"probe failed at step {step} as asked", reason="PROBE_FAILED")
         context.report_progress(step / spec.steps, f"step {step} of {spec.steps}")

@@ -11,27 +11,74 @@ conditional on still holding that claim, so:
   keeps losing its worker (``deliveries``) is failed as poison instead of run again;
 - the result is written exactly once: the final transition needs the claim, and it
   releases it.
+
+Cost per transition (this is the worker's hot path). Every transition is the event log's
+optimistic write (``UPDATE tasks ... WHERE last_sequence = <read>`` plus the event, see
+``server.tasks._log``). The caller may pass the record it got from its previous write
+(``known=``): the write then needs no read, and the decision is made again on a fresh
+read only when the write lost a race (a CancelTask, a takeover). Since every change of a
+task bumps ``last_sequence``, a write that succeeded also proves that the record it was
+decided on, cancel flag included, was current. On PostgreSQL the row update and the
+event insert are one statement (a data-modifying CTE) on an autocommit connection each
+thread keeps between calls: one round trip per transition, no BEGIN/COMMIT, no pool
+checkout and pre-ping. On SQLite (tests, single-host setups) they share a transaction.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import threading
+import time as _time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
 
 from agentic.tasks.v1 import tasks_pb2 as S
 from google.rpc import code_pb2
-from sqlalchemy import Engine, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    DateTime,
+    Engine,
+    LargeBinary,
+    Table,
+    bindparam,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.expression import Executable
 
-from server.db import TaskRow
+from server.db import TaskEventRow, TaskRow
+from server.rpc import Aborted
 from server.tasks import _outbox
-from server.tasks._log import append, change, now
+from server.tasks._log import MAX_CONFLICTS, Conflict, append, change, now
 from server.tasks._outbox import OutboxItem
-from server.tasks._record import TaskRecord, load
-from server.tasks._wire import CANCELLED_STATUS, TERMINAL_STATES, error_status
+from server.tasks._record import COLUMNS, TaskRecord, load, record_of
+from server.tasks._wire import CANCELLED_STATUS, DOMAIN, TERMINAL_STATES, error_status, event_of
 
 _ACTIVE = (S.TASK_STATE_RUNNING, S.TASK_STATE_CANCELLING)
+# A thread's kept connection unused this long goes back to the pool and the next call
+# checks one out again (with the pool's pre-ping): after a quiet spell the database may
+# have restarted, while a busy worker uses its connection far more often than this.
+_IDLE_SECONDS = 10.0
+_EVENT_COLUMNS = ("task_id", "sequence", "time", "data")
+_TASKS = cast(Table, TaskRow.__table__)
+_EVENTS = cast(Table, TaskEventRow.__table__)
+_INSERT_EVENT = insert(_EVENTS).values(
+    task_id=bindparam("task_id"),
+    sequence=bindparam("event_sequence"),
+    time=bindparam("event_time"),
+    data=bindparam("event_data"),
+)
+_CANCEL_REQUESTED = select(_TASKS.c.cancel_requested).where(_TASKS.c.id == bindparam("task_id"))
+
+T = TypeVar("T")
+Decide = Callable[[Connection, TaskRecord | None, datetime], T]
 
 
 class ClaimOutcome(enum.Enum):
@@ -74,10 +121,138 @@ def _holds(record: TaskRecord | None, attempt: int, worker: str) -> bool:
 
 
 class AttemptStore:
-    """The transitions a worker makes, on one SQLAlchemy engine."""
+    """The transitions a worker makes, on one SQLAlchemy engine (safe to share by threads)."""
 
     def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # Data-modifying CTEs (and so the one-statement transition) are PostgreSQL's.
+        self._one_statement = engine.dialect.name == "postgresql"
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._kept = threading.local()
+        self._write_statements: dict[tuple[str, ...], Executable] = {}
+
+    # --- connections ----------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A connection for one transition: PostgreSQL, this thread's kept autocommit
+        connection (each statement is its own transaction); SQLite, a transaction."""
+        if not self._one_statement:
+            with self._engine.begin() as connection:
+                yield connection
+            return
+        kept: tuple[Connection, float] | None = getattr(self._kept, "value", None)
+        self._kept.value = None  # not kept while in use: a failure below drops it
+        if kept is not None and _time.monotonic() - kept[1] > _IDLE_SECONDS:
+            kept[0].close()
+            kept = None
+        connection = kept[0] if kept is not None else self._autocommit.connect()
+        try:
+            yield connection
+        except DBAPIError:
+            # Broken or not, a connection that failed is not worth keeping; closing returns
+            # it to the pool, which discards it when it was invalidated.
+            connection.close()
+            raise
+        except BaseException:
+            self._keep(connection)
+            raise
+        self._keep(connection)
+
+    def _keep(self, connection: Connection) -> None:
+        if connection.closed or connection.invalidated:
+            connection.close()
+            return
+        self._kept.value = (connection, _time.monotonic())
+
+    def close(self) -> None:
+        """Return this thread's kept connection to the pool (other threads keep theirs)."""
+        kept: tuple[Connection, float] | None = getattr(self._kept, "value", None)
+        self._kept.value = None
+        if kept is not None:
+            kept[0].close()
+
+    # --- the optimistic write -------------------------------------------------------
+
+    def _append(
+        self, connection: Connection, before: TaskRecord, time: datetime, **changes: Any
+    ) -> TaskRecord:
+        """``server.tasks._log.append`` on a Core connection: Conflict when ``before`` is
+        stale. On PostgreSQL the update and the event insert are one statement."""
+        after = replace(before, **changes, update_time=time, last_sequence=before.last_sequence + 1)
+        names = tuple(name for name in COLUMNS if getattr(after, name) != getattr(before, name))
+        params = {f"new_{name}": getattr(after, name) for name in names}
+        params.update(
+            task_id=before.id,
+            read_sequence=before.last_sequence,
+            event_sequence=after.last_sequence,
+            event_time=time,
+            event_data=event_of(after, time).SerializeToString(),
+        )
+        statement = self._write_statements.get(names)
+        if statement is None:
+            statement = self._write_statements.setdefault(names, self._write_statement(names))
+        if self._one_statement:
+            # RETURNING rather than rowcount: the driver reports -1 for this statement.
+            if connection.execute(statement, params).first() is None:
+                raise Conflict(before.id)
+            return after
+        if connection.execute(statement, params).rowcount != 1:
+            raise Conflict(before.id)
+        connection.execute(_INSERT_EVENT, params)
+        return after
+
+    def _write_statement(self, names: tuple[str, ...]) -> Executable:
+        """The conditional update of the columns ``names`` (and on PostgreSQL the event
+        insert with it), with bound parameters only: built once per set of columns, so
+        SQLAlchemy compiles it once and the driver prepares it once."""
+        changed = (
+            update(_TASKS)
+            .where(
+                _TASKS.c.id == bindparam("task_id"),
+                _TASKS.c.last_sequence == bindparam("read_sequence"),
+            )
+            .values({name: bindparam(f"new_{name}", type_=_TASKS.c[name].type) for name in names})
+        )
+        if not self._one_statement:
+            return changed
+        # The INSERT selects from the UPDATE's RETURNING: no row updated (a lost race), no
+        # event inserted, and the statement is atomic on its own.
+        cte = changed.returning(_TASKS.c.id).cte("changed")
+        return (
+            insert(_EVENTS)
+            .from_select(
+                _EVENT_COLUMNS,
+                select(
+                    cte.c.id,
+                    bindparam("event_sequence", type_=BigInteger),
+                    bindparam("event_time", type_=DateTime(timezone=True)),
+                    bindparam("event_data", type_=LargeBinary),
+                ),
+            )
+            .returning(_EVENTS.c.sequence)
+        )
+
+    def _change(self, task_id: str, decide: Decide[T], known: TaskRecord | None = None) -> T:
+        """Run ``decide`` on ``known`` (or a fresh read), again on a fresh read whenever
+        its write hits a Conflict. ``decide`` calls ``_append`` at most once."""
+        for _ in range(MAX_CONFLICTS):
+            with self._connection() as connection:
+                record = known if known is not None else load(connection, task_id)
+                known = None
+                try:
+                    return decide(connection, record, now())
+                except Conflict:
+                    continue
+        raise Aborted(
+            f"task {task_id} is changing too fast; try again",
+            reason="TASK_CONTENDED",
+            domain=DOMAIN,
+            metadata={"id": task_id},
+        )
+
+    # --- transitions ----------------------------------------------------------------
 
     def claim(
         self,
@@ -90,7 +265,7 @@ class AttemptStore:
     ) -> Claim:
         """Claim ``attempt`` for ``worker``; see ClaimOutcome for what may come back."""
 
-        def decide(session: Session, record: TaskRecord | None, time: datetime) -> Claim:
+        def decide(connection: Connection, record: TaskRecord | None, time: datetime) -> Claim:
             if record is None or record.attempt != attempt or record.state in TERMINAL_STATES:
                 return Claim(ClaimOutcome.DONE, record)
             lease = time + timedelta(seconds=lease_seconds)
@@ -101,8 +276,8 @@ class AttemptStore:
                 # The holder died (its lease ran out). Cancellation lives in the database,
                 # so a task cancelled while its worker was gone ends here.
                 if record.state == S.TASK_STATE_CANCELLING:
-                    after = append(
-                        session,
+                    after = self._append(
+                        connection,
                         record,
                         time,
                         state=S.TASK_STATE_CANCELLED,
@@ -113,8 +288,8 @@ class AttemptStore:
                     )
                     return Claim(ClaimOutcome.DONE, after)
                 if record.deliveries >= max_deliveries:
-                    after = append(
-                        session,
+                    after = self._append(
+                        connection,
                         record,
                         time,
                         state=S.TASK_STATE_FAILED,
@@ -129,8 +304,8 @@ class AttemptStore:
                     )
                     return Claim(ClaimOutcome.POISONED, after)
             # PENDING or RETRY_SCHEDULED, or a takeover of an abandoned claim.
-            after = append(
-                session,
+            after = self._append(
+                connection,
                 record,
                 time,
                 state=S.TASK_STATE_RUNNING,
@@ -142,27 +317,29 @@ class AttemptStore:
             )
             return Claim(ClaimOutcome.RUN, after)
 
-        return change(self._sessions, task_id, decide)
+        return self._change(task_id, decide)
 
     def renew(
         self, task_id: str, attempt: int, *, worker: str, lease_seconds: float
     ) -> TaskRecord | None:
         """Extend the lease (no event: nothing a client sees changed); None if not ours."""
-        with self._sessions.begin() as session:
-            result = session.execute(
-                update(TaskRow)
-                .where(
-                    TaskRow.id == task_id,
-                    TaskRow.attempt == attempt,
-                    TaskRow.claim_worker == worker,
-                    TaskRow.state.in_(_ACTIVE),
-                )
-                .values(claim_expire_time=now() + timedelta(seconds=lease_seconds))
-                .execution_options(synchronize_session=False)
+        renewed = (
+            update(TaskRow)
+            .where(
+                TaskRow.id == task_id,
+                TaskRow.attempt == attempt,
+                TaskRow.claim_worker == worker,
+                TaskRow.state.in_(_ACTIVE),
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            .values(claim_expire_time=now() + timedelta(seconds=lease_seconds))
+        )
+        with self._connection() as connection:
+            if self._one_statement:
+                row = connection.execute(renewed.returning(*TaskRow.__table__.c)).first()
+                return None if row is None else record_of(row)
+            if connection.execute(renewed).rowcount != 1:
                 return None
-            return load(session, task_id)
+            return load(connection, task_id)
 
     def progress(
         self,
@@ -173,16 +350,21 @@ class AttemptStore:
         fraction: float,
         message: str,
         lease_seconds: float,
+        known: TaskRecord | None = None,
     ) -> TaskRecord | None:
-        """Record progress (an event) and extend the lease; None if the claim is gone."""
+        """Record progress (an event) and extend the lease; None if the claim is gone.
+
+        ``known``: the record of this attempt's previous write, if the caller has it (it
+        saves the read). The record returned is current, its ``cancel_requested`` too.
+        """
 
         def decide(
-            session: Session, record: TaskRecord | None, time: datetime
+            connection: Connection, record: TaskRecord | None, time: datetime
         ) -> TaskRecord | None:
             if record is None or not _holds(record, attempt, worker):
                 return None
-            return append(
-                session,
+            return self._append(
+                connection,
                 record,
                 time,
                 progress_fraction=fraction,
@@ -190,12 +372,12 @@ class AttemptStore:
                 claim_expire_time=time + timedelta(seconds=lease_seconds),
             )
 
-        return change(self._sessions, task_id, decide)
+        return self._change(task_id, decide, known)
 
     def cancel_requested(self, task_id: str) -> bool:
         """Whether CancelTask asked this task to stop."""
-        with self._sessions() as session:
-            value = session.scalar(select(TaskRow.cancel_requested).where(TaskRow.id == task_id))
+        with self._connection() as connection:
+            value = connection.scalar(select(TaskRow.cancel_requested).where(TaskRow.id == task_id))
         return bool(value)
 
     def finish(
@@ -207,22 +389,27 @@ class AttemptStore:
         result: bytes | None = None,
         error: bytes | None = None,
         cancelled: bool = False,
+        known: TaskRecord | None = None,
     ) -> TaskRecord | None:
         """End the attempt with its result or error; None if the claim is gone.
 
         A task asked to stop (CANCELLING) ends CANCELLED whatever the attempt returned:
-        the contract is that a cancelled task ends CANCELLED.
+        the contract is that a cancelled task ends CANCELLED. ``known`` as in ``progress``.
         """
 
         def decide(
-            session: Session, record: TaskRecord | None, time: datetime
+            connection: Connection, record: TaskRecord | None, time: datetime
         ) -> TaskRecord | None:
             if record is None or not _holds(record, attempt, worker):
                 return None
-            released = {"claim_worker": None, "claim_expire_time": None, "end_time": time}
+            released: dict[str, Any] = {
+                "claim_worker": None,
+                "claim_expire_time": None,
+                "end_time": time,
+            }
             if cancelled or record.state == S.TASK_STATE_CANCELLING:
-                return append(
-                    session,
+                return self._append(
+                    connection,
                     record,
                     time,
                     state=S.TASK_STATE_CANCELLED,
@@ -230,11 +417,11 @@ class AttemptStore:
                     **released,
                 )
             if error is not None:
-                return append(
-                    session, record, time, state=S.TASK_STATE_FAILED, error=error, **released
+                return self._append(
+                    connection, record, time, state=S.TASK_STATE_FAILED, error=error, **released
                 )
-            return append(
-                session,
+            return self._append(
+                connection,
                 record,
                 time,
                 state=S.TASK_STATE_SUCCEEDED,
@@ -243,7 +430,7 @@ class AttemptStore:
                 **released,
             )
 
-        return change(self._sessions, task_id, decide)
+        return self._change(task_id, decide, known)
 
     def schedule_retry(
         self, task_id: str, attempt: int, *, worker: str, error: bytes, delay_seconds: float
@@ -251,7 +438,11 @@ class AttemptStore:
         """RETRY_SCHEDULED as attempt + 1, with an outbox row due after the delay.
 
         None if the claim is gone. A task asked to stop is cancelled instead (and None).
+        Rare (a transient failure), so a plain transaction on a pooled session; this
+        thread's kept connection goes back to the pool first, so a pool sized for the task
+        thread and the watchdog has one free.
         """
+        self.close()
 
         def decide(session: Session, record: TaskRecord | None, time: datetime) -> Retry | None:
             if record is None or not _holds(record, attempt, worker):
@@ -291,10 +482,11 @@ class AttemptStore:
 
     def published(self, ids: list[int]) -> None:
         """The broker confirmed these publishes."""
+        self.close()
         with self._sessions.begin() as session:
             _outbox.remove(session, ids)
 
     def get(self, task_id: str) -> TaskRecord | None:
         """The task as stored (None when absent)."""
-        with self._sessions() as session:
-            return load(session, task_id)
+        with self._connection() as connection:
+            return load(connection, task_id)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from server.db import TaskRow
@@ -65,7 +65,12 @@ def record_of(row: Any) -> TaskRecord:
     return TaskRecord(**{name: _value(mapping[name]) for name in COLUMNS})
 
 
-def load(session: Session, task_id: str) -> TaskRecord | None:
-    """The task, or None when there is no task with this id."""
-    row = session.execute(select(TaskRow.__table__).where(TaskRow.id == task_id)).first()
+# Built once: SQLAlchemy finds its compiled form by identity instead of rebuilding it.
+_LOAD = select(TaskRow.__table__).where(TaskRow.__table__.c.id == bindparam("task_id"))
+
+
+def load(session: Session | Connection, task_id: str) -> TaskRecord | None:
+    """The task, or None when there is no task with this id (in a session or on a Core
+    connection)."""
+    row = session.execute(_LOAD, {"task_id": task_id}).first()
     return None if row is None else record_of(row)
