@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -47,6 +48,8 @@ _PUBLISH_TIMEOUT_SECONDS = 5.0
 _COOL_DOWN_SECONDS = 1.0
 _DRAIN_SECONDS = 0.5
 _RECONNECT_MAX_SECONDS = 5.0
+# Publishes per confirm wait: bounds what one broken batch leaves to the relay.
+_MAX_BATCH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +137,15 @@ def configure_celery(app: Any, settings: BrokerSettings) -> None:
     )
 
 
-def publish_run(app: Any, producer: Any, settings: BrokerSettings, item: OutboxItem) -> None:
-    """Publish "run attempt ``item.attempt`` of ``item.task_id``" (raises when not confirmed)."""
+def publish_run(
+    app: Any, producer: Any, settings: BrokerSettings, item: OutboxItem, *, declared: bool = False
+) -> None:
+    """Publish "run attempt ``item.attempt`` of ``item.task_id``" (raises when not confirmed;
+    on TaskPublisher's channel, which collects confirms per batch, once written).
+
+    ``declared``: the caller ran ``declare_topology`` on this connection, so kombu need
+    not check the queue's declaration per message.
+    """
     countdown = (item.not_before - datetime.now(UTC)).total_seconds()
     app.send_task(
         celery_task_name(item.kind),
@@ -145,6 +155,8 @@ def publish_run(app: Any, producer: Any, settings: BrokerSettings, item: OutboxI
         priority=item.priority,
         countdown=countdown if countdown > 0 else None,
         producer=producer,
+        # None: kombu declares the queue once per channel (and copies it per message).
+        declare=[] if declared else None,
         retry=False,
         ignore_result=True,
         timeout=_PUBLISH_TIMEOUT_SECONDS,
@@ -152,58 +164,196 @@ def publish_run(app: Any, producer: Any, settings: BrokerSettings, item: OutboxI
     )
 
 
-class TaskPublisher:
-    """Confirmed publishes of work messages over one connection (blocking; one thread)."""
+# What a publisher calls back with once a batch is settled: one flag per item, True when
+# the broker confirmed it.
+Settled = Callable[[list[bool]], None]
 
-    def __init__(self, settings: BrokerSettings) -> None:
+
+class TaskPublisher:
+    """Confirmed publishes of work messages over one connection, in a dedicated thread.
+
+    ``publish_async`` only queues. The thread takes everything queued (up to
+    ``_MAX_BATCH`` items), publishes it back to back on a channel in confirm mode, then
+    waits once for the broker's acks of the whole batch (RabbitMQ acks several delivery
+    tags with one ``multiple`` ack). Callers that arrive meanwhile form the next batch, so
+    under load one confirm round trip serves many publishes; a lone publish costs what it
+    did with a wait per message.
+
+    ``forget``, when given, gets the outbox ids of each batch's confirmed items in the
+    publishing thread, before any caller hears back: one call (one DELETE) per batch, and
+    no extra hop through another thread. If it raises, the rows stay and the relay
+    publishes them again (a duplicate message is harmless).
+    """
+
+    def __init__(
+        self, settings: BrokerSettings, *, forget: Callable[[list[int]], None] | None = None
+    ) -> None:
         self._settings = settings
+        self._forget = forget
         self._app = Celery("agentic-api", set_as_current=False)
         configure_celery(self._app, settings)
-        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[list[OutboxItem], Settled] | None] = queue.SimpleQueue()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        # Owned by the publishing thread alone:
         self._connection: Any = None
         self._producer: Any = None
+        self._next_tag = 0  # delivery tag of the newest publish on the channel
+        self._unsettled: dict[int, bool | None] = {}  # tag -> None until (n)acked
         # After a failure, skip the broker for a while: an outage must not make every
         # submit wait out a connect timeout (the relay publishes once it is back).
         self._skip_until = 0.0
 
+    @property
+    def forgets(self) -> bool:
+        """True when this publisher deletes the outbox rows it got confirms for."""
+        return self._forget is not None
+
+    def publish_async(self, items: list[OutboxItem], settled: Settled) -> None:
+        """Queue ``items``; ``settled`` is called from the publishing thread with one flag
+        per item (True: confirmed). It must not block."""
+        with self._start_lock:
+            if self._closed:
+                settled([False] * len(items))
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="task-publish", daemon=True)
+                self._thread.start()
+            self._jobs.put((items, settled))
+
     def publish(self, item: OutboxItem) -> bool:
-        """Publish one outbox item; True once the broker confirmed it."""
-        with self._lock:
-            if time.monotonic() < self._skip_until:
-                return False
-            try:
-                if self._producer is None:
-                    self._connection = self._app.connection_for_write()
-                    # No pause between the two tries (kombu sleeps 2 s by default): submits
-                    # wait for this thread, so a refused connection must fail at once.
-                    self._connection.ensure_connection(
-                        max_retries=1, interval_start=0, timeout=_CONNECT_TIMEOUT_SECONDS
+        """Publish one outbox item and wait; True once the broker confirmed it."""
+        done = threading.Event()
+        result: list[bool] = []
+
+        def settled(flags: list[bool]) -> None:
+            result.extend(flags)
+            done.set()
+
+        self.publish_async([item], settled)
+        done.wait()
+        return result[0]
+
+    def close(self, timeout_seconds: float = 10.0) -> None:
+        """Settle what is queued, then close the connection."""
+        with self._start_lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join(timeout_seconds)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            job = self._jobs.get()
+            if job is None:
+                break
+            jobs = [job]
+            count = len(job[0])
+            while count < _MAX_BATCH:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                jobs.append(more)
+                count += len(more[0])
+            batch = [item for items, _ in jobs for item in items]
+            flags = self._publish_batch(batch)
+            confirmed = [item.id for item, ok in zip(batch, flags, strict=True) if ok]
+            if self._forget is not None and confirmed:
+                try:
+                    self._forget(confirmed)
+                except Exception:
+                    log.warning(
+                        "confirmed outbox rows not deleted (relay republishes)", exc_info=True
                     )
-                    declare_topology(self._connection, self._settings)
-                    self._producer = self._app.amqp.Producer(
-                        self._connection.channel(), auto_declare=False
-                    )
-                publish_run(self._app, self._producer, self._settings, item)
-            except Exception:
-                log.warning("publish of task %s not confirmed", item.task_id, exc_info=True)
-                self._reset()
-                self._skip_until = time.monotonic() + _COOL_DOWN_SECONDS
-                return False
-        return True
+            start = 0
+            for items, settled in jobs:
+                try:
+                    settled(flags[start : start + len(items)])
+                except Exception:  # a caller's callback must not stop the publisher
+                    log.exception("publish callback failed")
+                start += len(items)
+        self._reset()
+
+    def _publish_batch(self, items: list[OutboxItem]) -> list[bool]:
+        if time.monotonic() < self._skip_until:
+            return [False] * len(items)
+        tags: list[int] = []
+        try:
+            if self._producer is None:
+                self._connect()
+            for item in items:
+                self._next_tag += 1
+                self._unsettled[self._next_tag] = None
+                tags.append(self._next_tag)
+                publish_run(self._app, self._producer, self._settings, item, declared=True)
+            self._wait_for_confirms(time.monotonic() + _PUBLISH_TIMEOUT_SECONDS)
+            flags = [self._unsettled.pop(tag) is True for tag in tags]
+        except Exception:
+            log.warning("publish of %d task message(s) not confirmed", len(items), exc_info=True)
+            self._reset()
+            self._skip_until = time.monotonic() + _COOL_DOWN_SECONDS
+            return [False] * len(items)
+        if not all(flags):
+            log.warning("broker refused %d of %d task message(s)", flags.count(False), len(flags))
+        return flags
+
+    def _connect(self) -> None:
+        self._connection = self._app.connection_for_write()
+        # No pause between the two tries (kombu sleeps 2 s by default): submits wait for
+        # this thread, so a refused connection must fail at once.
+        self._connection.ensure_connection(
+            max_retries=1, interval_start=0, timeout=_CONNECT_TIMEOUT_SECONDS
+        )
+        declare_topology(self._connection, self._settings)
+        channel = self._connection.channel()
+        channel.confirm_select()
+        # confirm_publish makes py-amqp wait for each message's ack inside basic_publish;
+        # this channel publishes without waiting and collects the acks per batch instead.
+        channel.basic_publish = channel._basic_publish
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        self._next_tag = 0
+        self._unsettled.clear()
+        self._producer = self._app.amqp.Producer(channel, auto_declare=False)
+
+    def _settle(self, delivery_tag: int, multiple: bool, confirmed: bool) -> None:
+        if multiple:
+            for tag, state in self._unsettled.items():
+                if tag <= delivery_tag and state is None:
+                    self._unsettled[tag] = confirmed
+        elif delivery_tag in self._unsettled:
+            self._unsettled[delivery_tag] = confirmed
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(delivery_tag, multiple, True)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(delivery_tag, multiple, False)
+
+    def _wait_for_confirms(self, deadline: float) -> None:
+        while any(state is None for state in self._unsettled.values()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the broker did not confirm in time")
+            # Reads frames (acks) and dispatches them to _on_ack/_on_nack.
+            self._connection.drain_events(timeout=remaining)
 
     def _reset(self) -> None:
         self._producer = None
+        self._unsettled.clear()
         if self._connection is not None:
             try:
                 self._connection.release()
             except Exception:  # already broken; nothing more to release
                 log.debug("release after failure", exc_info=True)
             self._connection = None
-
-    def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            self._reset()
 
 
 def notification(task_id: str, sequence: int) -> str:

@@ -9,10 +9,12 @@ due. A message published twice is harmless: workers claim before they run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from server.db import TaskOutboxRow
@@ -50,6 +52,48 @@ def add(session: Session, record: TaskRecord, *, not_before: datetime) -> Outbox
     return _item(row)
 
 
+# Core statements on the table: no ORM unit of work on the submit path.
+_TABLE = cast(Table, TaskOutboxRow.__table__)
+_INSERT_RETURNING = insert(_TABLE).returning(_TABLE.c.id, _TABLE.c.task_id)
+
+
+def add_many(
+    connection: Connection, records: Sequence[TaskRecord], *, not_before: datetime
+) -> dict[str, OutboxItem]:
+    """Queue a publish of each record's current attempt, in the caller's transaction; the
+    items by task id. One statement for all of them (SQLAlchemy's insertmanyvalues)."""
+    if not records:
+        return {}
+    relay_time = not_before + timedelta(seconds=FAST_PATH_GRACE_SECONDS)
+    rows = connection.execute(
+        _INSERT_RETURNING,
+        [
+            {
+                "task_id": r.id,
+                "attempt": r.attempt,
+                "kind": r.kind,
+                "priority": r.priority,
+                "not_before": not_before,
+                "relay_time": relay_time,
+                "create_time": r.update_time,
+            }
+            for r in records
+        ],
+    )
+    ids = {task_id: row_id for row_id, task_id in rows}
+    return {
+        r.id: OutboxItem(
+            id=ids[r.id],
+            task_id=r.id,
+            attempt=r.attempt,
+            kind=r.kind,
+            priority=r.priority,
+            not_before=not_before,
+        )
+        for r in records
+    }
+
+
 def _item(row: TaskOutboxRow) -> OutboxItem:
     return OutboxItem(
         id=row.id,
@@ -72,10 +116,10 @@ def due(session: Session, time: datetime, limit: int) -> list[OutboxItem]:
     return [_item(row) for row in rows]
 
 
-def remove(session: Session, ids: list[int]) -> None:
-    """Forget confirmed publishes."""
+def remove(session: Session | Connection, ids: list[int]) -> None:
+    """Forget confirmed publishes (one statement however many)."""
     if ids:
-        session.execute(delete(TaskOutboxRow).where(TaskOutboxRow.id.in_(ids)))
+        session.execute(delete(_TABLE).where(_TABLE.c.id.in_(ids)))
 
 
 def remove_for_task(session: Session, task_id: str) -> None:
@@ -83,9 +127,7 @@ def remove_for_task(session: Session, task_id: str) -> None:
     session.execute(delete(TaskOutboxRow).where(TaskOutboxRow.task_id == task_id))
 
 
-def defer(session: Session, ids: list[int], until: datetime) -> None:
+def defer(session: Session | Connection, ids: list[int], until: datetime) -> None:
     """Publishes that failed: try them again at ``until``."""
     if ids:
-        session.execute(
-            update(TaskOutboxRow).where(TaskOutboxRow.id.in_(ids)).values(relay_time=until)
-        )
+        session.execute(update(_TABLE).where(_TABLE.c.id.in_(ids)).values(relay_time=until))
