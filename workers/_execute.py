@@ -320,6 +320,15 @@ class Watchdogs:
         # The stores this thread used: each keeps a connection per thread (see
         # AttemptStore), which this thread hands back when it ends.
         self._stores: dict[int, AttemptStore] = {}
+        self._stopping = False
+
+    def stop(self, timeout_seconds: float = 5.0) -> None:
+        """End the thread now, handing back the connections it kept (shutdown, tests)."""
+        with self._lock:
+            thread, self._stopping = self._thread, True
+            self._changed.notify()
+        if thread is not None:
+            thread.join(timeout_seconds)
 
     def watch(self, watch: Watch) -> Watch:
         """Start watching ``watch``'s attempt; returns it for ``unwatch``."""
@@ -329,6 +338,7 @@ class Watchdogs:
             self._watches.add(watch)
             self._stores[id(watch.store)] = watch.store
             if self._thread is None:
+                self._stopping = False
                 self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
                 self._thread.start()
             elif watch.due < self._wake_at:
@@ -351,7 +361,7 @@ class Watchdogs:
                 at = time.monotonic()
                 if watches:
                     idle_since = at
-                elif at - idle_since >= _IDLE_EXIT_SECONDS:
+                if self._stopping or (not watches and at - idle_since >= _IDLE_EXIT_SECONDS):
                     self._thread = None
                     stores, self._stores = self._stores, {}
                     break

@@ -43,6 +43,14 @@ class Db:
         migrate(self.engine)
         self.tasks = TaskStore(self.engine)
         self.attempts = AttemptStore(self.engine)
+        self.runtimes: list[Runtime] = []
+
+    def close(self) -> None:
+        """Stop the watchdog threads (they hand back their kept connections), then the pool."""
+        for runtime in self.runtimes:
+            runtime.watchdogs.stop()
+        self.attempts.close()
+        self.engine.dispose()
 
     def submit(self, steps: int = 1) -> str:
         spec = pb.ProbeSpec(steps=steps, step_millis=0)
@@ -82,7 +90,9 @@ class Db:
             "kill_self": lambda: None,
             **overrides,
         }
-        return Runtime(**options)  # type: ignore[arg-type]
+        runtime = Runtime(**options)  # type: ignore[arg-type]
+        self.runtimes.append(runtime)
+        return runtime
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -91,15 +101,14 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     if request.param == "sqlite":
         database = Db(f"sqlite:///{tmp_path / 'fast.db'}")
         yield database
-        database.engine.dispose()
+        database.close()
     else:
         with postgres_database(tmp_path / "pg") as url:
             database = Db(url)
             try:
                 yield database
             finally:
-                database.attempts.close()
-                database.engine.dispose()
+                database.close()
 
 
 def test_writes_from_the_known_record_and_redecides_after_a_cancel(db: Db) -> None:

@@ -35,7 +35,7 @@ from sqlalchemy import func, select
 from server._rabbit_node import process_alive
 from server.db import TaskRow
 from tests._rabbitmq import PrivateRabbit, listener_pid
-from tests._support import postgres_database, wait_for
+from tests._support import health_status, postgres_database, wait_for
 from tests.workers._broker_faults import (
     Submitter,
     audit,
@@ -202,6 +202,14 @@ def test_submits_during_broker_outage_are_delivered_after_it(
             wait_for(lambda: submitter.ok() >= 30, timeout=20, message="30 submits before the kill")
             rabbit.kill()
             killed = time.monotonic()
+            address = s.servers[0].address
+            # Health tells the outage apart: the broker is down, the server still serves.
+            wait_for(
+                lambda: health_status(address, "dependency:broker") == "NOT_SERVING",
+                timeout=10,
+                message="health dependency:broker to report the outage",
+            )
+            assert health_status(address, "") == "SERVING", "Submit still works: the server serves"
             wait_for(
                 lambda: submitter.sent_since(killed) >= 30,
                 timeout=10,
@@ -217,6 +225,11 @@ def test_submits_during_broker_outage_are_delivered_after_it(
                 lambda: submitter.sent_since(back) >= 20,
                 timeout=10,
                 message="20 submits after the restart",
+            )
+            wait_for(
+                lambda: health_status(address, "dependency:broker") == "SERVING",
+                timeout=20,
+                message="health dependency:broker to recover after the restart",
             )
         finally:
             calls = submitter.stop()
