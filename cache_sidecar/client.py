@@ -146,18 +146,22 @@ class CacheClient:
         timeout_seconds: float = 1.0,
         invalidate_timeout_seconds: float = 2.0,
         owns_channel: bool = False,
+        caller_deadline: Callable[[], float | None] | None = None,
     ) -> None:
         """Wrap ``channel``.
 
         ``timeout_seconds`` is the deadline of get/fill/stats (the sidecar ends lease
         waits before it); ``invalidate_timeout_seconds`` is the total deadline of an
-        invalidation including retries.
+        invalidation including retries. ``caller_deadline`` returns the seconds the
+        caller's own caller has left (None: no deadline); every call then uses the
+        smaller of the two, so no cache call outlives the request it serves.
         """
         self._channel = channel
         self._stub = cache_pb2_grpc.CacheServiceStub(channel)
         self._timeout = timeout_seconds
         self._invalidate_timeout = invalidate_timeout_seconds
         self._owns_channel = owns_channel
+        self._caller_deadline = caller_deadline
 
     @classmethod
     def connect(
@@ -274,15 +278,19 @@ class CacheClient:
                 _log.warning("cache fill of %s rejected: %s", namespace, exc)
         return value
 
+    def _bounded(self, seconds: float) -> float:
+        left = None if self._caller_deadline is None else self._caller_deadline()
+        return seconds if left is None else max(0.0, min(seconds, left))
+
     async def _call(self, method: Any, request: Any, deadline_seconds: float) -> Any:
         try:
-            return await method(request, timeout=deadline_seconds)
+            return await method(request, timeout=self._bounded(deadline_seconds))
         except grpc.RpcError as exc:
             raise _translate(exc) from None
 
     async def _retrying(self, method: Any, request: Any) -> Any:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._invalidate_timeout
+        deadline = loop.time() + self._bounded(self._invalidate_timeout)
         delay = _BACKOFF_FIRST_SECONDS
         while True:
             remaining = deadline - loop.time()

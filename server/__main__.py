@@ -8,6 +8,8 @@ import sys
 
 from server._config import ConfigError, ServerConfig
 from server.app import serve
+from server.auth import JwksError
+from server.tls import TlsConfigError
 
 
 def main() -> None:
@@ -19,7 +21,11 @@ def main() -> None:
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except (JwksError, TlsConfigError) as exc:
+        # Keys or certificates that cannot be used: refuse to start, naming the file.
+        sys.exit(f"server: cannot start: {exc}")
 
 
 if __name__ == "__main__":

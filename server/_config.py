@@ -113,6 +113,56 @@ class ServerConfig:
     task_reap_after_seconds: float = 60.0
     """AGENTIC_TASK_REAP_AFTER_SECONDS: a running task whose claim lease expired this long ago
     with no message left to run it is queued again (backstop for lost messages)."""
+    auth_enabled: bool = True
+    """AGENTIC_AUTH_ENABLED: require a bearer JWT on every RPC except health and reflection.
+    Off only for local experiments: every call then runs as an administrator."""
+    auth_jwks: str = ""
+    """AGENTIC_AUTH_JWKS: JWKS file path or http(s) URL with the token-signing public keys
+    (RS256, selected by kid); required while authentication is on."""
+    auth_issuer: str = "agentic-dev"
+    """AGENTIC_AUTH_ISSUER: required ``iss`` of every token."""
+    auth_audience: str = "agentic-backend"
+    """AGENTIC_AUTH_AUDIENCE: required ``aud`` of every token."""
+    auth_leeway_seconds: float = 30.0
+    """AGENTIC_AUTH_LEEWAY_SECONDS: clock skew tolerated on exp, nbf and iat."""
+    auth_jwks_refresh_seconds: float = 30.0
+    """AGENTIC_AUTH_JWKS_REFRESH_SECONDS: at most one JWKS re-read per this interval, done
+    when a token names an unknown kid (key rotation); a failed re-read keeps the old keys."""
+    auth_token_cache_seconds: float = 60.0
+    """AGENTIC_AUTH_TOKEN_CACHE_SECONDS: a verified token is trusted this long without a new
+    signature check (never past its exp); also how long a key removed from the JWKS keeps
+    admitting tokens already seen."""
+    tls_cert_file: str = ""
+    """AGENTIC_TLS_CERT_FILE: PEM certificate of the API server; set with the key to serve TLS."""
+    tls_key_file: str = ""
+    """AGENTIC_TLS_KEY_FILE: PEM private key of the API server."""
+    tls_client_ca_file: str = ""
+    """AGENTIC_TLS_CLIENT_CA_FILE: when set, API clients must present a certificate of this CA."""
+    cache_server_ca_file: str = ""
+    """AGENTIC_CACHE_SERVER_CA_FILE: CA of the sidecar's certificate; set to talk mTLS to it."""
+    cache_client_cert_file: str = ""
+    """AGENTIC_CACHE_CLIENT_CERT_FILE: this server's client certificate towards the sidecar."""
+    cache_client_key_file: str = ""
+    """AGENTIC_CACHE_CLIENT_KEY_FILE: the key of that client certificate."""
+    cache_server_name: str = ""
+    """AGENTIC_CACHE_SERVER_NAME: name to check the sidecar's certificate against, when it
+    is not the host of AGENTIC_CACHE_ADDRESS."""
+    max_concurrent_rpcs: int = 512
+    """AGENTIC_MAX_CONCURRENT_RPCS: unary calls in flight at once; more are RESOURCE_EXHAUSTED."""
+    max_pending_requests: int = 20_000
+    """AGENTIC_MAX_PENDING_REQUESTS: calls gRPC may hold waiting to be picked up (a burst of
+    reconnecting watchers); gRPC cancels calls beyond it (its own default is 1,000)."""
+    max_watch_streams_per_principal: int = 100
+    """AGENTIC_MAX_WATCH_STREAMS_PER_PRINCIPAL: open WatchTask streams one principal may hold."""
+    submit_rate_per_second: float = 20.0
+    """AGENTIC_SUBMIT_RATE_PER_SECOND: sustained task submits per principal."""
+    submit_burst: int = 100
+    """AGENTIC_SUBMIT_BURST: submits a principal may make at once above the sustained rate."""
+    task_pending_recover_seconds: float = 600.0
+    """AGENTIC_TASK_PENDING_RECOVER_SECONDS: a PENDING task nobody claimed this long after
+    submit (or after its last re-queue) is queued again: the backstop for a confirmed
+    message the broker later lost. A task merely waiting in a long queue gets a duplicate
+    message, which its claim in the database makes harmless."""
     ready_file: str = ""
     """AGENTIC_READY_FILE: if set, JSON with the bound ports is written here once serving."""
     log_level: str = "INFO"
@@ -121,7 +171,43 @@ class ServerConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
         """Read and check every setting; raise ConfigError naming the bad variable."""
-        e = os.environ if env is None else env
+        config = cls._read(os.environ if env is None else env)
+        config._check()
+        return config
+
+    def _check(self) -> None:
+        if self.auth_enabled and not self.auth_jwks:
+            raise ConfigError(
+                "AGENTIC_AUTH_JWKS must name a JWKS file or URL while authentication is on "
+                "(AGENTIC_AUTH_ENABLED=true); `python -m server.auth ensure --dir var/dev-auth` "
+                "makes a development key set"
+            )
+        pairs = (
+            (
+                "AGENTIC_TLS_CERT_FILE",
+                self.tls_cert_file,
+                "AGENTIC_TLS_KEY_FILE",
+                self.tls_key_file,
+            ),
+            (
+                "AGENTIC_CACHE_CLIENT_CERT_FILE",
+                self.cache_client_cert_file,
+                "AGENTIC_CACHE_CLIENT_KEY_FILE",
+                self.cache_client_key_file,
+            ),
+        )
+        for cert_name, cert, key_name, key in pairs:
+            if bool(cert) != bool(key):
+                raise ConfigError(f"set both {cert_name} and {key_name}, or neither")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError(
+                "AGENTIC_TLS_CLIENT_CA_FILE needs AGENTIC_TLS_CERT_FILE and _KEY_FILE"
+            )
+        if self.cache_client_cert_file and not self.cache_server_ca_file:
+            raise ConfigError("AGENTIC_CACHE_CLIENT_CERT_FILE needs AGENTIC_CACHE_SERVER_CA_FILE")
+
+    @classmethod
+    def _read(cls, e: Mapping[str, str]) -> ServerConfig:
         d = cls()
         return cls(
             listen_address=e.get("AGENTIC_LISTEN_ADDRESS", d.listen_address),
@@ -168,6 +254,45 @@ class ServerConfig:
             ),
             task_reap_after_seconds=_positive(
                 e, "AGENTIC_TASK_REAP_AFTER_SECONDS", d.task_reap_after_seconds
+            ),
+            auth_enabled=_bool(e, "AGENTIC_AUTH_ENABLED", d.auth_enabled),
+            auth_jwks=e.get("AGENTIC_AUTH_JWKS", d.auth_jwks).strip(),
+            auth_issuer=e.get("AGENTIC_AUTH_ISSUER", "") or d.auth_issuer,
+            auth_audience=e.get("AGENTIC_AUTH_AUDIENCE", "") or d.auth_audience,
+            auth_leeway_seconds=_float(e, "AGENTIC_AUTH_LEEWAY_SECONDS", d.auth_leeway_seconds),
+            auth_jwks_refresh_seconds=_positive(
+                e, "AGENTIC_AUTH_JWKS_REFRESH_SECONDS", d.auth_jwks_refresh_seconds
+            ),
+            auth_token_cache_seconds=_float(
+                e, "AGENTIC_AUTH_TOKEN_CACHE_SECONDS", d.auth_token_cache_seconds
+            ),
+            tls_cert_file=e.get("AGENTIC_TLS_CERT_FILE", d.tls_cert_file),
+            tls_key_file=e.get("AGENTIC_TLS_KEY_FILE", d.tls_key_file),
+            tls_client_ca_file=e.get("AGENTIC_TLS_CLIENT_CA_FILE", d.tls_client_ca_file),
+            cache_server_ca_file=e.get("AGENTIC_CACHE_SERVER_CA_FILE", d.cache_server_ca_file),
+            cache_client_cert_file=e.get(
+                "AGENTIC_CACHE_CLIENT_CERT_FILE", d.cache_client_cert_file
+            ),
+            cache_client_key_file=e.get("AGENTIC_CACHE_CLIENT_KEY_FILE", d.cache_client_key_file),
+            cache_server_name=e.get("AGENTIC_CACHE_SERVER_NAME", d.cache_server_name),
+            max_concurrent_rpcs=_int(
+                e, "AGENTIC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs, minimum=1
+            ),
+            max_pending_requests=_int(
+                e, "AGENTIC_MAX_PENDING_REQUESTS", d.max_pending_requests, minimum=1
+            ),
+            max_watch_streams_per_principal=_int(
+                e,
+                "AGENTIC_MAX_WATCH_STREAMS_PER_PRINCIPAL",
+                d.max_watch_streams_per_principal,
+                minimum=1,
+            ),
+            submit_rate_per_second=_positive(
+                e, "AGENTIC_SUBMIT_RATE_PER_SECOND", d.submit_rate_per_second
+            ),
+            submit_burst=_int(e, "AGENTIC_SUBMIT_BURST", d.submit_burst, minimum=1),
+            task_pending_recover_seconds=_positive(
+                e, "AGENTIC_TASK_PENDING_RECOVER_SECONDS", d.task_pending_recover_seconds
             ),
             ready_file=e.get("AGENTIC_READY_FILE", d.ready_file),
             log_level=e.get("AGENTIC_LOG_LEVEL", d.log_level).upper(),

@@ -14,16 +14,28 @@ from pathlib import Path
 import grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from prometheus_client import start_http_server
+from grpc_health.v1 import health, health_pb2_grpc
+from prometheus_client import REGISTRY, start_http_server
+from sqlalchemy import Engine
 
 from cache_sidecar.client import CacheClient
 from server._config import ServerConfig
-from server.db import make_engine, migrate
+from server._health import DependencyHealth
+from server.access import (
+    AccessControl,
+    ConcurrencyLimit,
+    RateLimiter,
+    StreamSlots,
+    deadline_remaining,
+)
+from server.auth import JwksKeySet, TokenVerifier
+from server.db import install_statement_deadlines, make_engine, migrate
 from server.events import AmqpPublisher, NullPublisher, Publisher
 from server.projects import Projects, ProjectService, ProjectStore
 from server.rpc import ServiceInterceptor, enable_reflection
-from server.tasks import Tasks, TaskService
+from server.tasks import Tasks, TaskService, TaskStore
+from server.tasks._metrics import TaskCollector
+from server.tls import channel_credentials, server_credentials
 
 log = logging.getLogger("server")
 
@@ -45,6 +57,8 @@ class App:
     cache: CacheClient | None
     publisher: Publisher
     tasks: Tasks
+    engine: Engine
+    dependencies: DependencyHealth
 
     async def close(self) -> None:
         """Release what the server owns, after it stopped."""
@@ -54,16 +68,14 @@ class App:
             await self.cache.close()
         self.publisher.close()
         self.executor.shutdown(wait=True)
+        self.engine.dispose()
 
     async def set_serving(self, serving: bool) -> None:
-        """Report SERVING / NOT_SERVING for the server as a whole and each service."""
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, status)
+        """Start reporting health from the dependency checks, or NOT_SERVING for good."""
+        if serving:
+            await self.dependencies.start()
+        else:
+            await self.dependencies.stop_serving()
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -76,7 +88,76 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
         # Let clients keep idle connections alive with pings, but not flood us with them.
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # A fleet of watchers reconnecting at once arrives faster than the loop picks calls
+        # up; past this gRPC cancels them (measured: 5,000 reconnects need it above 3,000).
+        ("grpc.server.max_pending_requests", config.max_pending_requests),
+        ("grpc.server.max_pending_requests_hard_limit", config.max_pending_requests),
     ]
+
+
+def access_control(config: ServerConfig) -> AccessControl:
+    """Authentication (a JWKS-backed RS256 verifier, unless switched off) and call limits.
+
+    A JWKS that cannot be read stops the start with JwksError: a server that could verify
+    nobody must not look healthy.
+    """
+    verifier = None
+    if config.auth_enabled:
+        keys = JwksKeySet.load(
+            config.auth_jwks, min_refresh_interval_seconds=config.auth_jwks_refresh_seconds
+        )
+        verifier = TokenVerifier(
+            keys,
+            issuer=config.auth_issuer,
+            audience=config.auth_audience,
+            leeway_seconds=config.auth_leeway_seconds,
+        )
+    return AccessControl(
+        verifier,
+        leeway_seconds=config.auth_leeway_seconds,
+        token_cache_seconds=config.auth_token_cache_seconds,
+        concurrency=ConcurrencyLimit(config.max_concurrent_rpcs),
+    )
+
+
+def _cache_client(config: ServerConfig) -> CacheClient | None:
+    if not config.cache_address:
+        return None
+    credentials = (
+        channel_credentials(
+            config.cache_server_ca_file,
+            config.cache_client_cert_file or None,
+            config.cache_client_key_file or None,
+        )
+        if config.cache_server_ca_file
+        else None
+    )
+    return CacheClient.connect(
+        config.cache_address,
+        timeout_seconds=config.cache_timeout_seconds,
+        invalidate_timeout_seconds=config.cache_invalidate_timeout_seconds,
+        credentials=credentials,
+        server_name=config.cache_server_name,
+        caller_deadline=deadline_remaining,
+    )
+
+
+def _bind(server: grpc.aio.Server, config: ServerConfig) -> int:
+    if config.tls_cert_file:
+        credentials = server_credentials(
+            config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file or None
+        )
+        return int(server.add_secure_port(config.listen_address, credentials))
+    return int(server.add_insecure_port(config.listen_address))
+
+
+async def _database_answers(engine: Engine, executor: ThreadPoolExecutor) -> bool:
+    def ping() -> bool:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+        return True
+
+    return await asyncio.get_running_loop().run_in_executor(executor, ping)
 
 
 def create_server(config: ServerConfig) -> App:
@@ -84,16 +165,9 @@ def create_server(config: ServerConfig) -> App:
     engine = make_engine(config.database_url, pool_size=config.db_pool_size)
     if config.db_auto_migrate:
         migrate(engine)
+    install_statement_deadlines(engine)  # after migrating: DDL runs without a deadline
     executor = ThreadPoolExecutor(config.db_pool_size, thread_name_prefix="db")
-    cache = (
-        CacheClient.connect(
-            config.cache_address,
-            timeout_seconds=config.cache_timeout_seconds,
-            invalidate_timeout_seconds=config.cache_invalidate_timeout_seconds,
-        )
-        if config.cache_address
-        else None
-    )
+    cache = _cache_client(config)
     publisher: Publisher = (
         AmqpPublisher(config.events_url, config.events_exchange)
         if config.events_url
@@ -107,15 +181,29 @@ def create_server(config: ServerConfig) -> App:
         origin_concurrency=config.origin_concurrency,
     )
     tasks = Tasks.from_config(engine, executor, config)
-    server = grpc.aio.server(interceptors=[ServiceInterceptor()], options=server_options(config))
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(gate=access_control(config))],
+        options=server_options(config),
+    )
     projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectService(projects), server)
-    tasks_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(tasks), server)
+    task_service = TaskService(
+        tasks,
+        submits=RateLimiter(config.submit_rate_per_second, config.submit_burst, what="submit"),
+        watches=StreamSlots(config.max_watch_streams_per_principal, what="WatchTask"),
+    )
+    tasks_pb2_grpc.add_TaskServiceServicer_to_server(task_service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))
-    port = server.add_insecure_port(config.listen_address)
+    port = _bind(server, config)
     if port == 0:
         raise RuntimeError(f"could not bind {config.listen_address}")
+    dependencies = DependencyHealth(
+        health_servicer,
+        SERVICE_NAMES,
+        database_ok=lambda: _database_answers(engine, executor),
+        broker_ok=tasks.broker_connected if config.broker_url else None,
+    )
     return App(
         server=server,
         port=port,
@@ -125,6 +213,8 @@ def create_server(config: ServerConfig) -> App:
         cache=cache,
         publisher=publisher,
         tasks=tasks,
+        engine=engine,
+        dependencies=dependencies,
     )
 
 
@@ -145,6 +235,8 @@ def _write_atomically(path: Path, text: str) -> None:
 async def serve(config: ServerConfig) -> None:
     """Run until SIGTERM/SIGINT: then NOT_SERVING, and stop with the grace period."""
     app = create_server(config)
+    # Registered here, not in create_server: one collector per serving process.
+    REGISTRY.register(TaskCollector(TaskStore(app.engine).gauges, app.tasks.hub))
     metrics_port = _start_metrics(config.metrics_address)
     await app.server.start()
     app.tasks.start()  # outbox relay and event notifications: background work of a serving app

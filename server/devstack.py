@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server._broker import BrokerError, ensure_broker
+from server.auth import DevKeys, Role
 
 REPO = Path(__file__).resolve().parent.parent
 # State of the local stack (SQLite file, ready files); AGENTIC_RUN_DIR moves it (tests do).
@@ -124,15 +125,30 @@ def stop_all(processes: list[Process]) -> None:
                 proc.popen.kill()
 
 
+DEV_AUTH = VAR / "dev-auth"
+"""Development signing keys, generated on the first ``make run`` (never for production)."""
+DEMO_ROLES = [Role.PROJECT_MANAGER, Role.TECHNICAL_LEAD]
+
+
 def banner(
-    api: Process, sidecar: Process, memcached: Process, broker_url: str, *, started: bool
+    api: Process,
+    sidecar: Process,
+    memcached: Process,
+    broker_url: str,
+    *,
+    started: bool,
+    token: str,
 ) -> str:
     """What a new user needs to talk to the stack."""
     address = f"127.0.0.1:{api.ready['grpc_port']}"
     grpcurl = REPO / ".venv" / "bin" / "grpcurl"
-    create_body = json.dumps({"project": {"name": "demo", "owner_id": "alice"}})
+    create_body = json.dumps({"project": {"name": "demo"}})
     probe = {"steps": 5, "step_millis": 200}
-    probe_body = json.dumps({"request_id": str(uuid.uuid4()), "owner_id": "alice", "probe": probe})
+    probe_body = json.dumps({"request_id": str(uuid.uuid4()), "probe": probe})
+    watch_body = json.dumps({"id": "<task id>"})
+    roles = " ".join(f"--role {r.value}" for r in DEMO_ROLES)
+    mint = f".venv/bin/python -m server.auth mint --dir {DEV_AUTH} --sub alice {roles}"
+    auth = '-H "authorization: Bearer $TOKEN"'
     return "\n".join(
         [
             "",
@@ -144,11 +160,14 @@ def banner(
             f"  RabbitMQ:              {_redact(broker_url)}"
             + (" (private node, data in var/rabbitmq)" if started else " (already running)"),
             "  Celery worker:         1 (python -m workers)",
+            "Every call but health and reflection needs a token (dev keys in var/dev-auth):",
+            f"  export TOKEN={token}",
+            f"  (alice, {' + '.join(r.value for r in DEMO_ROLES)}, 12 h; mint more: {mint})",
             "Try:",
             f"  {grpcurl} -plaintext {address} list",
-            f"  {grpcurl} -plaintext -d '{create_body}' {address} {SERVICE}/CreateProject",
-            f"  {grpcurl} -plaintext -d '{probe_body}' {address} {TASKS}/SubmitProbe",
-            f'  {grpcurl} -plaintext -d \'{{"id": "<task id>"}}\' {address} {TASKS}/WatchTask',
+            f"  {grpcurl} -plaintext {auth} -d '{create_body}' {address} {SERVICE}/CreateProject",
+            f"  {grpcurl} -plaintext {auth} -d '{probe_body}' {address} {TASKS}/SubmitProbe",
+            f"  {grpcurl} -plaintext {auth} -d '{watch_body}' {address} {TASKS}/WatchTask",
             "Ctrl-C stops everything.",
             "",
         ]
@@ -180,7 +199,10 @@ def main() -> None:
         }
         sidecar = start_python("sidecar", "cache_sidecar", sidecar_env)
         processes.append(sidecar)
+        keys = DevKeys(DEV_AUTH)
+        keys.ensure()  # first run: a local key pair; later runs reuse it
         api_env = {
+            "AGENTIC_AUTH_JWKS": str(keys.jwks_path),
             "AGENTIC_LISTEN_ADDRESS": os.environ.get("AGENTIC_LISTEN_ADDRESS", "127.0.0.1:50051"),
             "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{VAR / 'agentic.db'}"),
             "AGENTIC_CACHE_ADDRESS": f"127.0.0.1:{sidecar.ready['grpc_port']}",
@@ -192,7 +214,15 @@ def main() -> None:
         worker_env = {"AGENTIC_BROKER_URL": broker_url, "DATABASE_URL": api_env["DATABASE_URL"]}
         processes.append(start_python("worker", "workers", worker_env))
         print(
-            banner(api, sidecar, memcached, broker_url, started=stop_broker is not None), flush=True
+            banner(
+                api,
+                sidecar,
+                memcached,
+                broker_url,
+                started=stop_broker is not None,
+                token=keys.mint("alice", DEMO_ROLES, ttl_seconds=12 * 3600),
+            ),
+            flush=True,
         )
         while not stop.is_set():
             for proc in processes:

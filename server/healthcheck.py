@@ -1,19 +1,35 @@
-"""``python -m server.healthcheck ADDRESS [SERVICE]``: exit 0 when the service is SERVING.
+"""``python -m server.healthcheck ADDRESS [SERVICE] [--ca F [--cert F --key F]]``: exit 0
+when the service is SERVING.
 
-Used by container healthchecks and by scripts; works for any of our gRPC processes.
+Used by container healthchecks and by scripts; works for any of our gRPC processes, over
+plaintext or, with ``--ca``, over TLS (``--cert``/``--key`` for a server requiring mTLS).
+Health needs no token.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.tls import TlsConfigError, channel_credentials
 
-def check(address: str, service: str = "", timeout_seconds: float = 3.0) -> bool:
+
+def check(
+    address: str,
+    service: str = "",
+    timeout_seconds: float = 3.0,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> bool:
     """True when the health service at ``address`` reports ``service`` SERVING."""
-    with grpc.insecure_channel(address) as channel:
+    channel = (
+        grpc.insecure_channel(address)
+        if credentials is None
+        else grpc.secure_channel(address, credentials)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(
@@ -26,10 +42,22 @@ def check(address: str, service: str = "", timeout_seconds: float = 3.0) -> bool
 
 def main() -> None:
     """Entry point."""
-    if len(sys.argv) not in (2, 3):
-        sys.exit("usage: python -m server.healthcheck HOST:PORT [SERVICE]")
-    address, service = sys.argv[1], (sys.argv[2] if len(sys.argv) == 3 else "")
-    sys.exit(0 if check(address, service) else 1)
+    parser = argparse.ArgumentParser(prog="python -m server.healthcheck")
+    parser.add_argument("address", help="HOST:PORT")
+    parser.add_argument("service", nargs="?", default="", help="service name ('' = server)")
+    parser.add_argument("--ca", help="CA certificate (PEM): talk TLS, trusting this CA")
+    parser.add_argument("--cert", help="client certificate (PEM) for servers requiring mTLS")
+    parser.add_argument("--key", help="key of the client certificate")
+    args = parser.parse_args()
+    credentials = None
+    if args.ca:
+        try:
+            credentials = channel_credentials(args.ca, args.cert, args.key)
+        except TlsConfigError as exc:
+            sys.exit(f"healthcheck: {exc}")
+    elif args.cert or args.key:
+        parser.error("--cert and --key need --ca")
+    sys.exit(0 if check(args.address, args.service, credentials=credentials) else 1)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,11 @@ def start_service(
     log_path = workdir / f"{module}-{tag}.log"
     # Tests reach the shared broker only when they opt in (with their own vhost or names).
     quiet = {"AGENTIC_BROKER_URL": "", "AGENTIC_EVENTS_URL": ""}
+    if module == "server":
+        # API servers trust the test process's development keys unless told otherwise.
+        from tests._identity import auth_env
+
+        quiet.update(auth_env())
     full_env = {**os.environ, **quiet, **env, "AGENTIC_READY_FILE": str(ready_file)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -104,6 +109,18 @@ def start_service(
         process.wait(5)
         raise
     return Service(process=process, ready=json.loads(ready_file.read_text()), log_path=log_path)
+
+
+def health_status(address: str, service: str = "") -> str:
+    """The grpc.health.v1 status of ``service`` at ``address`` (health needs no token)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 # --- PostgreSQL -------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
@@ -20,6 +19,7 @@ from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from tests._identity import token_channel
 from tests._support import REPO, free_port, wait_for
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
@@ -82,20 +82,23 @@ def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path, broker_names: dict
         )
         match = re.search(r"API \(gRPC, plaintext\): (\S+)", "".join(lines))
         assert match, "".join(lines)
-        with grpc.insecure_channel(match.group(1)) as channel:
+        token = re.search(r"export TOKEN=(\S+)", "".join(lines))
+        assert token, "the banner should print a development token"
+        # The banner's token (alice: project manager + technical lead) works as printed.
+        with token_channel(match.group(1), token.group(1)) as channel:
             stub = projects_pb2_grpc.ProjectServiceStub(channel)
             made = stub.CreateProject(
-                pb.CreateProjectRequest(project=pb.Project(name="demo", owner_id="alice")),
+                pb.CreateProjectRequest(project=pb.Project(name="demo")),
                 timeout=10,
             )
             assert made.project.id
+            assert made.project.owner_id == "alice", "the owner defaults to the caller"
             got = stub.GetProject(pb.GetProjectRequest(id=made.project.id), timeout=10)
             assert got.project == made.project
             tasks = tasks_pb2_grpc.TaskServiceStub(channel)
             submitted = tasks.SubmitProbe(
                 tasks_pb2.SubmitProbeRequest(
                     request_id=str(uuid.uuid4()),
-                    owner_id="alice",
                     probe=tasks_pb2.ProbeSpec(steps=2, step_millis=10),
                 ),
                 timeout=10,

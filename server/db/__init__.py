@@ -1,14 +1,24 @@
 """Database access: schema, engine and migrations."""
 
+from server.db._deadline import install_statement_deadlines
 from server.db._engine import make_engine, migrate
-from server.db._schema import Base, ProjectRow, TaskEventRow, TaskOutboxRow, TaskRow
+from server.db._schema import (
+    Base,
+    ProjectMemberRow,
+    ProjectRow,
+    TaskEventRow,
+    TaskOutboxRow,
+    TaskRow,
+)
 
 __all__ = [
     "Base",
+    "ProjectMemberRow",
     "ProjectRow",
     "TaskEventRow",
     "TaskOutboxRow",
     "TaskRow",
+    "install_statement_deadlines",
     "make_engine",
     "migrate",
 ]

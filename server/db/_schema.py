@@ -48,6 +48,18 @@ class ProjectRow(Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 
 
+class ProjectMemberRow(Base):
+    """A principal that reaches a project besides its owner (object-level access)."""
+
+    __tablename__ = "project_members"
+    __table_args__ = (Index("ix_project_members_member_id", "member_id"),)
+
+    project_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
 class TaskRow(Base):
     """One task and where it stands; the source of truth for its status (not Celery).
 
@@ -70,6 +82,7 @@ class TaskRow(Base):
     state: Mapped[int] = mapped_column(Integer, nullable=False)
     priority: Mapped[int] = mapped_column(Integer, nullable=False)
     owner_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    project_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     request_id: Mapped[str] = mapped_column(String(36), nullable=False)
     request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     spec: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
@@ -95,6 +108,9 @@ class TaskRow(Base):
     start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_sequence: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # When a PENDING task's run message was last re-queued by the recovery of lost
+    # messages (None: only at submit, i.e. at create_time).
+    dispatch_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class TaskEventRow(Base):

@@ -1,8 +1,17 @@
 """Projects: storage, cached reads and invalidating writes, and the ProjectService servicer."""
 
-from server.projects._facade import Projects
+from server.projects._facade import Projects, viewer_of
 from server.projects._service import ProjectService
-from server.projects._store import Page, Project, ProjectStore
+from server.projects._store import Page, Project, ProjectStore, reach_condition
 from server.projects._wire import to_proto
 
-__all__ = ["Page", "Project", "ProjectService", "ProjectStore", "Projects", "to_proto"]
+__all__ = [
+    "Page",
+    "Project",
+    "ProjectService",
+    "ProjectStore",
+    "Projects",
+    "reach_condition",
+    "to_proto",
+    "viewer_of",
+]

@@ -12,24 +12,32 @@ invalidation is kept as pending: until a background task has delivered every pen
 invalidation, this server reads from the database only, so it never serves a value older
 than a write it acknowledged. The domain event carries the same invalidation to the
 durable queues of the other sidecars.
+
+Every operation acts for a principal. Cached values are whole projects (owner and members
+included), so a cached read is checked for reach exactly like a database read; list pages
+are cached per viewer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from agentic.projects.v1 import projects_pb2
 from prometheus_client import Counter, Gauge
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from cache_sidecar.client import CacheClient, CacheClientError
+from server.auth import Principal
 from server.events import Publisher
 from server.projects._store import ProjectStore, project_not_found
 from server.projects._wire import to_proto
-from server.rpc import NotFound
+from server.rpc import NotFound, PermissionDenied, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,11 @@ PENDING_INVALIDATIONS = Gauge(
     "agentic_cache_pending_invalidations",
     "Undelivered cache invalidations; while above 0 this server reads the database only.",
 )
+
+
+def viewer_of(principal: Principal) -> str | None:
+    """The id object-level checks use: None for an Administrator, who reaches everything."""
+    return None if principal.is_administrator else principal.subject
 
 
 class Projects:
@@ -75,7 +88,19 @@ class Projects:
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        # The copied context carries the RPC's deadline to the database (statement_timeout).
+        context = contextvars.copy_context()
+        try:
+            return await loop.run_in_executor(
+                self._executor, lambda: context.run(fn, *args, **kwargs)
+            )
+        except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
+            log.warning("project database call failed: %s", exc)
+            raise Unavailable(
+                "the project database is unavailable or timed out; try again",
+                reason="DATABASE_UNAVAILABLE",
+                domain="agentic.projects.v1",
+            ) from None
 
     async def _read(
         self, namespace: str, key: bytes, load: Callable[[], Any], resource: str
@@ -90,8 +115,11 @@ class Projects:
             return await loader()
         return await self._cache.read_through(namespace, key, loader)
 
-    async def get(self, project_id: str) -> projects_pb2.Project:
-        """The project, from the cache when it holds it; NOT_FOUND when it does not exist."""
+    async def get(self, project_id: str, principal: Principal) -> projects_pb2.Project:
+        """The project, from the cache when it holds it.
+
+        NOT_FOUND when it does not exist or ``principal`` does not reach it.
+        """
 
         def load() -> bytes | None:
             try:
@@ -102,20 +130,34 @@ class Projects:
         data = await self._read(PROJECTS_NAMESPACE, project_id.encode(), load, "project")
         if data is None:
             raise project_not_found(project_id)
-        return projects_pb2.Project.FromString(data)
+        project = projects_pb2.Project.FromString(data)
+        viewer = viewer_of(principal)
+        if viewer is not None and viewer != project.owner_id and viewer not in project.member_ids:
+            raise project_not_found(project_id)  # the same answer as a missing project
+        return project
+
+    async def reaches(self, project_id: str, principal: Principal) -> bool:
+        """Whether ``principal`` reaches project ``project_id`` (False when it is missing)."""
+        try:
+            await self.get(project_id, principal)
+        except NotFound:
+            return False
+        return True
 
     async def list(
-        self, request: projects_pb2.ListProjectsRequest
+        self, request: projects_pb2.ListProjectsRequest, principal: Principal
     ) -> projects_pb2.ListProjectsResponse:
-        """One page; pages are cached per (filter, size, token) until any project changes."""
+        """One page of what ``principal`` reaches; cached per (viewer, filter, size, token)."""
+        viewer = viewer_of(principal)
         # A bad token must fail before anyone takes a lease on it.
-        self._store.check_page_token(request.page_token, owner_id=request.owner_id)
+        self._store.check_page_token(request.page_token, owner_id=request.owner_id, viewer=viewer)
 
         def load() -> bytes:
             page = self._store.list(
                 page_size=request.page_size,
                 page_token=request.page_token,
                 owner_id=request.owner_id,
+                viewer=viewer,
             )
             response = projects_pb2.ListProjectsResponse(
                 projects=[to_proto(p) for p in page.projects],
@@ -123,29 +165,69 @@ class Projects:
             )
             return response.SerializeToString()
 
-        key = request.SerializeToString(deterministic=True)
+        scope = b"*" if viewer is None else viewer.encode()
+        key = scope + b"\n" + request.SerializeToString(deterministic=True)
         data = await self._read(LISTS_NAMESPACE, key, load, "project_list")
         return projects_pb2.ListProjectsResponse.FromString(data or b"")
 
-    async def create(self, *, name: str, description: str, owner_id: str) -> projects_pb2.Project:
-        """Create a project; list pages are invalidated before returning."""
+    async def create(
+        self,
+        *,
+        name: str,
+        description: str,
+        owner_id: str,
+        member_ids: Sequence[str],
+        principal: Principal,
+    ) -> projects_pb2.Project:
+        """Create a project owned by ``owner_id`` (the caller when empty).
+
+        Only an Administrator may create a project for someone else. List pages are
+        invalidated before returning.
+        """
+        owner_id = owner_id or principal.subject
+        if owner_id != principal.subject and not principal.is_administrator:
+            raise PermissionDenied(
+                "only an Administrator may create a project for another owner",
+                reason="OWNER_NOT_CALLER",
+                domain="agentic.projects.v1",
+            )
         project = await self._run(
-            self._store.create, name=name, description=description, owner_id=owner_id
+            self._store.create,
+            name=name,
+            description=description,
+            owner_id=owner_id,
+            member_ids=member_ids,
         )
         await self._after_write("project.created", project.id, key_changed=False)
         return to_proto(project)
 
     async def update(
-        self, project_id: str, fields: dict[str, str], *, etag: str
+        self,
+        project_id: str,
+        fields: dict[str, str],
+        *,
+        etag: str,
+        member_ids: Sequence[str] | None,
+        principal: Principal,
     ) -> projects_pb2.Project:
-        """Apply ``fields``; the cached project and list pages are invalidated before returning."""
-        project = await self._run(self._store.update, project_id, fields, etag=etag)
+        """Apply ``fields`` (and the member list when given) for ``principal``.
+
+        The cached project and list pages are invalidated before returning.
+        """
+        project = await self._run(
+            self._store.update,
+            project_id,
+            fields,
+            etag=etag,
+            member_ids=member_ids,
+            viewer=viewer_of(principal),
+        )
         await self._after_write("project.updated", project_id, key_changed=True)
         return to_proto(project)
 
-    async def delete(self, project_id: str, *, etag: str) -> None:
+    async def delete(self, project_id: str, *, etag: str, principal: Principal) -> None:
         """Delete; the cached project and list pages are invalidated before returning."""
-        await self._run(self._store.delete, project_id, etag=etag)
+        await self._run(self._store.delete, project_id, etag=etag, viewer=viewer_of(principal))
         await self._after_write("project.deleted", project_id, key_changed=True)
 
     async def _after_write(self, event_type: str, project_id: str, *, key_changed: bool) -> None:

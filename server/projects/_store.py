@@ -4,26 +4,35 @@ Plain synchronous code that knows nothing about gRPC; the servicer runs it in wo
 threads. Every write is one transaction, so a failed call leaves nothing half-written.
 Concurrent writers are serialised by an optimistic version check (``version`` column):
 a write whose expected version moved on changes nothing.
+
+Object-level access (OWASP API1): every operation that names a project takes a
+``viewer``, the principal id it acts for, or None for one who reaches everything (an
+Administrator). A project the viewer neither owns nor is a member of is NOT_FOUND, the
+same answer as for an id that does not exist, so its existence never leaks. Changing the
+owner or the members, and deleting, are for the owner (or an Administrator) alone.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, delete, select, tuple_, update
+from sqlalchemy import ColumnElement, Engine, delete, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import paging as _paging
-from server.db import ProjectRow
-from server.rpc import Aborted, AlreadyExists, NotFound
+from server.db import ProjectMemberRow, ProjectRow
+from server.rpc import Aborted, AlreadyExists, NotFound, PermissionDenied
 
 DOMAIN = "agentic.projects.v1"
 DEFAULT_PAGE_SIZE = 50
-UPDATABLE_FIELDS = frozenset({"name", "description", "owner_id"})
+UPDATABLE_FIELDS = frozenset({"name", "description", "owner_id", "member_ids"})
+# Who may see a project is decided by these: only its owner may change them.
+_OWNER_ONLY_FIELDS = frozenset({"owner_id", "member_ids"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +46,11 @@ class Project:
     create_time: datetime
     update_time: datetime
     etag: str
+    member_ids: tuple[str, ...] = ()
+
+    def reachable_by(self, viewer: str | None) -> bool:
+        """Whether ``viewer`` (None: an Administrator) may see this project."""
+        return viewer is None or viewer == self.owner_id or viewer in self.member_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +61,20 @@ class Page:
     next_page_token: str
 
 
-def _filter_key(owner_id: str) -> str:
-    return f"owner_id={owner_id}"
+def _filter_key(owner_id: str, viewer: str | None) -> str:
+    # The viewer is part of the filter: a page token is only good for the principal
+    # whose listing produced it.
+    return f"owner_id={owner_id};viewer={'*' if viewer is None else viewer}"
+
+
+def reach_condition(viewer: str) -> ColumnElement[bool]:
+    """SQL: the project row is owned by ``viewer`` or has ``viewer`` as a member."""
+    return or_(
+        ProjectRow.owner_id == viewer,
+        ProjectRow.id.in_(
+            select(ProjectMemberRow.project_id).where(ProjectMemberRow.member_id == viewer)
+        ),
+    )
 
 
 def etag_of(project_id: str, version: int) -> str:
@@ -61,7 +87,7 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _to_project(row: ProjectRow) -> Project:
+def _to_project(row: ProjectRow, member_ids: Iterable[str] = ()) -> Project:
     return Project(
         id=row.id,
         name=row.name,
@@ -70,6 +96,36 @@ def _to_project(row: ProjectRow) -> Project:
         create_time=_utc(row.create_time),
         update_time=_utc(row.update_time),
         etag=etag_of(row.id, row.version),
+        member_ids=tuple(sorted(member_ids)),
+    )
+
+
+def _members(session: Session, project_ids: Sequence[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {pid: [] for pid in project_ids}
+    if project_ids:
+        rows = session.execute(
+            select(ProjectMemberRow.project_id, ProjectMemberRow.member_id).where(
+                ProjectMemberRow.project_id.in_(project_ids)
+            )
+        )
+        for project_id, member_id in rows:
+            found[project_id].append(member_id)
+    return found
+
+
+def _set_members(session: Session, project_id: str, member_ids: Iterable[str]) -> None:
+    session.execute(delete(ProjectMemberRow).where(ProjectMemberRow.project_id == project_id))
+    rows = [{"project_id": project_id, "member_id": m} for m in sorted(set(member_ids))]
+    if rows:
+        session.execute(insert(ProjectMemberRow), rows)
+
+
+def _owner_only(project_id: str) -> PermissionDenied:
+    return PermissionDenied(
+        "only the project's owner or an Administrator may do this",
+        reason="NOT_PROJECT_OWNER",
+        domain=DOMAIN,
+        metadata={"id": project_id},
     )
 
 
@@ -107,7 +163,9 @@ class ProjectStore:
     def __init__(self, engine: Engine) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
-    def create(self, *, name: str, description: str, owner_id: str) -> Project:
+    def create(
+        self, *, name: str, description: str, owner_id: str, member_ids: Sequence[str] = ()
+    ) -> Project:
         """Insert a new project; ALREADY_EXISTS when the owner has one of that name."""
         now = datetime.now(UTC)
         row = ProjectRow(
@@ -122,26 +180,38 @@ class ProjectStore:
         try:
             with self._sessions.begin() as session:
                 session.add(row)
+                session.flush()  # the project row exists before its members reference it
+                _set_members(session, row.id, member_ids)
         except IntegrityError:
             raise _name_taken(owner_id, name) from None
-        return _to_project(row)
+        return _to_project(row, member_ids)
 
-    def get(self, project_id: str) -> Project:
-        """The project with this id; NOT_FOUND otherwise."""
+    def get(self, project_id: str, *, viewer: str | None = None) -> Project:
+        """The project with this id, if ``viewer`` reaches it; NOT_FOUND otherwise."""
         with self._sessions() as session:
             row = session.get(ProjectRow, project_id)
             if row is None:
                 raise project_not_found(project_id)
-            return _to_project(row)
+            project = _to_project(row, _members(session, [project_id])[project_id])
+        if not project.reachable_by(viewer):
+            raise project_not_found(project_id)
+        return project
 
-    def list(self, *, page_size: int, page_token: str, owner_id: str) -> Page:
-        """A page in (create_time, id) order, optionally only one owner's projects."""
+    def list(
+        self, *, page_size: int, page_token: str, owner_id: str, viewer: str | None = None
+    ) -> Page:
+        """A page in (create_time, id) order of the projects ``viewer`` reaches.
+
+        ``owner_id`` narrows it to one owner's projects.
+        """
         size = page_size or DEFAULT_PAGE_SIZE
-        filter_key = _filter_key(owner_id)
+        filter_key = _filter_key(owner_id, viewer)
         cursor = _paging.decode(page_token, filter_key)
         query = select(ProjectRow)
         if owner_id:
             query = query.where(ProjectRow.owner_id == owner_id)
+        if viewer is not None:
+            query = query.where(reach_condition(viewer))
         if cursor is not None:
             query = query.where(
                 tuple_(ProjectRow.create_time, ProjectRow.id) > (cursor.create_time, cursor.id)
@@ -150,29 +220,45 @@ class ProjectStore:
         query = query.order_by(ProjectRow.create_time, ProjectRow.id).limit(size + 1)
         with self._sessions() as session:
             rows = list(session.scalars(query))
-        more = len(rows) > size
-        rows = rows[:size]
+            more = len(rows) > size
+            rows = rows[:size]
+            members = _members(session, [r.id for r in rows])
         token = ""
         if more:
             last = rows[-1]
             token = _paging.encode(
                 _paging.Cursor(create_time=_utc(last.create_time), id=last.id), filter_key
             )
-        return Page(projects=[_to_project(r) for r in rows], next_page_token=token)
+        return Page(projects=[_to_project(r, members[r.id]) for r in rows], next_page_token=token)
 
     @staticmethod
-    def check_page_token(page_token: str, *, owner_id: str) -> None:
+    def check_page_token(page_token: str, *, owner_id: str, viewer: str | None = None) -> None:
         """INVALID_ARGUMENT unless ``page_token`` is empty or ours for this filter."""
-        _paging.decode(page_token, _filter_key(owner_id))
+        _paging.decode(page_token, _filter_key(owner_id, viewer))
 
-    def update(self, project_id: str, fields: dict[str, str], *, etag: str) -> Project:
-        """Set ``fields`` (a subset of UPDATABLE_FIELDS); ABORTED when ``etag`` is stale."""
+    def update(
+        self,
+        project_id: str,
+        fields: dict[str, str],
+        *,
+        etag: str,
+        member_ids: Sequence[str] | None = None,
+        viewer: str | None = None,
+    ) -> Project:
+        """Set ``fields`` (a subset of UPDATABLE_FIELDS) and, when given, the member list.
+
+        NOT_FOUND unless ``viewer`` reaches the project; PERMISSION_DENIED when a
+        non-owner changes the owner or the members; ABORTED when ``etag`` is stale.
+        """
         unknown = set(fields) - UPDATABLE_FIELDS
         if unknown:  # the proto rules already refuse these; this guards direct callers
             raise ValueError(f"not updatable: {sorted(unknown)}")
         try:
             with self._sessions.begin() as session:
-                row = self._current(session, project_id, etag)
+                row = self._current(session, project_id, etag, viewer)
+                changes_access = member_ids is not None or bool(_OWNER_ONLY_FIELDS & set(fields))
+                if changes_access and viewer is not None and row.owner_id != viewer:
+                    raise _owner_only(project_id)
                 values: dict[str, object] = dict(fields)
                 values["update_time"] = datetime.now(UTC)
                 values["version"] = row.version + 1
@@ -185,17 +271,29 @@ class ProjectStore:
                 if result.rowcount != 1:  # type: ignore[attr-defined]
                     # Another writer won between our read and our write.
                     raise _stale(project_id)
+                if member_ids is not None:
+                    _set_members(session, project_id, member_ids)
                 session.expire(row)
                 session.refresh(row)
-                return _to_project(row)
+                return _to_project(row, _members(session, [project_id])[project_id])
         except IntegrityError:
             owner = fields.get("owner_id") or self.get(project_id).owner_id
             raise _name_taken(owner, fields.get("name", "")) from None
 
-    def delete(self, project_id: str, *, etag: str) -> None:
-        """Remove the project; NOT_FOUND when absent, ABORTED when ``etag`` is stale."""
+    def delete(self, project_id: str, *, etag: str, viewer: str | None = None) -> None:
+        """Remove the project; NOT_FOUND when absent or out of reach, ABORTED when stale.
+
+        Only the owner (or an Administrator) may delete: members get PERMISSION_DENIED.
+        """
         with self._sessions.begin() as session:
-            row = self._current(session, project_id, etag)
+            row = self._current(session, project_id, etag, viewer)
+            if viewer is not None and row.owner_id != viewer:
+                raise _owner_only(project_id)
+            # Explicit rather than ON DELETE CASCADE: SQLite enforces foreign keys only
+            # when a pragma is set, and this keeps both backends alike.
+            session.execute(
+                delete(ProjectMemberRow).where(ProjectMemberRow.project_id == project_id)
+            )
             result = session.execute(
                 delete(ProjectRow)
                 .where(ProjectRow.id == project_id, ProjectRow.version == row.version)
@@ -205,10 +303,15 @@ class ProjectStore:
                 raise _stale(project_id)
 
     @staticmethod
-    def _current(session: Session, project_id: str, etag: str) -> ProjectRow:
+    def _current(session: Session, project_id: str, etag: str, viewer: str | None) -> ProjectRow:
         row = session.get(ProjectRow, project_id)
         if row is None:
             raise project_not_found(project_id)
+        if viewer is not None and row.owner_id != viewer:
+            is_member = session.get(ProjectMemberRow, (project_id, viewer)) is not None
+            if not is_member:
+                raise project_not_found(project_id)  # the same answer as a missing id
+        # Reach is checked before the etag: a stale etag must not confirm existence.
         if etag and etag != etag_of(row.id, row.version):
             raise _stale(project_id)
         return row

@@ -22,4 +22,5 @@ def to_proto(project: Project) -> projects_pb2.Project:
         create_time=create_time,
         update_time=update_time,
         etag=project.etag,
+        member_ids=project.member_ids,
     )

@@ -1,11 +1,13 @@
-"""The server interceptor every service shares: metrics, validation, error mapping.
+"""The server interceptor every service shares: metrics, access, validation, error mapping.
 
 Each RPC handler is wrapped once, outermost first:
 
 1. metrics: ``grpc_server_started_total``, ``grpc_server_handled_total{grpc_code}`` and
    ``grpc_server_handling_seconds`` (the names go-grpc-prometheus made conventional);
-2. validation of the request against its protovalidate rules (our services only);
-3. error mapping: an ``ApiError`` becomes its rich status; any other exception is a
+2. access (when a ``Gate`` is given): authentication, the role table, limits and the
+   incoming deadline, before anything looks at the request (see ``server.access``);
+3. validation of the request against its protovalidate rules (our services only);
+4. error mapping: an ``ApiError`` becomes its rich status; any other exception is a
    defect, logged with its traceback and answered INTERNAL without internals.
 
 Health and reflection pass through the same metrics but skip validation.
@@ -18,7 +20,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 import grpc
 from prometheus_client import Counter, Histogram
@@ -43,6 +46,16 @@ HANDLING = Histogram(
 Behavior = Callable[..., Any]
 
 
+class Gate(Protocol):
+    """Admits a call (authentication, authorization, limits) for the duration of a block."""
+
+    def enter(
+        self, method: str, context: grpc.aio.ServicerContext, *, streaming: bool
+    ) -> AbstractAsyncContextManager[None]:
+        """Raise an ApiError to refuse the call; otherwise hold what it needs until exit."""
+        ...
+
+
 def _split(method: str) -> tuple[str, str]:
     service, _, name = method.lstrip("/").rpartition("/")
     return service, name
@@ -65,8 +78,11 @@ def _final_code(context: grpc.aio.ServicerContext, exc: BaseException | None) ->
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Wraps every handler with metrics, validation (``validate_prefixes``) and error mapping."""
 
-    def __init__(self, validate_prefixes: tuple[str, ...] = ("/agentic.",)) -> None:
+    def __init__(
+        self, validate_prefixes: tuple[str, ...] = ("/agentic.",), *, gate: Gate | None = None
+    ) -> None:
         self._validate_prefixes = validate_prefixes
+        self._gate = gate
         # grpc.aio calls intercept_service on every RPC; wrapping (closures, metric label
         # look-ups) is done once per method and reused, keeping it off the hot path.
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
@@ -92,29 +108,34 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         validate = method.startswith(self._validate_prefixes)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, service, name, validate, "unary"),
+                self._unary(handler.unary_unary, self._guard(service, name, "unary", validate)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, service, name, validate, "server_stream"),
+                self._stream(
+                    handler.unary_stream, self._guard(service, name, "server_stream", validate)
+                ),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
             # Only reflection uses bidi streams here; count it, leave it unvalidated.
             return grpc.stream_stream_rpc_method_handler(
-                self._stream(handler.stream_stream, service, name, False, "bidi_stream"),
+                self._stream(
+                    handler.stream_stream, self._guard(service, name, "bidi_stream", False)
+                ),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    @staticmethod
-    def _unary(behavior: Behavior, service: str, name: str, validate: bool, kind: str) -> Behavior:
-        guard = _Guard(service, name, kind, validate)
+    def _guard(self, service: str, name: str, kind: str, validate: bool) -> _Guard:
+        return _Guard(service, name, kind, validate, self._gate)
 
+    @staticmethod
+    def _unary(behavior: Behavior, guard: _Guard) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with guard.call(request, context):
                 return await behavior(request, context)
@@ -122,9 +143,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
     @staticmethod
-    def _stream(behavior: Behavior, service: str, name: str, validate: bool, kind: str) -> Behavior:
-        guard = _Guard(service, name, kind, validate)
-
+    def _stream(behavior: Behavior, guard: _Guard) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with guard.call(request, context):
                 result = behavior(request, context)
@@ -138,10 +157,18 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 class _Guard:
-    """Metrics, validation and error mapping around one method's calls (labels bound once)."""
+    """Metrics, access, validation and error mapping around one method's calls.
 
-    def __init__(self, service: str, name: str, kind: str, validate: bool) -> None:
+    Labels and the method's access settings are bound once, at first use of the method.
+    """
+
+    def __init__(
+        self, service: str, name: str, kind: str, validate: bool, gate: Gate | None
+    ) -> None:
         labels = (kind, service, name)
+        self._method = f"/{service}/{name}"
+        self._gate = gate
+        self._streaming = kind != "unary"
         self._labels = labels
         self._where = f"{service}/{name}"
         self._domain = service.rpartition(".")[0]  # the proto package, e.g. agentic.projects.v1
@@ -156,9 +183,15 @@ class _Guard:
         begin = time.perf_counter()
         failure: BaseException | None = None
         try:
-            if self._validate:
-                validate_request(request, domain=self._domain)
-            yield
+            if self._gate is None:
+                if self._validate:
+                    validate_request(request, domain=self._domain)
+                yield
+            else:
+                async with self._gate.enter(self._method, context, streaming=self._streaming):
+                    if self._validate:
+                        validate_request(request, domain=self._domain)
+                    yield
         except ApiError as error:
             await _abort(context, error)
         except Exception as exc:

@@ -23,6 +23,8 @@ import grpc
 from agentic.cache.v1 import cache_pb2, cache_pb2_grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
 
+from tests._identity import authorized_aio_channel
+
 __all__ = ["StampedeRound", "origin_loads", "run_stampede"]
 
 _ORIGIN_LOADS = "agentic_origin_loads_total"
@@ -82,7 +84,7 @@ async def run_stampede(
     deadline = time.monotonic() + time_limit_seconds
     results: list[StampedeRound] = []
     async with (
-        grpc.aio.insecure_channel(api_address) as api_channel,
+        authorized_aio_channel(api_address) as api_channel,
         grpc.aio.insecure_channel(sidecar_address) as sidecar_channel,
     ):
         projects = projects_pb2_grpc.ProjectServiceStub(api_channel)

@@ -15,6 +15,7 @@ import grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
 from pymemcache.client.base import Client
 
+from tests._identity import authorized_aio_channel
 from tests.bench._bare import METHOD, key_for
 from tests.bench._cpu import CpuMeter
 from tests.bench._measure import (
@@ -217,8 +218,8 @@ async def measure(stack: Stack, plan: Plan, progress: Callable[[str], None]) -> 
     # Client channels ignore proxy settings: all traffic stays on loopback.
     options = [("grpc.enable_http_proxy", 0)]
     async with (
-        grpc.aio.insecure_channel(stack.cached_api.address, options=options) as cached_ch,
-        grpc.aio.insecure_channel(stack.uncached_api.address, options=options) as uncached_ch,
+        authorized_aio_channel(stack.cached_api.address, options=options) as cached_ch,
+        authorized_aio_channel(stack.uncached_api.address, options=options) as uncached_ch,
         grpc.aio.insecure_channel(stack.bare_thread.address, options=options) as thread_ch,
         grpc.aio.insecure_channel(stack.bare_loop.address, options=options) as loop_ch,
         grpc.aio.insecure_channel(stack.bare_thread_hop2.address, options=options) as hop2_ch,

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import grpc
 from agentic.tasks.v1 import tasks_pb2_grpc
 
+from tests._identity import authorized_aio_channel
 from tests.bench._tasks_cpu import MachineMeter, TreeMeter
 from tests.bench._tasks_events import events_phase, storm_phase
 from tests.bench._tasks_load import QueueGauge
@@ -49,7 +49,7 @@ async def _phases(run: Run, exits: AsyncExitStack) -> None:
     exits.callback(raw_app.close)
     await asyncio.to_thread(declare, raw_app, run.broker_url, run.raw_queue)
     channel = await exits.enter_async_context(
-        grpc.aio.insecure_channel(run.server.address, options=[("grpc.enable_http_proxy", 0)])
+        authorized_aio_channel(run.server.address, options=[("grpc.enable_http_proxy", 0)])
     )
     stub = tasks_pb2_grpc.TaskServiceStub(channel)
     limit = run.plan.phase_time_limit_seconds

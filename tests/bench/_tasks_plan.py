@@ -68,6 +68,11 @@ ENV = {
     "AGENTIC_CANCEL_GRACE_SECONDS": "10",
     "AGENTIC_TASK_REAP_AFTER_SECONDS": "60",
     "AGENTIC_LOG_LEVEL": "INFO",
+    # One principal drives the whole load here, like a service account would: its
+    # per-principal limits are raised as an operator would raise them for one.
+    "AGENTIC_SUBMIT_RATE_PER_SECOND": "1000000",
+    "AGENTIC_SUBMIT_BURST": "1000000",
+    "AGENTIC_MAX_WATCH_STREAMS_PER_PRINCIPAL": "1000000",
 }
 _RABBITMQ_PORT = 5672
 

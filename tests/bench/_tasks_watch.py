@@ -19,6 +19,7 @@ import grpc
 from agentic.tasks.v1 import tasks_pb2 as pb
 from agentic.tasks.v1 import tasks_pb2_grpc
 
+from tests._identity import authorized_aio_channel
 from tests.bench._measure import error_name
 
 __all__ = [
@@ -127,7 +128,7 @@ class Channels:
 
     def __init__(self, address: str, count: int) -> None:
         self._channels = [
-            grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS) for _ in range(count)
+            authorized_aio_channel(address, options=_CHANNEL_OPTIONS) for _ in range(count)
         ]
         self.stubs = [tasks_pb2_grpc.TaskServiceStub(c) for c in self._channels]
 

@@ -16,6 +16,8 @@ from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
 from google.protobuf import field_mask_pb2
 
+from server.auth import Role
+from tests._identity import authorized_channel
 from tests._support import REPO, Service, free_port, start_service, wait_for
 from tests.cache_sidecar._support import Memcached, start_sidecar
 from tests.server.test_lifecycle import metric
@@ -72,7 +74,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         },
         tmp_path / "api",
     )
-    channel = grpc.insecure_channel(server.address)
+    channel = authorized_channel(server.address)
     stack = Stack(
         tmp_path,
         memcached,
@@ -225,3 +227,38 @@ def test_memcached_killed_mid_run_no_client_errors_and_no_old_values(stack: Stac
     assert not errors, errors[:3]
     assert not stale, stale[:3]
     assert get(stack, project.id).description == "v059"
+
+
+def test_cached_reads_are_checked_for_reach_like_database_reads(stack: Stack) -> None:
+    """A project in the cache is served only to principals who reach it (issue #5)."""
+    project = create(stack, owner="alice")
+    assert get(stack, project.id) == project  # the Administrator warms the cache
+    loads = stack.origin_loads()
+    with (
+        authorized_channel(stack.server.address, "alice", (Role.TECHNICAL_LEAD,)) as a,
+        authorized_channel(stack.server.address, "mallory", (Role.TECHNICAL_LEAD,)) as m,
+    ):
+        alice = projects_pb2_grpc.ProjectServiceStub(a)
+        mallory = projects_pb2_grpc.ProjectServiceStub(m)
+        request = pb.GetProjectRequest(id=project.id)
+        assert alice.GetProject(request, timeout=TIMEOUT).project == project
+        with pytest.raises(grpc.RpcError) as refused:
+            mallory.GetProject(request, timeout=TIMEOUT)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        assert stack.origin_loads() == loads, "both reads should have been cache hits"
+
+        # alice makes mallory a member: the write invalidates, and the new value admits her.
+        members = pb.UpdateProjectRequest(
+            id=project.id,
+            project=pb.Project(member_ids=["mallory"]),
+            update_mask=field_mask_pb2.FieldMask(paths=["member_ids"]),
+        )
+        alice.UpdateProject(members, timeout=TIMEOUT)
+        assert list(mallory.GetProject(request, timeout=TIMEOUT).project.member_ids) == ["mallory"]
+        # ...and taking it away is just as immediate, though the value is cached again.
+        members.project.ClearField("member_ids")
+        alice.UpdateProject(members, timeout=TIMEOUT)
+        assert alice.GetProject(request, timeout=TIMEOUT).project.member_ids == []
+        with pytest.raises(grpc.RpcError) as again:
+            mallory.GetProject(request, timeout=TIMEOUT)
+        assert again.value.code() == grpc.StatusCode.NOT_FOUND

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
@@ -16,6 +15,7 @@ from google.protobuf import field_mask_pb2
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from tests._identity import authorized_channel
 from tests._support import Service, free_port, start_service, wait_for
 from tests.cache_sidecar._support import Memcached, start_sidecar
 from tests.server.test_cached_reads import POLICY
@@ -86,8 +86,8 @@ def test_event_reaches_the_other_hosts_cache_when_sync_invalidation_fails(
         server_b = api(tmp_path, "api-b", db, port_b, exchange)
         started.append(server_b)
         with (
-            grpc.insecure_channel(server_a.address) as ch_a,
-            grpc.insecure_channel(server_b.address) as ch_b,
+            authorized_channel(server_a.address) as ch_a,
+            authorized_channel(server_b.address) as ch_b,
         ):
             a = projects_pb2_grpc.ProjectServiceStub(ch_a)
             b = projects_pb2_grpc.ProjectServiceStub(ch_b)

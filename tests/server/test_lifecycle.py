@@ -18,6 +18,7 @@ from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests._identity import authorized_channel
 from tests._support import REPO, start_service, wait_for
 from tests.conftest import Api
 
@@ -68,7 +69,7 @@ def test_sigterm_goes_not_serving_then_finishes_in_flight_and_exits_0(tmp_path: 
         "AGENTIC_SHUTDOWN_GRACE_SECONDS": "5",
     }
     service = start_service("server", env, tmp_path)
-    channel = grpc.insecure_channel(service.address)
+    channel = authorized_channel(service.address)
     try:
         health = health_pb2_grpc.HealthStub(channel)
         statuses: list[int] = []

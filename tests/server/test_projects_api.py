@@ -108,11 +108,21 @@ def test_duplicate_name_for_same_owner_is_already_exists(api: Api) -> None:
     [
         (pb.Project(name="", owner_id="alice"), "project.name"),
         (pb.Project(name="x" * 10_000, owner_id="alice"), "project.name"),
-        (pb.Project(name="ok", owner_id=""), "project.owner_id"),
+        (pb.Project(name="ok", owner_id="o" * 129), "project.owner_id"),
         (pb.Project(name="ok", owner_id="bad owner\r\n"), "project.owner_id"),
         (pb.Project(name="ok", owner_id="alice", description="d" * 4001), "project.description"),
+        (pb.Project(name="ok", owner_id="alice", member_ids=["bob", "bob"]), "project.member_ids"),
+        (pb.Project(name="ok", owner_id="alice", member_ids=["b b"]), "project.member_ids[0]"),
     ],
-    ids=["empty-name", "10kb-name", "no-owner", "crlf-owner", "long-description"],
+    ids=[
+        "empty-name",
+        "10kb-name",
+        "long-owner",
+        "crlf-owner",
+        "long-description",
+        "dup-members",
+        "bad-member",
+    ],
 )
 def test_bad_create_is_invalid_argument_and_writes_nothing(
     api: Api, project: pb.Project, field: str

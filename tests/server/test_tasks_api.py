@@ -20,7 +20,7 @@ from grpc_status import rpc_status
 from sqlalchemy import func, select
 
 from server.db import TaskOutboxRow
-from tests._support import postgres_database, wait_for
+from tests._support import health_status, postgres_database, wait_for
 from tests.workers._stack import (
     TIMEOUT,
     Stack,
@@ -291,6 +291,14 @@ def test_submit_fails_unavailable_when_the_database_is_down(
         request_id = str(uuid.uuid4())
         code, reason, _ = rich_error(lambda: submit(stub, request_id=request_id))
         assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+        # Health reflects it: with no database nothing can be served.
+        address = s.servers[-1].address
+        for service in ("", "dependency:database", "agentic.tasks.v1.TaskService"):
+            wait_for(
+                lambda service=service: health_status(address, service) == "NOT_SERVING",  # type: ignore[misc]
+                timeout=10,
+                message=f"health {service!r} to turn NOT_SERVING without the database",
+            )
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
@@ -307,5 +315,10 @@ def test_submit_fails_unavailable_when_the_database_is_down(
         return True
 
     wait_for(accepted, timeout=10, message="submit to succeed once the database is back")
+    wait_for(
+        lambda: health_status(s.servers[-1].address, "") == "SERVING",
+        timeout=10,
+        message="health to return to SERVING with the database",
+    )
     assert results[-1].attempt == 1
     assert results[-1].last_sequence == 1

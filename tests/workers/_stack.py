@@ -24,6 +24,7 @@ from agentic.tasks.v1 import tasks_pb2_grpc
 from sqlalchemy import Engine, func, select
 
 from server.db import TaskEventRow, TaskRow, make_engine
+from tests._identity import authorized_channel
 from tests._support import REPO, Service, start_service, wait_for
 
 BROKER_HOST = "127.0.0.1:5672"
@@ -101,7 +102,7 @@ class Stack:
         }
         service = start_service("server", env, self.workdir / "server")
         self.servers.append(service)
-        channel = grpc.insecure_channel(service.address)
+        channel = authorized_channel(service.address)
         self.channels.append(channel)
         return tasks_pb2_grpc.TaskServiceStub(channel)
 
@@ -180,6 +181,10 @@ def stack(workdir: Path, broker_url: str, database_url: str, **env: str) -> Iter
         "AGENTIC_CLAIM_LEASE_SECONDS": "3",
         "AGENTIC_CANCEL_GRACE_SECONDS": "1",
         "AGENTIC_LOG_LEVEL": "INFO",
+        # These tests drive many tasks as one principal; the limits have their own tests.
+        "AGENTIC_SUBMIT_RATE_PER_SECOND": "1000000",
+        "AGENTIC_SUBMIT_BURST": "1000000",
+        "AGENTIC_MAX_WATCH_STREAMS_PER_PRINCIPAL": "1000000",
         **env,
     }
     result = Stack(workdir=workdir / tag, database_url=database_url, env=base)

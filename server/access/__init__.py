@@ -1,0 +1,36 @@
+"""Access control of the API server: who calls (JWT), what they may call (role table),
+how much (limits), and by when the answer is due (deadlines).
+
+Object-level checks (which projects and tasks a caller reaches) live with the domain
+code in ``server.projects`` and ``server.tasks``; they take the principal explicitly.
+"""
+
+from server.access._context import (
+    SYSTEM,
+    current_principal,
+    deadline_remaining,
+    remaining_seconds,
+    set_deadline,
+    set_principal,
+)
+from server.access._gate import AccessControl, Authenticator
+from server.access._limits import ConcurrencyLimit, RateLimiter, StreamSlots
+from server.access._table import PUBLIC_PREFIXES, RPC_ROLES, allowed_roles, is_public
+
+__all__ = [
+    "PUBLIC_PREFIXES",
+    "RPC_ROLES",
+    "SYSTEM",
+    "AccessControl",
+    "Authenticator",
+    "ConcurrencyLimit",
+    "RateLimiter",
+    "StreamSlots",
+    "allowed_roles",
+    "current_principal",
+    "deadline_remaining",
+    "is_public",
+    "remaining_seconds",
+    "set_deadline",
+    "set_principal",
+]

@@ -1,0 +1,59 @@
+"""Function-level authorization: which roles may call which RPC (OWASP API5).
+
+One table, deny by default. A method missing from it is refused for everyone except
+through ``PUBLIC_METHODS`` (health and reflection, reachable without a token so load
+balancers and ``grpcurl describe`` work). A test walks every RPC of every service and
+fails when one is missing here, so a new RPC cannot ship open by accident.
+
+The README renders this table; ``tests/server/test_access_matrix.py`` checks every
+cell against real calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from server.auth import Role
+
+__all__ = ["PUBLIC_PREFIXES", "RPC_ROLES", "allowed_roles", "is_public"]
+
+_ADMIN = Role.ADMINISTRATOR
+_PM = Role.PROJECT_MANAGER
+_TL = Role.TECHNICAL_LEAD
+_SE = Role.SUPPORT_ENGINEER
+_EVERYONE = frozenset({_ADMIN, _PM, _TL, _SE})
+
+RPC_ROLES: Mapping[str, frozenset[Role]] = {
+    # Projects: managers create and delete; leads edit; everybody may read what they reach.
+    "/agentic.projects.v1.ProjectService/CreateProject": frozenset({_ADMIN, _PM}),
+    "/agentic.projects.v1.ProjectService/GetProject": _EVERYONE,
+    "/agentic.projects.v1.ProjectService/ListProjects": _EVERYONE,
+    "/agentic.projects.v1.ProjectService/UpdateProject": frozenset({_ADMIN, _PM, _TL}),
+    "/agentic.projects.v1.ProjectService/DeleteProject": frozenset({_ADMIN, _PM}),
+    # Tasks: probes are operational checks, run by leads and support; managers follow and
+    # cancel work in their projects; re-running a failed task is an operator action.
+    "/agentic.tasks.v1.TaskService/SubmitProbe": frozenset({_ADMIN, _TL, _SE}),
+    "/agentic.tasks.v1.TaskService/GetTask": _EVERYONE,
+    "/agentic.tasks.v1.TaskService/ListTasks": _EVERYONE,
+    "/agentic.tasks.v1.TaskService/WatchTask": _EVERYONE,
+    "/agentic.tasks.v1.TaskService/CancelTask": frozenset({_ADMIN, _PM, _TL}),
+    "/agentic.tasks.v1.TaskService/RetryTask": frozenset({_ADMIN, _TL, _SE}),
+}
+"""Full method name -> the roles that may call it. Everything else is denied."""
+
+PUBLIC_PREFIXES: tuple[str, ...] = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+"""Services reachable without a token: health checks and reflection (explicit allow-list)."""
+
+
+def is_public(method: str) -> bool:
+    """Whether ``method`` is on the no-token allow-list."""
+    return method.startswith(PUBLIC_PREFIXES)
+
+
+def allowed_roles(method: str) -> frozenset[Role]:
+    """The roles that may call ``method``; empty (nobody) when it is not in the table."""
+    return RPC_ROLES.get(method, frozenset())

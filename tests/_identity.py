@@ -1,0 +1,155 @@
+"""Test identities: one development key set per test process, tokens, and channels that
+carry a token on every call.
+
+Every API server a test starts (``tests._support.start_service("server", ...)``) trusts
+this key set unless the test configures its own, so fixtures get authenticated channels
+with one line: ``authorized_channel(address)`` (an Administrator by default).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from server.auth import DevKeys, Role
+
+__all__ = [
+    "ADMIN",
+    "Role",
+    "auth_env",
+    "authorized_aio_channel",
+    "authorized_channel",
+    "bearer",
+    "dev_keys",
+    "metadata",
+    "token",
+    "token_channel",
+]
+
+ADMIN = "test-admin"
+"""Subject of the default test principal, an Administrator."""
+
+
+@functools.cache
+def dev_keys() -> DevKeys:
+    """This process's key set, generated on first use (under the system temp directory)."""
+    keys = DevKeys(Path(tempfile.gettempdir()) / f"agentic-test-keys-{os.getpid()}")
+    keys.ensure()
+    return keys
+
+
+def auth_env() -> dict[str, str]:
+    """Environment for an API server that trusts ``dev_keys()``."""
+    return {"AGENTIC_AUTH_JWKS": str(dev_keys().jwks_path)}
+
+
+@functools.cache
+def token(subject: str = ADMIN, roles: tuple[Role, ...] = (Role.ADMINISTRATOR,)) -> str:
+    """A token valid for an hour (cached: reuse is what real clients do)."""
+    return dev_keys().mint(subject, list(roles), ttl_seconds=3600)
+
+
+def bearer(value: str) -> str:
+    """The ``authorization`` metadata value for ``value``."""
+    return f"Bearer {value}"
+
+
+def metadata(
+    subject: str = ADMIN, roles: tuple[Role, ...] = (Role.ADMINISTRATOR,)
+) -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying a token of ``subject`` with ``roles``."""
+    return (("authorization", bearer(token(subject, roles))),)
+
+
+def _with_metadata(details: Any, extra: Sequence[tuple[str, str]]) -> Any:
+    existing = list(details.metadata or ())
+    if any(key == "authorization" for key, _ in existing):
+        return details  # the test chose its own credentials for this call
+    return details._replace(metadata=[*existing, *extra])
+
+
+class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
+    def __init__(self, details: Any, extra: Sequence[tuple[str, str]]) -> None:
+        existing = list(details.metadata or ())
+        if not any(key == "authorization" for key, _ in existing):
+            existing.extend(extra)
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = existing
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+class _AddToken(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+):
+    def __init__(self, extra: Sequence[tuple[str, str]]) -> None:
+        self._extra = extra
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return continuation(_CallDetails(details, self._extra), request)
+
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return continuation(_CallDetails(details, self._extra), request)
+
+
+def authorized_channel(
+    address: str,
+    subject: str = ADMIN,
+    roles: tuple[Role, ...] = (Role.ADMINISTRATOR,),
+    *,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.Channel:
+    """A plaintext channel whose calls carry a token (unless a call sets its own)."""
+    return token_channel(address, token(subject, roles), options=options)
+
+
+def token_channel(
+    address: str, value: str, *, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.Channel:
+    """A plaintext channel whose calls carry the token ``value``."""
+    channel = grpc.insecure_channel(address, options=list(options))
+    return grpc.intercept_channel(channel, _AddToken((("authorization", bearer(value)),)))
+
+
+class _AioAddToken(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
+):
+    def __init__(self, extra: Sequence[tuple[str, str]]) -> None:
+        self._extra = extra
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return await continuation(_with_metadata(details, self._extra), request)
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return await continuation(_with_metadata(details, self._extra), request)
+
+
+def authorized_aio_channel(
+    address: str,
+    subject: str = ADMIN,
+    roles: tuple[Role, ...] = (Role.ADMINISTRATOR,),
+    *,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """An asyncio plaintext channel whose calls carry a token (unless a call sets its own)."""
+    return grpc.aio.insecure_channel(
+        address, options=list(options), interceptors=[_AioAddToken(metadata(subject, roles))]
+    )

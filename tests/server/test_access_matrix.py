@@ -1,0 +1,322 @@
+"""The authorization matrix: 4 roles x every RPC x {own object, another's, a missing one}.
+
+The expected role table is read from README.md (between the ``roles-table`` markers), so
+the documentation and the behaviour cannot drift apart: every cell is a real call against
+a real server process (SQLite and PostgreSQL), and the table must name every RPC of both
+services.
+
+Cell semantics, per RPC shape:
+
+- one object by id (Get/Update/Delete/Cancel/Retry/Watch): "own" is an object the caller
+  owns, "other" one of another owner, "missing" a random id. Allowed roles get OK on their
+  own, NOT_FOUND on another's (an Administrator: OK) and NOT_FOUND on a missing one.
+- create/submit: "own" leaves ``owner_id`` as the caller, "other" names another owner
+  (PERMISSION_DENIED unless Administrator), "missing" leaves ``owner_id`` empty (the
+  caller becomes the owner).
+- list: "own" filters on the caller (its object is listed), "other" on another owner (the
+  other's object is listed for an Administrator only; others get an empty page), "missing"
+  on an owner with nothing (an empty page).
+
+Roles the table denies get PERMISSION_DENIED in every cell, whatever the object.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from agentic.projects.v1 import projects_pb2 as ppb
+from agentic.projects.v1 import projects_pb2_grpc
+from agentic.tasks.v1 import tasks_pb2 as tpb
+from agentic.tasks.v1 import tasks_pb2_grpc
+from google.protobuf import field_mask_pb2
+
+from server.access import RPC_ROLES
+from server.auth import Role
+from tests._identity import authorized_channel
+from tests._support import REPO
+from tests.conftest import Api
+
+TIMEOUT = 10
+ROLE_COLUMNS = {
+    "Administrator": Role.ADMINISTRATOR,
+    "Project Manager": Role.PROJECT_MANAGER,
+    "Technical Lead": Role.TECHNICAL_LEAD,
+    "Support Engineer": Role.SUPPORT_ENGINEER,
+}
+STRANGER = "stranger"
+
+
+def documented_table() -> dict[str, frozenset[Role]]:
+    """README's role table: ``/package.Service/Method`` -> roles marked yes."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- roles-table: begin -->\n(.*?)<!-- roles-table: end -->", text, re.S)
+    assert block, "README.md has no roles-table block"
+    lines = [line for line in block.group(1).splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    roles = [ROLE_COLUMNS[name] for name in header[1:]]
+    table: dict[str, frozenset[Role]] = {}
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        service, method = cells[0].strip("`").split("/")
+        package = "agentic.projects.v1" if service == "ProjectService" else "agentic.tasks.v1"
+        allowed = {role for role, mark in zip(roles, cells[1:], strict=True) if mark == "yes"}
+        assert all(mark in {"yes", "no"} for mark in cells[1:]), line
+        table[f"/{package}.{service}/{method}"] = frozenset(allowed)
+    return table
+
+
+TABLE = documented_table()
+
+
+def every_rpc() -> list[str]:
+    """Every RPC of the API's services, from the generated descriptors."""
+    methods = []
+    for descriptor in (ppb.DESCRIPTOR, tpb.DESCRIPTOR):
+        for service in descriptor.services_by_name.values():
+            methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
+    return methods
+
+
+def test_the_documented_table_is_the_enforced_table_and_covers_every_rpc() -> None:
+    assert set(TABLE) == set(every_rpc()), "README's role table must list every RPC"
+    assert dict(RPC_ROLES) == TABLE, "server/access/_table.py and README.md disagree"
+
+
+# --- the world each cell runs in ---------------------------------------------------------
+
+
+@dataclass
+class Caller:
+    """One principal with one role, and stubs on a channel carrying its token."""
+
+    subject: str
+    role: Role
+    projects: projects_pb2_grpc.ProjectServiceStub
+    tasks: tasks_pb2_grpc.TaskServiceStub
+
+
+@pytest.fixture(scope="module")
+def callers(api: Api) -> Iterator[dict[Role, Caller]]:
+    """A caller per role, each its own principal."""
+    made: dict[Role, Caller] = {}
+    channels = []
+    for role in Role:
+        subject = f"{role.value.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+        channel = authorized_channel(api.service.address, subject, (role,))
+        channels.append(channel)
+        made[role] = Caller(
+            subject,
+            role,
+            projects_pb2_grpc.ProjectServiceStub(channel),
+            tasks_pb2_grpc.TaskServiceStub(channel),
+        )
+    yield made
+    for channel in channels:
+        channel.close()
+
+
+def admin_tasks(api: Api) -> tasks_pb2_grpc.TaskServiceStub:
+    return tasks_pb2_grpc.TaskServiceStub(api.channel)
+
+
+def new_project(api: Api, owner: str) -> ppb.Project:
+    """A project of ``owner``, made by the suite's Administrator."""
+    request = ppb.CreateProjectRequest(
+        project=ppb.Project(name=f"p-{uuid.uuid4().hex[:10]}", owner_id=owner)
+    )
+    project: ppb.Project = api.projects.CreateProject(request, timeout=TIMEOUT).project
+    return project
+
+
+def new_task(api: Api, owner: str, *, cancelled: bool = False) -> tpb.Task:
+    """A pending (no broker: it stays so) or cancelled probe of ``owner``."""
+    stub = admin_tasks(api)
+    task: tpb.Task = stub.SubmitProbe(
+        tpb.SubmitProbeRequest(
+            request_id=str(uuid.uuid4()), owner_id=owner, probe=tpb.ProbeSpec(steps=1)
+        ),
+        timeout=TIMEOUT,
+    ).task
+    if cancelled:
+        task = stub.CancelTask(tpb.CancelTaskRequest(id=task.id), timeout=TIMEOUT).task
+    return task
+
+
+Action = Callable[[Api, Caller, str], Any]
+"""Does the call of one cell: (api, caller, case) -> the response (raises RpcError)."""
+
+
+def _target_owner(caller: Caller, case: str) -> str:
+    return {"own": caller.subject, "other": STRANGER, "missing": ""}[case]
+
+
+def _object_id(api: Api, caller: Caller, case: str, make: Callable[[str], str]) -> str:
+    if case == "missing":
+        return str(uuid.uuid4())
+    return make(caller.subject if case == "own" else STRANGER)
+
+
+def create_project(api: Api, caller: Caller, case: str) -> Any:
+    project = ppb.Project(name=f"c-{uuid.uuid4().hex[:10]}", owner_id=_target_owner(caller, case))
+    made = caller.projects.CreateProject(ppb.CreateProjectRequest(project=project), timeout=TIMEOUT)
+    expected_owner = project.owner_id or caller.subject
+    assert made.project.owner_id == expected_owner
+    return made
+
+
+def get_project(api: Api, caller: Caller, case: str) -> Any:
+    pid = _object_id(api, caller, case, lambda owner: new_project(api, owner).id)
+    got = caller.projects.GetProject(ppb.GetProjectRequest(id=pid), timeout=TIMEOUT)
+    assert got.project.id == pid
+    return got
+
+
+def list_projects(api: Api, caller: Caller, case: str) -> Any:
+    owner = {"own": caller.subject, "other": STRANGER, "missing": f"nobody-{uuid.uuid4().hex}"}[
+        case
+    ]
+    made = new_project(api, owner) if case != "missing" else None
+    page = caller.projects.ListProjects(
+        ppb.ListProjectsRequest(owner_id=owner, page_size=1000), timeout=TIMEOUT
+    )
+    ids = {p.id for p in page.projects}
+    if made is not None and made.id in ids:
+        return "listed"
+    return ids or "empty"
+
+
+def update_project(api: Api, caller: Caller, case: str) -> Any:
+    pid = _object_id(api, caller, case, lambda owner: new_project(api, owner).id)
+    request = ppb.UpdateProjectRequest(
+        id=pid,
+        project=ppb.Project(description="changed"),
+        update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+    )
+    updated = caller.projects.UpdateProject(request, timeout=TIMEOUT)
+    assert updated.project.description == "changed"
+    return updated
+
+
+def delete_project(api: Api, caller: Caller, case: str) -> Any:
+    pid = _object_id(api, caller, case, lambda owner: new_project(api, owner).id)
+    return caller.projects.DeleteProject(ppb.DeleteProjectRequest(id=pid), timeout=TIMEOUT)
+
+
+def submit_probe(api: Api, caller: Caller, case: str) -> Any:
+    request = tpb.SubmitProbeRequest(
+        request_id=str(uuid.uuid4()),
+        owner_id=_target_owner(caller, case),
+        probe=tpb.ProbeSpec(steps=1),
+    )
+    made = caller.tasks.SubmitProbe(request, timeout=TIMEOUT)
+    assert made.task.owner_id == (request.owner_id or caller.subject)
+    return made
+
+
+def get_task(api: Api, caller: Caller, case: str) -> Any:
+    tid = _object_id(api, caller, case, lambda owner: new_task(api, owner).id)
+    got = caller.tasks.GetTask(tpb.GetTaskRequest(id=tid), timeout=TIMEOUT)
+    assert got.task.id == tid
+    return got
+
+
+def list_tasks(api: Api, caller: Caller, case: str) -> Any:
+    owner = {"own": caller.subject, "other": STRANGER, "missing": f"nobody-{uuid.uuid4().hex}"}[
+        case
+    ]
+    made = new_task(api, owner) if case != "missing" else None
+    page = caller.tasks.ListTasks(
+        tpb.ListTasksRequest(owner_id=owner, page_size=1000), timeout=TIMEOUT
+    )
+    ids = {t.id for t in page.tasks}
+    if made is not None and made.id in ids:
+        return "listed"
+    return ids or "empty"
+
+
+def cancel_task(api: Api, caller: Caller, case: str) -> Any:
+    tid = _object_id(api, caller, case, lambda owner: new_task(api, owner).id)
+    done = caller.tasks.CancelTask(tpb.CancelTaskRequest(id=tid), timeout=TIMEOUT)
+    assert done.task.state == tpb.TASK_STATE_CANCELLED
+    return done
+
+
+def retry_task(api: Api, caller: Caller, case: str) -> Any:
+    tid = _object_id(api, caller, case, lambda owner: new_task(api, owner, cancelled=True).id)
+    again = caller.tasks.RetryTask(tpb.RetryTaskRequest(id=tid), timeout=TIMEOUT)
+    assert again.task.state == tpb.TASK_STATE_PENDING
+    return again
+
+
+def watch_task(api: Api, caller: Caller, case: str) -> Any:
+    tid = _object_id(api, caller, case, lambda owner: new_task(api, owner).id)
+    stream = caller.tasks.WatchTask(tpb.WatchTaskRequest(id=tid), timeout=TIMEOUT)
+    try:
+        first = next(stream)  # the replayed first event; the task stays pending
+        assert first.event.task.id == tid
+        return first
+    finally:
+        stream.cancel()
+
+
+ACTIONS: dict[str, Action] = {
+    "/agentic.projects.v1.ProjectService/CreateProject": create_project,
+    "/agentic.projects.v1.ProjectService/GetProject": get_project,
+    "/agentic.projects.v1.ProjectService/ListProjects": list_projects,
+    "/agentic.projects.v1.ProjectService/UpdateProject": update_project,
+    "/agentic.projects.v1.ProjectService/DeleteProject": delete_project,
+    "/agentic.tasks.v1.TaskService/SubmitProbe": submit_probe,
+    "/agentic.tasks.v1.TaskService/GetTask": get_task,
+    "/agentic.tasks.v1.TaskService/ListTasks": list_tasks,
+    "/agentic.tasks.v1.TaskService/CancelTask": cancel_task,
+    "/agentic.tasks.v1.TaskService/RetryTask": retry_task,
+    "/agentic.tasks.v1.TaskService/WatchTask": watch_task,
+}
+CREATES = {
+    "/agentic.projects.v1.ProjectService/CreateProject",
+    "/agentic.tasks.v1.TaskService/SubmitProbe",
+}
+LISTS = {
+    "/agentic.projects.v1.ProjectService/ListProjects",
+    "/agentic.tasks.v1.TaskService/ListTasks",
+}
+
+
+def expected(method: str, role: Role, case: str) -> str:
+    """The outcome the documented table and the object rules call for."""
+    if role not in TABLE[method]:
+        return "PERMISSION_DENIED"
+    admin = role is Role.ADMINISTRATOR
+    if method in CREATES:
+        return "PERMISSION_DENIED" if case == "other" and not admin else "OK"
+    if method in LISTS:
+        return {"own": "listed", "other": "listed" if admin else "empty", "missing": "empty"}[case]
+    if case == "own" or (case == "other" and admin):
+        return "OK"
+    return "NOT_FOUND"
+
+
+def test_every_rpc_has_an_action() -> None:
+    assert set(ACTIONS) == set(every_rpc())
+
+
+@pytest.mark.parametrize("case", ["own", "other", "missing"])
+@pytest.mark.parametrize("role", list(Role), ids=[r.value for r in Role])
+@pytest.mark.parametrize("method", sorted(ACTIONS), ids=lambda m: m.rsplit("/", 1)[1])
+def test_matrix_cell(
+    api: Api, callers: dict[Role, Caller], method: str, role: Role, case: str
+) -> None:
+    want = expected(method, role, case)
+    try:
+        result = ACTIONS[method](api, callers[role], case)
+        got = result if method in LISTS else "OK"
+        detail = ""
+    except grpc.RpcError as error:
+        got, detail = error.code().name, error.details() or ""
+    assert got == want, f"{method} as {role.value} on {case}: {got} ({detail}), expected {want}"
