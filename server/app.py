@@ -190,6 +190,7 @@ def create_server(config: ServerConfig) -> App:
         tasks,
         submits=RateLimiter(config.submit_rate_per_second, config.submit_burst, what="submit"),
         watches=StreamSlots(config.max_watch_streams_per_principal, what="WatchTask"),
+        project_reach=projects.reaches,
     )
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(task_service, server)
     health_servicer = health.aio.HealthServicer()

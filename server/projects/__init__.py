@@ -2,7 +2,13 @@
 
 from server.projects._facade import Projects, viewer_of
 from server.projects._service import ProjectService
-from server.projects._store import Page, Project, ProjectStore, reach_condition
+from server.projects._store import (
+    Page,
+    Project,
+    ProjectStore,
+    project_not_found,
+    reach_condition,
+)
 from server.projects._wire import to_proto
 
 __all__ = [
@@ -11,6 +17,7 @@ __all__ = [
     "ProjectService",
     "ProjectStore",
     "Projects",
+    "project_not_found",
     "reach_condition",
     "to_proto",
     "viewer_of",

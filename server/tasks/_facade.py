@@ -226,6 +226,7 @@ class Tasks:
         owner_id: str,
         priority: int,
         request_id: str,
+        project_id: str = "",
     ) -> tasks_pb2.Task:
         """Accept a task durably (idempotent on request_id); OK means it was committed.
 
@@ -240,6 +241,7 @@ class Tasks:
                 priority=priority,
                 request_id=request_id,
                 request_hash=request_hash(kind, request),
+                project_id=project_id or None,
             )
         )
         await self._publish_quietly(submitted.publish)

@@ -41,6 +41,7 @@ class TaskRecord:
     start_time: datetime | None
     end_time: datetime | None
     last_sequence: int
+    project_id: str | None = None
 
 
 COLUMNS = tuple(f.name for f in fields(TaskRecord))

@@ -9,13 +9,14 @@ per-principal cap on open WatchTask streams.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
 from server.access import RateLimiter, StreamSlots, current_principal
-from server.projects import viewer_of
+from server.auth import Principal
+from server.projects import project_not_found, viewer_of
 from server.rpc import PermissionDenied
 from server.tasks._facade import Tasks
 from server.tasks._metrics import SUBMITS, WATCH_STREAMS
@@ -25,10 +26,18 @@ from server.tasks._wire import DOMAIN
 class TaskService(tasks_pb2_grpc.TaskServiceServicer):
     """agentic.tasks.v1.TaskService over the Tasks facade."""
 
-    def __init__(self, tasks: Tasks, *, submits: RateLimiter, watches: StreamSlots) -> None:
+    def __init__(
+        self,
+        tasks: Tasks,
+        *,
+        submits: RateLimiter,
+        watches: StreamSlots,
+        project_reach: Callable[[str, Principal], Awaitable[bool]],
+    ) -> None:
         self._tasks = tasks
         self._submits = submits
         self._watches = watches
+        self._project_reach = project_reach
 
     async def SubmitProbe(
         self, request: tasks_pb2.SubmitProbeRequest, context: grpc.aio.ServicerContext
@@ -45,6 +54,8 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
                 reason="OWNER_NOT_CALLER",
                 domain=DOMAIN,
             )
+        if request.project_id and not await self._project_reach(request.project_id, principal):
+            raise project_not_found(request.project_id)  # as if it did not exist
         self._submits.acquire(principal.subject)
         task = await self._tasks.submit(
             kind=tasks_pb2.TASK_KIND_PROBE,
@@ -53,6 +64,7 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
             owner_id=request.owner_id,
             priority=request.priority,
             request_id=request.request_id,
+            project_id=request.project_id,
         )
         SUBMITS.labels("probe").inc()
         return tasks_pb2.SubmitProbeResponse(task=task)

@@ -92,6 +92,7 @@ class NewTask:
     priority: int
     request_id: str
     request_hash: str
+    project_id: str | None = None
 
 
 def _new_record(request: NewTask, time: datetime) -> TaskRecord:
@@ -101,6 +102,7 @@ def _new_record(request: NewTask, time: datetime) -> TaskRecord:
         state=S.TASK_STATE_PENDING,
         priority=request.priority or S.PRIORITY_NORMAL,
         owner_id=request.owner_id,
+        project_id=request.project_id,
         request_id=request.request_id,
         request_hash=request.request_hash,
         spec=request.spec,
@@ -223,13 +225,14 @@ class TaskStore:
         priority: int,
         request_id: str,
         request_hash: str,
+        project_id: str | None = None,
     ) -> Submitted:
         """Create the task, its first event and its outbox row in one transaction.
 
         The same request_id with the same request hash returns the existing task; with a
         different hash it is ALREADY_EXISTS (REQUEST_ID_REUSED).
         """
-        request = NewTask(kind, spec, owner_id, priority, request_id, request_hash)
+        request = NewTask(kind, spec, owner_id, priority, request_id, request_hash, project_id)
         result = self.submit_many([request])[0]
         if isinstance(result, AlreadyExists):
             raise result

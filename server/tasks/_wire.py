@@ -112,6 +112,7 @@ def to_proto(record: TaskRecord) -> tasks_pb2.Task:
         attempt=record.attempt,
         priority=record.priority,  # type: ignore[arg-type]
         owner_id=record.owner_id,
+        project_id=record.project_id or "",
         request_id=record.request_id,
         create_time=_timestamp(record.create_time),
         start_time=_timestamp(record.start_time),

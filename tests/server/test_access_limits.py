@@ -170,6 +170,64 @@ def test_members_reach_the_project_but_cannot_change_who_does(api: Api) -> None:
         assert list(still.project.member_ids) == [member]
 
 
+def test_tasks_of_a_project_are_reached_by_its_members(api: Api) -> None:
+    tag = uuid.uuid4().hex[:6]
+    owner, member, stranger = f"lead-{tag}", f"support-{tag}", f"outsider-{tag}"
+    lead = (Role.PROJECT_MANAGER, Role.TECHNICAL_LEAD)
+    with (
+        authorized_channel(api.service.address, owner, lead) as o,
+        authorized_channel(api.service.address, member, (Role.SUPPORT_ENGINEER,)) as m,
+        authorized_channel(api.service.address, stranger, (Role.SUPPORT_ENGINEER,)) as x,
+    ):
+        project = (
+            _project_stub(o)
+            .CreateProject(
+                ppb.CreateProjectRequest(project=ppb.Project(name="ops", member_ids=[member])),
+                timeout=TIMEOUT,
+            )
+            .project
+        )
+
+        def probe(project_id: str) -> tpb.SubmitProbeRequest:
+            return tpb.SubmitProbeRequest(
+                request_id=str(uuid.uuid4()), project_id=project_id, probe=tpb.ProbeSpec(steps=1)
+            )
+
+        task = _task_stub(o).SubmitProbe(probe(project.id), timeout=TIMEOUT).task
+        assert (task.owner_id, task.project_id) == (owner, project.id)
+        as_member, as_stranger = _task_stub(m), _task_stub(x)
+        assert as_member.GetTask(tpb.GetTaskRequest(id=task.id), timeout=TIMEOUT).task == task
+        listed = as_member.ListTasks(tpb.ListTasksRequest(), timeout=TIMEOUT)
+        assert [t.id for t in listed.tasks] == [task.id]
+        stream = as_member.WatchTask(tpb.WatchTaskRequest(id=task.id), timeout=TIMEOUT)
+        assert next(stream).event.task.id == task.id
+        stream.cancel()
+        with pytest.raises(grpc.RpcError) as hidden:
+            as_stranger.GetTask(tpb.GetTaskRequest(id=task.id), timeout=TIMEOUT)
+        assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+        assert list(as_stranger.ListTasks(tpb.ListTasksRequest(), timeout=TIMEOUT).tasks) == []
+        # Nobody files a task under a project they do not reach, or one that does not exist.
+        for who, project_id in ((as_stranger, project.id), (as_member, str(uuid.uuid4()))):
+            with pytest.raises(grpc.RpcError) as refused:
+                who.SubmitProbe(probe(project_id), timeout=TIMEOUT)
+            assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as malformed:
+            as_member.SubmitProbe(probe("not-a-uuid"), timeout=TIMEOUT)
+        assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Leaving the project takes the task out of reach at once.
+        _project_stub(o).UpdateProject(
+            ppb.UpdateProjectRequest(
+                id=project.id,
+                project=ppb.Project(),
+                update_mask=field_mask_pb2.FieldMask(paths=["member_ids"]),
+            ),
+            timeout=TIMEOUT,
+        )
+        with pytest.raises(grpc.RpcError) as gone:
+            as_member.GetTask(tpb.GetTaskRequest(id=task.id), timeout=TIMEOUT)
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 # --- limits ------------------------------------------------------------------------------
 
 STREAMS = 3
