@@ -97,17 +97,17 @@ def _where(figures: list[TaskFigure], plan: TaskPlan) -> list[str]:
             f"- Open loop: {paced.load}, {paced.per_second:.0f}/s completed, p50 "
             f"{paced.p50_ms:.1f} ms. When that p50 is far above the sequential one, the "
             "server did not keep up with 80% of the rate it reached with "
-            f"{plan.in_flight} in flight and calls queued (in the database thread pool and "
-            "behind the single publishing thread, one confirmed publish at a time)."
+            f"{plan.in_flight} in flight and calls queued (for the group commit of submits "
+            "and the publisher thread's confirm batches): saturation is set by CPU."
         )
     raw_d = _find(figures, "raw Celery no-op drain")
     pipe_d = _find(figures, "no-op probe drain")
     if raw_d and pipe_d and raw_d.cpu_ms and pipe_d.cpu_ms:
         lines.append(
             f"- No-op task: the pipeline spends {_cpu_line(pipe_d)} of CPU per task, raw "
-            f"Celery {_cpu_line(raw_d)}; every pipeline task is three database transactions "
-            "and a read (claim, cancel check, progress, finish), three event notifications "
-            "published with confirms, and a watchdog thread."
+            f"Celery {_cpu_line(raw_d)}; every pipeline task is four PostgreSQL round trips "
+            "(read, claim, progress, finish; three of them commits that wait for the disk), "
+            "three event notifications (without confirms) and Celery's time-limit timers."
         )
     base = _find(figures, "event latency, 1 watcher")
     many = _find(figures, f"event latency, {plan.watchers}")
@@ -118,27 +118,25 @@ def _where(figures: list[TaskFigure], plan: TaskPlan) -> list[str]:
             f"- Events: with one watcher per task an event reaches its watcher in "
             f"{base.p50_ms:.1f} ms at p50 (commit, notification through the fanout exchange, "
             f"one database read, the stream); with {per_task} watchers per task, "
-            f"{many.p50_ms:.1f} ms: every watcher of a task re-reads the task and its events "
-            f"from PostgreSQL on each notification, {per_task} reads per event through "
-            "8 database threads"
+            f"{many.p50_ms:.1f} ms: the task's feed reads the event once and sends it to its "
+            f"{per_task} streams one after another on one event loop"
             + (
                 ""
                 if not server
                 else f", {server:.2f} ms of API server CPU per delivered event (one server "
                 f"process, one GIL: at most about {1000 / server:.0f} deliveries/s)"
             )
-            + f". Idle watchers also re-read every heartbeat interval (5 s): "
-            f"{plan.storm_watchers} idle watchers alone ask for {plan.storm_watchers // 5} "
-            "reads/s."
+            + ". Idle streams cost no reads: one safety re-read per task per heartbeat "
+            "interval (5 s)."
         )
     connect = _find(figures, "storm:")
     resume = _find(figures, "storm:") if connect is None else _find(figures[::-1], "storm:")
     if connect and resume and connect.per_second and resume.per_second:
         lines.append(
             f"- Storm: {connect.count} streams connected at {connect.per_second:.0f}/s and "
-            f"{resume.count} resumed at {resume.per_second:.0f}/s; each is one read of the "
-            "task and its events in the database thread pool, while every stream already "
-            "open re-reads at its next event or heartbeat."
+            f"{resume.count} resumed at {resume.per_second:.0f}/s; a resuming stream within "
+            "its feed's window is served from memory, one further behind reads its missing "
+            "events once."
         )
     return lines
 
