@@ -124,10 +124,7 @@ def token_channel(
     return grpc.intercept_channel(channel, _AddToken((("authorization", bearer(value)),)))
 
 
-class _AioAddToken(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-):
+class _AioUnaryToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     def __init__(self, extra: Sequence[tuple[str, str]]) -> None:
         self._extra = extra
 
@@ -135,6 +132,13 @@ class _AioAddToken(
         self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
         return await continuation(_with_metadata(details, self._extra), request)
+
+
+class _AioStreamToken(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    # A separate class: grpc.aio files each interceptor under the first kind it is an
+    # instance of, so one object implementing both would never see streams.
+    def __init__(self, extra: Sequence[tuple[str, str]]) -> None:
+        self._extra = extra
 
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], details: Any, request: Any
@@ -150,6 +154,9 @@ def authorized_aio_channel(
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
     """An asyncio plaintext channel whose calls carry a token (unless a call sets its own)."""
+    extra = metadata(subject, roles)
     return grpc.aio.insecure_channel(
-        address, options=list(options), interceptors=[_AioAddToken(metadata(subject, roles))]
+        address,
+        options=list(options),
+        interceptors=[_AioUnaryToken(extra), _AioStreamToken(extra)],
     )
