@@ -28,6 +28,7 @@ import asyncio
 import enum
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -37,6 +38,7 @@ import grpc
 from agentic.cache.v1 import cache_pb2, cache_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client import Counter
 
 __all__ = [
     "CacheClient",
@@ -67,6 +69,13 @@ _REJECTED = frozenset(
 _TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 _BACKOFF_FIRST_SECONDS = 0.02
 _BACKOFF_MAX_SECONDS = 0.5
+_WARN_INTERVAL_SECONDS = 60.0
+
+UNAVAILABLE = Counter(
+    "agentic_cache_client_unavailable_total",
+    "Calls to the cache sidecar that failed as unavailable (the origin answered instead).",
+    ("code",),
+)
 
 
 class CacheClientError(Exception):
@@ -162,6 +171,7 @@ class CacheClient:
         self._invalidate_timeout = invalidate_timeout_seconds
         self._owns_channel = owns_channel
         self._caller_deadline = caller_deadline
+        self._warned_at = -_WARN_INTERVAL_SECONDS
 
     @classmethod
     def connect(
@@ -283,10 +293,29 @@ class CacheClient:
         return seconds if left is None else max(0.0, min(seconds, left))
 
     async def _call(self, method: Any, request: Any, deadline_seconds: float) -> Any:
+        timeout = self._bounded(deadline_seconds)
+        if timeout <= 0:  # nobody waits for the answer any more: do not even send it
+            UNAVAILABLE.labels("DEADLINE_EXCEEDED").inc()
+            raise CacheUnavailable(
+                "cache sidecar: the caller's deadline has passed", grpc.StatusCode.DEADLINE_EXCEEDED
+            )
         try:
-            return await method(request, timeout=self._bounded(deadline_seconds))
+            return await method(request, timeout=timeout)
         except grpc.RpcError as exc:
-            raise _translate(exc) from None
+            error = _translate(exc)
+            if isinstance(error, CacheUnavailable):
+                code = error.code.name if error.code is not None else "UNKNOWN"
+                UNAVAILABLE.labels(code).inc()
+                self._warn(code)
+            raise error from None
+
+    def _warn(self, code: str) -> None:
+        # A sidecar that refuses us (say a missing client certificate) is otherwise silent:
+        # reads fall back to the origin. Say so, at most once a minute.
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_INTERVAL_SECONDS:
+            self._warned_at = now
+            _log.warning("cache sidecar unavailable (%s); reading from the origin", code)
 
     async def _retrying(self, method: Any, request: Any) -> Any:
         loop = asyncio.get_running_loop()
