@@ -16,46 +16,24 @@ import pytest
 from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from kombu.connection import Connection
-from kombu.entity import Exchange, Queue
 
 from tests._identity import token_channel
 from tests._support import REPO, free_port, wait_for
-
-BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+from tests.workers._stack import private_vhost
 
 
 @pytest.fixture
 def broker_names() -> Iterator[dict[str, str]]:
-    """Unique event exchange and sidecar queue on the shared broker, deleted afterwards."""
-    tag = uuid.uuid4().hex[:10]
-    names = {
-        "AGENTIC_EVENTS_EXCHANGE": f"agentic.test.events.{tag}",
-        "AGENTIC_CACHE_EVENTS_EXCHANGE": f"agentic.test.events.{tag}",
-        "AGENTIC_CACHE_EVENTS_QUEUE": f"agentic.test.cache.{tag}",
-        "AGENTIC_TASK_QUEUE": f"agentic.test.tasks.{tag}",
-        "AGENTIC_TASK_EVENTS_EXCHANGE": f"agentic.test.task-events.{tag}",
-    }
-    yield names
-    tasks = names["AGENTIC_TASK_QUEUE"]
-    with Connection(BROKER) as conn:
-        channel = conn.default_channel
-        for queue in (names["AGENTIC_CACHE_EVENTS_QUEUE"], tasks, f"{tasks}.dlq"):
-            Queue(queue).bind(channel).delete()
-        for exchange in (
-            names["AGENTIC_EVENTS_EXCHANGE"],
-            names["AGENTIC_TASK_EVENTS_EXCHANGE"],
-            tasks,
-            f"{tasks}.dlx",
-        ):
-            Exchange(exchange).bind(channel).delete()
+    """The running broker, but a private vhost of it (deleted afterwards, with whatever the
+    stack's worker declared there, Celery's own exchanges included)."""
+    with private_vhost() as url:
+        yield {"AGENTIC_BROKER_URL": url}
 
 
 def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path, broker_names: dict[str, str]) -> None:
     env = {
-        **broker_names,
-        "AGENTIC_BROKER_URL": BROKER,
         **os.environ,
+        **broker_names,
         "AGENTIC_RUN_DIR": str(tmp_path),
         "AGENTIC_LISTEN_ADDRESS": "127.0.0.1:0",
         "AGENTIC_METRICS_ADDRESS": "127.0.0.1:0",
