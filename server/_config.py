@@ -128,6 +128,10 @@ class ServerConfig:
     auth_jwks_refresh_seconds: float = 30.0
     """AGENTIC_AUTH_JWKS_REFRESH_SECONDS: at most one JWKS re-read per this interval, done
     when a token names an unknown kid (key rotation); a failed re-read keeps the old keys."""
+    auth_jwks_max_age_seconds: float = 300.0
+    """AGENTIC_AUTH_JWKS_MAX_AGE_SECONDS: the JWKS is also re-read this often, so a key
+    removed from it (retired, compromised) stops being trusted within this time even when
+    no token names an unknown kid."""
     auth_token_cache_seconds: float = 60.0
     """AGENTIC_AUTH_TOKEN_CACHE_SECONDS: a verified token is trusted this long without a new
     signature check (never past its exp); also how long a key removed from the JWKS keeps
@@ -262,6 +266,9 @@ class ServerConfig:
             auth_leeway_seconds=_float(e, "AGENTIC_AUTH_LEEWAY_SECONDS", d.auth_leeway_seconds),
             auth_jwks_refresh_seconds=_positive(
                 e, "AGENTIC_AUTH_JWKS_REFRESH_SECONDS", d.auth_jwks_refresh_seconds
+            ),
+            auth_jwks_max_age_seconds=_positive(
+                e, "AGENTIC_AUTH_JWKS_MAX_AGE_SECONDS", d.auth_jwks_max_age_seconds
             ),
             auth_token_cache_seconds=_float(
                 e, "AGENTIC_AUTH_TOKEN_CACHE_SECONDS", d.auth_token_cache_seconds

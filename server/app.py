@@ -59,6 +59,7 @@ class App:
     tasks: Tasks
     engine: Engine
     dependencies: DependencyHealth
+    keys: JwksKeySet | None
 
     async def close(self) -> None:
         """Release what the server owns, after it stopped."""
@@ -95,17 +96,23 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
-def access_control(config: ServerConfig) -> AccessControl:
-    """Authentication (a JWKS-backed RS256 verifier, unless switched off) and call limits.
+def jwks(config: ServerConfig) -> JwksKeySet | None:
+    """The token-signing keys (None when authentication is off).
 
     A JWKS that cannot be read stops the start with JwksError: a server that could verify
     nobody must not look healthy.
     """
+    if not config.auth_enabled:
+        return None
+    return JwksKeySet.load(
+        config.auth_jwks, min_refresh_interval_seconds=config.auth_jwks_refresh_seconds
+    )
+
+
+def access_control(config: ServerConfig, keys: JwksKeySet | None) -> AccessControl:
+    """Authentication (an RS256 verifier over ``keys``, unless switched off) and call limits."""
     verifier = None
-    if config.auth_enabled:
-        keys = JwksKeySet.load(
-            config.auth_jwks, min_refresh_interval_seconds=config.auth_jwks_refresh_seconds
-        )
+    if keys is not None:
         verifier = TokenVerifier(
             keys,
             issuer=config.auth_issuer,
@@ -118,6 +125,17 @@ def access_control(config: ServerConfig) -> AccessControl:
         token_cache_seconds=config.auth_token_cache_seconds,
         concurrency=ConcurrencyLimit(config.max_concurrent_rpcs),
     )
+
+
+async def refresh_keys_forever(keys: JwksKeySet, every_seconds: float) -> None:
+    """Re-read the JWKS every ``every_seconds``: a key dropped from it stops being trusted
+    even if no token ever names an unknown kid (a failed read keeps the keys it had)."""
+    while True:
+        await asyncio.sleep(every_seconds)
+        try:
+            await keys.refresh()
+        except Exception:  # refresh() keeps the cached keys; never let the loop die
+            log.warning("periodic JWKS refresh failed", exc_info=True)
 
 
 def _cache_client(config: ServerConfig) -> CacheClient | None:
@@ -167,6 +185,7 @@ def create_server(config: ServerConfig) -> App:
         migrate(engine)
     install_statement_deadlines(engine)  # after migrating: DDL runs without a deadline
     executor = ThreadPoolExecutor(config.db_pool_size, thread_name_prefix="db")
+    keys = jwks(config)
     cache = _cache_client(config)
     publisher: Publisher = (
         AmqpPublisher(config.events_url, config.events_exchange)
@@ -182,7 +201,7 @@ def create_server(config: ServerConfig) -> App:
     )
     tasks = Tasks.from_config(engine, executor, config)
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(gate=access_control(config))],
+        interceptors=[ServiceInterceptor(gate=access_control(config, keys))],
         options=server_options(config),
     )
     projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectService(projects), server)
@@ -216,6 +235,7 @@ def create_server(config: ServerConfig) -> App:
         tasks=tasks,
         engine=engine,
         dependencies=dependencies,
+        keys=keys,
     )
 
 
@@ -241,6 +261,13 @@ async def serve(config: ServerConfig) -> None:
     metrics_port = _start_metrics(config.metrics_address)
     await app.server.start()
     app.tasks.start()  # outbox relay and event notifications: background work of a serving app
+    refresher = (
+        None
+        if app.keys is None
+        else asyncio.create_task(
+            refresh_keys_forever(app.keys, config.auth_jwks_max_age_seconds), name="jwks"
+        )
+    )
     await app.set_serving(True)
     host = config.listen_address.rpartition(":")[0]
     log.info("serving gRPC on %s:%d (metrics port %s)", host, app.port, metrics_port)
@@ -256,6 +283,8 @@ async def serve(config: ServerConfig) -> None:
     log.info("shutting down: NOT_SERVING, grace %.1fs", config.shutdown_grace_seconds)
     # Load balancers watching health stop routing here before connections close.
     await app.set_serving(False)
+    if refresher is not None:
+        refresher.cancel()
     await app.server.stop(config.shutdown_grace_seconds)
     await app.close()
     log.info("stopped")
