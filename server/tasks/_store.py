@@ -8,7 +8,7 @@ update plus one event per transaction, guarded by ``last_sequence``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -19,8 +19,8 @@ from sqlalchemy import (
     Connection,
     Engine,
     Insert,
+    Select,
     Table,
-    and_,
     exists,
     func,
     insert,
@@ -573,37 +573,21 @@ class TaskStore:
         time = now()
         cutoff = time - timedelta(seconds=expired_for_seconds)
         pending = exists().where(TaskOutboxRow.task_id == TaskRow.id)
-        with self._sessions() as session:
-            rows = session.execute(
-                select(TaskRow.__table__)
-                .where(
-                    TaskRow.state.in_([S.TASK_STATE_RUNNING, S.TASK_STATE_CANCELLING]),
-                    TaskRow.claim_expire_time < cutoff,
-                    ~pending,
-                )
-                .limit(limit)
-            ).all()
-        reaped = 0
-        for record in (record_of(row) for row in rows):
-            with self._sessions.begin() as session:
-                moved = session.execute(
-                    update(TaskRow)
-                    .where(
-                        and_(
-                            TaskRow.id == record.id,
-                            TaskRow.last_sequence == record.last_sequence,
-                            TaskRow.claim_expire_time == record.claim_expire_time,
-                        )
-                    )
-                    .values(claim_expire_time=time)
-                    .execution_options(synchronize_session=False)
-                )
-                if moved.rowcount == 1:  # type: ignore[attr-defined]
-                    # Due at once: there is no fast path to wait for.
-                    grace = timedelta(seconds=_outbox.FAST_PATH_GRACE_SECONDS)
-                    _outbox.add(session, record, not_before=time - grace)
-                    reaped += 1
-        return reaped
+        candidates = (
+            select(TaskRow.__table__)
+            .where(
+                TaskRow.state.in_([S.TASK_STATE_RUNNING, S.TASK_STATE_CANCELLING]),
+                TaskRow.claim_expire_time < cutoff,
+                ~pending,
+            )
+            .limit(limit)
+        )
+        return self._requeue(
+            candidates,
+            lambda record: [TaskRow.claim_expire_time == record.claim_expire_time],
+            {"claim_expire_time": time},
+            time,
+        )
 
     def recover_pending(self, *, older_than_seconds: float, limit: int) -> int:
         """Queue the run message again for PENDING tasks that waited too long.
@@ -621,36 +605,58 @@ class TaskStore:
         cutoff = time - timedelta(seconds=older_than_seconds)
         outstanding = exists().where(TaskOutboxRow.task_id == TaskRow.id)
         last_queued = func.coalesce(TaskRow.dispatch_time, TaskRow.create_time)
+        candidates = (
+            select(TaskRow.__table__)
+            .where(
+                TaskRow.state == S.TASK_STATE_PENDING,
+                TaskRow.claim_worker.is_(None),
+                last_queued < cutoff,
+                ~outstanding,
+            )
+            .order_by(TaskRow.create_time)
+            .limit(limit)
+        )
+        return self._requeue(
+            candidates,
+            lambda _record: [TaskRow.state == S.TASK_STATE_PENDING],
+            {"dispatch_time": time},
+            time,
+        )
+
+    def _requeue(
+        self,
+        candidates: Select[Any],
+        still: Callable[[TaskRecord], list[ColumnElement[bool]]],
+        mark: dict[str, Any],
+        time: datetime,
+    ) -> int:
+        """Queue a run message for each candidate that is still as it was read.
+
+        Each one is its own transaction: an update guarded by ``last_sequence`` and the
+        ``still`` conditions sets ``mark`` (what keeps it from being picked again before
+        its interval), then its outbox row is added, due at once (no fast path to wait
+        for). No event: nothing about the task changed. Returns how many were queued.
+        """
         with self._sessions() as session:
-            rows = session.execute(
-                select(TaskRow.__table__)
-                .where(
-                    TaskRow.state == S.TASK_STATE_PENDING,
-                    TaskRow.claim_worker.is_(None),
-                    last_queued < cutoff,
-                    ~outstanding,
-                )
-                .order_by(TaskRow.create_time)
-                .limit(limit)
-            ).all()
-        recovered = 0
-        for record in (record_of(row) for row in rows):
+            records = [record_of(row) for row in session.execute(candidates).all()]
+        due = time - timedelta(seconds=_outbox.FAST_PATH_GRACE_SECONDS)
+        queued = 0
+        for record in records:
             with self._sessions.begin() as session:
                 moved = session.execute(
                     update(TaskRow)
                     .where(
                         TaskRow.id == record.id,
                         TaskRow.last_sequence == record.last_sequence,
-                        TaskRow.state == S.TASK_STATE_PENDING,
+                        *still(record),
                     )
-                    .values(dispatch_time=time)
+                    .values(**mark)
                     .execution_options(synchronize_session=False)
                 )
                 if moved.rowcount == 1:  # type: ignore[attr-defined]
-                    grace = timedelta(seconds=_outbox.FAST_PATH_GRACE_SECONDS)
-                    _outbox.add(session, record, not_before=time - grace)
-                    recovered += 1
-        return recovered
+                    _outbox.add(session, record, not_before=due)
+                    queued += 1
+        return queued
 
     def gauges(self) -> Gauges:
         """Where work stands now, for the metrics endpoint (three small indexed queries)."""
