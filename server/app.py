@@ -33,7 +33,7 @@ from server.db import install_statement_deadlines, make_engine, migrate
 from server.events import AmqpPublisher, NullPublisher, Publisher
 from server.projects import Projects, ProjectService, ProjectStore
 from server.rpc import ServiceInterceptor, enable_reflection
-from server.tasks import Tasks, TaskService, TaskStore
+from server.tasks import Tasks, TaskService
 from server.tasks._metrics import TaskCollector
 from server.tls import channel_credentials, server_credentials
 
@@ -257,7 +257,7 @@ async def serve(config: ServerConfig) -> None:
     """Run until SIGTERM/SIGINT: then NOT_SERVING, and stop with the grace period."""
     app = create_server(config)
     # Registered here, not in create_server: one collector per serving process.
-    REGISTRY.register(TaskCollector(TaskStore(app.engine).gauges, app.tasks.hub))
+    REGISTRY.register(TaskCollector(app.tasks.gauges, app.tasks.hub))
     metrics_port = _start_metrics(config.metrics_address)
     await app.server.start()
     app.tasks.start()  # outbox relay and event notifications: background work of a serving app

@@ -34,7 +34,7 @@ from server.tasks._batch import Batcher, LoopInbox
 from server.tasks._broker import BrokerSettings, NotificationListener, TaskPublisher
 from server.tasks._outbox import OutboxItem
 from server.tasks._record import TaskRecord
-from server.tasks._store import NewTask, Submitted, TaskStore, task_not_found
+from server.tasks._store import Gauges, NewTask, Submitted, TaskStore
 from server.tasks._watch import WatchHub
 from server.tasks._wire import DOMAIN, to_proto
 
@@ -247,9 +247,9 @@ class Tasks:
         await self._publish_quietly(submitted.publish)
         return to_proto(submitted.record)
 
-    async def get(self, task_id: str) -> tasks_pb2.Task:
-        """One task; NOT_FOUND when absent."""
-        return to_proto(await self._db(self._store.get, task_id))
+    async def get(self, task_id: str, viewer: str | None = None) -> tasks_pb2.Task:
+        """One task ``viewer`` (None: anyone) reaches; NOT_FOUND when absent or out of reach."""
+        return to_proto(await self._db(self._store.get, task_id, viewer))
 
     async def list_tasks(
         self, request: tasks_pb2.ListTasksRequest, *, viewer: str | None
@@ -269,15 +269,12 @@ class Tasks:
         )
 
     async def check_reach(self, task_id: str, viewer: str | None) -> None:
-        """NOT_FOUND unless the task exists and ``viewer`` (None: anyone) reaches it.
+        """NOT_FOUND unless the task exists and ``viewer`` (None: anyone) reaches it."""
+        await self._db(self._store.get, task_id, viewer)
 
-        Reach: the viewer owns the task or reaches the project it belongs to. A task out
-        of reach gets the very answer a missing one gets, so ids cannot be probed.
-        """
-        if viewer is None:
-            await self._db(self._store.get, task_id)
-        elif not await self._db(self._store.reaches, task_id, viewer):
-            raise task_not_found(task_id)
+    def gauges(self) -> Gauges:
+        """Where work stands now, from the database (blocking: for the metrics thread)."""
+        return self._store.gauges()
 
     async def cancel(self, task_id: str) -> tasks_pb2.Task:
         """Cancel now (not started) or ask the running attempt to stop."""

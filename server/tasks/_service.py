@@ -73,8 +73,8 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> tasks_pb2.GetTaskResponse:
         """Return one task the caller reaches."""
-        await self._tasks.check_reach(request.id, viewer_of(current_principal()))
-        return tasks_pb2.GetTaskResponse(task=await self._tasks.get(request.id))
+        task = await self._tasks.get(request.id, viewer_of(current_principal()))
+        return tasks_pb2.GetTaskResponse(task=task)
 
     async def ListTasks(
         self, request: tasks_pb2.ListTasksRequest, context: grpc.aio.ServicerContext

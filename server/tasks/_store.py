@@ -363,10 +363,22 @@ class TaskStore:
         )
         return {record.request_id: record for record in map(record_of, rows)}
 
-    def get(self, task_id: str) -> TaskRecord:
-        """The task; NOT_FOUND when absent."""
+    def get(self, task_id: str, viewer: str | None = None) -> TaskRecord:
+        """The task, if ``viewer`` (None: anyone) reaches it; NOT_FOUND otherwise.
+
+        Reach: the viewer owns the task or reaches the project it belongs to. A task out
+        of reach gets the very answer a missing one gets, so ids cannot be probed.
+        """
         with self._sessions() as session:
-            record = load(session, task_id)
+            if viewer is None:
+                record = load(session, task_id)
+            else:
+                row = session.execute(
+                    select(TaskRow.__table__).where(
+                        TaskRow.id == task_id, task_reach_condition(viewer)
+                    )
+                ).first()
+                record = None if row is None else record_of(row)
         if record is None:
             raise task_not_found(task_id)
         return record
@@ -419,12 +431,6 @@ class TaskStore:
     ) -> None:
         """INVALID_ARGUMENT unless ``page_token`` is empty or ours for this filter."""
         _paging.decode(page_token, _filter_key(state, kind, owner_id, viewer))
-
-    def reaches(self, task_id: str, viewer: str) -> bool:
-        """Whether ``viewer`` owns task ``task_id`` or reaches its project."""
-        query = select(TaskRow.id).where(TaskRow.id == task_id, task_reach_condition(viewer))
-        with self._sessions() as session:
-            return session.execute(query).first() is not None
 
     def events_after(
         self,
