@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 import grpc
-import jwt
 
 from server.access._context import SYSTEM, set_deadline, set_principal
 from server.access._limits import ConcurrencyLimit
@@ -124,10 +123,9 @@ class AccessControl:
         return principal
 
     def _remember(self, header: str, principal: Principal, now: float) -> None:
-        token = header.partition(" ")[2].strip()
-        # Verified already; only the expiry is read here, to bound the cache entry.
-        claims = jwt.decode(token, options={"verify_signature": False})
-        until = min(now + self._cache_seconds, float(claims["exp"]) + self._leeway)
+        until = now + self._cache_seconds
+        if principal.expires_at is not None:
+            until = min(until, principal.expires_at + self._leeway)
         if len(self._known) >= self._cache_size:
             for stale in [k for k, (_, t) in self._known.items() if t <= now] or [
                 next(iter(self._known))

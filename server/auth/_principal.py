@@ -8,7 +8,7 @@ role invented by another system can never grant access here.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Role(enum.StrEnum):
@@ -38,6 +38,8 @@ class Principal:
 
     subject: str
     roles: frozenset[Role]
+    expires_at: float | None = field(default=None, compare=False)
+    """The token's ``exp`` (Unix seconds); None for principals that come from no token."""
 
     @property
     def is_administrator(self) -> bool:

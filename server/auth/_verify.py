@@ -76,7 +76,11 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
             raise _fail("token subject is not acceptable", "TOKEN_INVALID")
-        return Principal(subject=subject, roles=roles_from_claim(claims.get("roles")))
+        return Principal(
+            subject=subject,
+            roles=roles_from_claim(claims.get("roles")),
+            expires_at=float(claims["exp"]),
+        )
 
     def _decode(self, token: str, key: RSAPublicKey) -> dict[str, Any]:
         try:
