@@ -111,6 +111,21 @@ def start_service(
     return Service(process=process, ready=json.loads(ready_file.read_text()), log_path=log_path)
 
 
+def run_module(
+    module: str, *args: str, env: Mapping[str, str] | None = None, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """``python -m module *args`` from the repository, to completion: its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def health_status(address: str, service: str = "") -> str:
     """The grpc.health.v1 status of ``service`` at ``address`` (health needs no token)."""
     import grpc

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ from server.tls import (
     server_credentials,
 )
 from server.tls.__main__ import main as tls_main
-from tests._support import REPO, free_port
+from tests._support import free_port, run_module
 from tests.cache_sidecar._support import (
     SIDECAR_ENV,
     TEST_POLICY,
@@ -279,15 +277,7 @@ def test_sidecar_with_an_unreadable_certificate_refuses_to_start(
         "AGENTIC_CACHE_TLS_CERT_FILE": str(missing),
         "AGENTIC_MEMCACHED_SERVERS": "127.0.0.1:1",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "cache_sidecar"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_module("cache_sidecar", env=env, timeout=30)
     assert result.returncode == 2, result.stderr
     assert str(missing) in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from cache_sidecar.client import CacheClient, CacheRejected, FillResult, Outcome
-from tests._support import REPO, free_port
+from tests._support import free_port, run_module
 from tests.cache_sidecar._support import TEST_POLICY, Memcached, eventually, run, start_sidecar
 
 
@@ -326,15 +324,7 @@ def test_a_bad_policy_refuses_to_start_naming_the_field(tmp_path: Path) -> None:
         "AGENTIC_CACHE_METRICS_PORT": "0",
         "AGENTIC_CACHE_EVENTS": "off",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "cache_sidecar"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_module("cache_sidecar", env=env, timeout=30)
     assert result.returncode == 2
     assert "namespaces.projects.ttl_seconds" in result.stderr
     assert "refusing to start" in result.stderr

@@ -29,13 +29,12 @@ from agentic.tasks.v1 import tasks_pb2 as tpb
 from agentic.tasks.v1 import tasks_pb2_grpc
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from server.auth import DEV_AUDIENCE, DEV_ISSUER, Role
 from tests._auth import bad_tokens
 from tests._identity import authorized_channel, dev_keys, token_channel
-from tests._support import Service, postgres_database, start_service, wait_for
+from tests._support import Service, health_status, postgres_database, start_service, wait_for
 from tests.conftest import Api
 
 TIMEOUT = 10
@@ -58,14 +57,6 @@ def _retry_delay(error: grpc.RpcError) -> float:
             detail.Unpack(info)
             return float(info.retry_delay.ToTimedelta().total_seconds())
     raise AssertionError(f"no RetryInfo in {status}")
-
-
-def _serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=TIMEOUT
-        )
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 # --- authentication ------------------------------------------------------------------------
@@ -102,7 +93,7 @@ def test_missing_token_is_unauthenticated_but_health_and_reflection_are_open(api
                 ppb.GetProjectRequest(id=str(uuid.uuid4())), timeout=TIMEOUT
             )
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert _serving(api.service.address)
+    assert health_status(api.service.address) == "SERVING"
 
 
 @pytest.mark.parametrize("roles", [(), ("auditor",)], ids=["no-roles", "unknown-role"])
@@ -280,7 +271,7 @@ def test_a_submit_burst_is_cut_at_the_per_principal_limit(limited: tuple[Service
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert 0 < _retry_delay(refused.value) <= 2.0  # one token at 0.5/s
         assert _submit(_task_stub(other)).id  # another principal has its own bucket
-    assert _serving(service.address)
+    assert health_status(service.address) == "SERVING"
 
 
 def test_a_flood_of_streams_is_capped_per_principal(limited: tuple[Service, Path]) -> None:
@@ -317,7 +308,7 @@ def test_a_flood_of_streams_is_capped_per_principal(limited: tuple[Service, Path
         )
         for stream in streams:
             stream.cancel()
-    assert _serving(service.address)
+    assert health_status(service.address) == "SERVING"
 
 
 def _opens(stub: tasks_pb2_grpc.TaskServiceStub, request: tpb.WatchTaskRequest) -> bool:
@@ -380,7 +371,9 @@ def test_unary_calls_beyond_the_concurrency_limit_are_refused(
 
             wait_for(third_is_refused, timeout=10, message="a call over the limit")
             assert _retry_delay(refused[0]) > 0
-            assert _serving(service.address), "health is not counted against the limit"
+            assert health_status(service.address) == "SERVING", (
+                "health is not counted against the limit"
+            )
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()

@@ -10,7 +10,6 @@ import os
 import re
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -33,7 +32,7 @@ from server.auth._dev import public_jwk
 from server.auth._keys import describe_source
 from server.rpc import Unauthenticated
 from tests._auth import EXPECTED_REASONS, JwksServer, bad_tokens, bearer, claims
-from tests._support import REPO
+from tests._support import run_module
 
 T = TypeVar("T")
 
@@ -440,14 +439,7 @@ def test_source_descriptions_drop_credentials() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "server.auth", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("server.auth", *args, timeout=60)
 
 
 def test_cli_keygen_rotate_and_mint_give_tokens_that_verify(tmp_path: Path) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import urllib.request
 import uuid
@@ -19,7 +17,7 @@ from agentic.projects.v1 import projects_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests._identity import authorized_channel
-from tests._support import REPO, start_service, wait_for
+from tests._support import run_module, start_service, wait_for
 from tests.conftest import Api
 
 
@@ -107,15 +105,7 @@ def test_sigterm_goes_not_serving_then_finishes_in_flight_and_exits_0(tmp_path: 
 
 def test_bad_configuration_refuses_to_start(tmp_path: Path) -> None:
     env = {**os.environ, "AGENTIC_DB_POOL_SIZE": "lots"}
-    out = subprocess.run(
-        [sys.executable, "-m", "server"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    out = run_module("server", env=env, timeout=30)
     assert out.returncode != 0
     assert "AGENTIC_DB_POOL_SIZE" in out.stderr
 

@@ -10,7 +10,6 @@ checks: every call still carries a bearer token.
 from __future__ import annotations
 
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from agentic.projects.v1 import projects_pb2_grpc
 
 from server.tls import DevCa, channel_credentials, ensure_dev_ca
 from tests._identity import metadata
-from tests._support import REPO, Service, free_port, start_service
+from tests._support import REPO, Service, free_port, run_module, start_service
 from tests.cache_sidecar._support import Memcached, start_sidecar
 from tests.server.test_lifecycle import metric
 
@@ -127,14 +126,7 @@ def _assert_refused(channel: grpc.Channel, trusted: grpc.Channel) -> None:
 
 
 def _healthcheck(address: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "server.healthcheck", address, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_module("server.healthcheck", address, *args, timeout=30)
 
 
 # --- TLS towards API clients ---------------------------------------------------------------
