@@ -177,18 +177,26 @@ def get_project(api: Api, caller: Caller, case: str) -> Any:
     return got
 
 
-def list_projects(api: Api, caller: Caller, case: str) -> Any:
+def _listing(
+    caller: Caller, case: str, make: Callable[[str], str], listed_ids: Callable[[str], set[str]]
+) -> Any:
+    """A list cell: make an object of the case's owner (none when missing), list that owner."""
     owner = {"own": caller.subject, "other": STRANGER, "missing": f"nobody-{uuid.uuid4().hex}"}[
         case
     ]
-    made = new_project(api, owner) if case != "missing" else None
-    page = caller.projects.ListProjects(
-        ppb.ListProjectsRequest(owner_id=owner, page_size=1000), timeout=TIMEOUT
-    )
-    ids = {p.id for p in page.projects}
-    if made is not None and made.id in ids:
+    made = make(owner) if case != "missing" else None
+    ids = listed_ids(owner)
+    if made is not None and made in ids:
         return "listed"
     return ids or "empty"
+
+
+def list_projects(api: Api, caller: Caller, case: str) -> Any:
+    def listed(owner: str) -> set[str]:
+        request = ppb.ListProjectsRequest(owner_id=owner, page_size=1000)
+        return {p.id for p in caller.projects.ListProjects(request, timeout=TIMEOUT).projects}
+
+    return _listing(caller, case, lambda owner: new_project(api, owner).id, listed)
 
 
 def update_project(api: Api, caller: Caller, case: str) -> Any:
@@ -227,17 +235,11 @@ def get_task(api: Api, caller: Caller, case: str) -> Any:
 
 
 def list_tasks(api: Api, caller: Caller, case: str) -> Any:
-    owner = {"own": caller.subject, "other": STRANGER, "missing": f"nobody-{uuid.uuid4().hex}"}[
-        case
-    ]
-    made = new_task(api, owner) if case != "missing" else None
-    page = caller.tasks.ListTasks(
-        tpb.ListTasksRequest(owner_id=owner, page_size=1000), timeout=TIMEOUT
-    )
-    ids = {t.id for t in page.tasks}
-    if made is not None and made.id in ids:
-        return "listed"
-    return ids or "empty"
+    def listed(owner: str) -> set[str]:
+        request = tpb.ListTasksRequest(owner_id=owner, page_size=1000)
+        return {t.id for t in caller.tasks.ListTasks(request, timeout=TIMEOUT).tasks}
+
+    return _listing(caller, case, lambda owner: new_task(api, owner).id, listed)
 
 
 def cancel_task(api: Api, caller: Caller, case: str) -> Any:

@@ -26,11 +26,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.db import make_engine, migrate
 from server.rpc import NotFound
-from server.tasks import TaskRecord, TaskStore, request_hash
+from server.tasks import TaskRecord, TaskStore
 from server.tasks._feed import RETAIN_EVENTS
 from server.tasks._log import append, change
 from server.tasks._watch import WatchHub
 from tests._support import postgres_database
+from tests.workers._stack import submit_to_store
 
 HEARTBEAT_SECONDS = 0.3
 WAIT_SECONDS = 20.0
@@ -78,17 +79,7 @@ class Harness:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
 
     async def submit(self) -> str:
-        spec = pb.ProbeSpec(steps=1, step_millis=0)
-        request = pb.SubmitProbeRequest(request_id=str(uuid.uuid4()), owner_id="t", probe=spec)
-        submitted = self.store.submit(
-            kind=pb.TASK_KIND_PROBE,
-            spec=spec.SerializeToString(),
-            owner_id="t",
-            priority=0,
-            request_id=request.request_id,
-            request_hash=request_hash(pb.TASK_KIND_PROBE, request),
-        )
-        return submitted.record.id
+        return submit_to_store(self.store, pb.ProbeSpec(steps=1, step_millis=0))
 
     async def progress(self, task_id: str, count: int = 1, *, notify: bool = True) -> int:
         """Append ``count`` progress events (notifying after each); the last sequence."""

@@ -24,6 +24,7 @@ from agentic.tasks.v1 import tasks_pb2_grpc
 from sqlalchemy import Engine, func, select
 
 from server.db import TaskEventRow, TaskRow, make_engine
+from server.tasks import TaskStore, request_hash
 from tests._identity import authorized_channel
 from tests._support import REPO, Service, start_service, wait_for
 
@@ -216,6 +217,19 @@ def submit(
     )
     task: pb.Task = stub.SubmitProbe(request, timeout=TIMEOUT).task
     return task
+
+
+def submit_to_store(store: TaskStore, spec: pb.ProbeSpec, *, owner: str = "t") -> str:
+    """Submit a probe straight into the task store (no server): the new task's id."""
+    request = pb.SubmitProbeRequest(request_id=str(uuid.uuid4()), owner_id=owner, probe=spec)
+    return store.submit(
+        kind=pb.TASK_KIND_PROBE,
+        spec=spec.SerializeToString(),
+        owner_id=owner,
+        priority=0,
+        request_id=request.request_id,
+        request_hash=request_hash(pb.TASK_KIND_PROBE, request),
+    ).record.id
 
 
 def watch_to_end(

@@ -22,10 +22,10 @@ from kombu.entity import Queue
 from sqlalchemy import select
 
 from server.db import TaskEventRow, make_engine, migrate
-from server.tasks import AttemptStore, ClaimOutcome, OutboxItem, TaskStore, request_hash
+from server.tasks import AttemptStore, ClaimOutcome, OutboxItem, TaskStore
 from server.tasks._broker import events_exchange, parse_notification
 from tests._support import postgres_database, wait_for
-from tests.workers._stack import private_vhost
+from tests.workers._stack import private_vhost, submit_to_store
 from workers import _context
 from workers._context import TaskContext
 from workers._execute import Outcome, Runtime, Verdict, execute
@@ -53,16 +53,7 @@ class Db:
         self.engine.dispose()
 
     def submit(self, steps: int = 1) -> str:
-        spec = pb.ProbeSpec(steps=steps, step_millis=0)
-        request = pb.SubmitProbeRequest(request_id=str(uuid.uuid4()), owner_id="t", probe=spec)
-        return self.tasks.submit(
-            kind=pb.TASK_KIND_PROBE,
-            spec=spec.SerializeToString(),
-            owner_id="t",
-            priority=0,
-            request_id=request.request_id,
-            request_hash=request_hash(pb.TASK_KIND_PROBE, request),
-        ).record.id
+        return submit_to_store(self.tasks, pb.ProbeSpec(steps=steps, step_millis=0))
 
     def events(self, task_id: str) -> list[pb.TaskEvent]:
         with self.engine.connect() as conn:

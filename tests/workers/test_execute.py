@@ -8,7 +8,6 @@ errors, crashes, hangs), and a fake ``kill_self`` records what the watchdog woul
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +18,8 @@ from agentic.tasks.v1 import tasks_pb2 as pb
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from server.db import make_engine, migrate
-from server.tasks import AttemptStore, ClaimOutcome, OutboxItem, TaskStore, request_hash
+from server.tasks import AttemptStore, ClaimOutcome, OutboxItem, TaskStore
+from tests.workers._stack import submit_to_store
 from workers._context import TaskContext, TransientError
 from workers._execute import Outcome, Runtime, Verdict, execute
 from workers._registry import REGISTRY, Limits, Registration, RetryPolicy, check_registry
@@ -53,16 +53,7 @@ class Harness:
 
     def submit(self, steps: int = 2, fail_at_step: int = 0) -> str:
         spec = pb.ProbeSpec(steps=steps, step_millis=0, fail_at_step=fail_at_step)
-        request = pb.SubmitProbeRequest(request_id=str(uuid.uuid4()), owner_id="t", probe=spec)
-        submitted = self.tasks.submit(
-            kind=pb.TASK_KIND_PROBE,
-            spec=spec.SerializeToString(),
-            owner_id="t",
-            priority=0,
-            request_id=request.request_id,
-            request_hash=request_hash(pb.TASK_KIND_PROBE, request),
-        )
-        return submitted.record.id
+        return submit_to_store(self.tasks, spec)
 
     def run(self, registration: Registration[Any, Any], task_id: str, attempt: int = 1) -> Outcome:
         return execute(self.runtime, registration, task_id, attempt)
