@@ -15,6 +15,7 @@ from server.access._context import (
 )
 from server.access._gate import AccessControl, Authenticator
 from server.access._limits import ConcurrencyLimit, RateLimiter, StreamSlots
+from server.access._owner import owner_for
 from server.access._table import PUBLIC_PREFIXES, RPC_ROLES, allowed_roles, is_public
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "current_principal",
     "deadline_remaining",
     "is_public",
+    "owner_for",
     "remaining_seconds",
     "set_deadline",
     "set_principal",

@@ -33,11 +33,12 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from cache_sidecar.client import CacheClient, CacheClientError
+from server.access import owner_for
 from server.auth import Principal
 from server.events import Publisher
-from server.projects._store import ProjectStore, project_not_found
+from server.projects._store import DOMAIN, ProjectStore, project_not_found, reaches
 from server.projects._wire import to_proto
-from server.rpc import NotFound, PermissionDenied, Unavailable
+from server.rpc import NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class Projects:
             raise project_not_found(project_id)
         project = projects_pb2.Project.FromString(data)
         viewer = viewer_of(principal)
-        if viewer is not None and viewer != project.owner_id and viewer not in project.member_ids:
+        if not reaches(viewer, project.owner_id, project.member_ids):
             raise project_not_found(project_id)  # the same answer as a missing project
         return project
 
@@ -184,13 +185,7 @@ class Projects:
         Only an Administrator may create a project for someone else. List pages are
         invalidated before returning.
         """
-        owner_id = owner_id or principal.subject
-        if owner_id != principal.subject and not principal.is_administrator:
-            raise PermissionDenied(
-                "only an Administrator may create a project for another owner",
-                reason="OWNER_NOT_CALLER",
-                domain="agentic.projects.v1",
-            )
+        owner_id = owner_for(principal, owner_id, action="create a project", domain=DOMAIN)
         project = await self._run(
             self._store.create,
             name=name,

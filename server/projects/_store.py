@@ -48,10 +48,6 @@ class Project:
     etag: str
     member_ids: tuple[str, ...] = ()
 
-    def reachable_by(self, viewer: str | None) -> bool:
-        """Whether ``viewer`` (None: an Administrator) may see this project."""
-        return viewer is None or viewer == self.owner_id or viewer in self.member_ids
-
 
 @dataclass(frozen=True, slots=True)
 class Page:
@@ -65,6 +61,12 @@ def _filter_key(owner_id: str, viewer: str | None) -> str:
     # The viewer is part of the filter: a page token is only good for the principal
     # whose listing produced it.
     return f"owner_id={owner_id};viewer={'*' if viewer is None else viewer}"
+
+
+def reaches(viewer: str | None, owner_id: str, member_ids: Iterable[str]) -> bool:
+    """Whether ``viewer`` (None: an Administrator) may see a project of this owner and
+    these members; ``reach_condition`` is the same rule in SQL."""
+    return viewer is None or viewer == owner_id or viewer in member_ids
 
 
 def reach_condition(viewer: str) -> ColumnElement[bool]:
@@ -186,16 +188,13 @@ class ProjectStore:
             raise _name_taken(owner_id, name) from None
         return _to_project(row, member_ids)
 
-    def get(self, project_id: str, *, viewer: str | None = None) -> Project:
-        """The project with this id, if ``viewer`` reaches it; NOT_FOUND otherwise."""
+    def get(self, project_id: str) -> Project:
+        """The project with this id, whoever may see it (callers check ``reaches``)."""
         with self._sessions() as session:
             row = session.get(ProjectRow, project_id)
             if row is None:
                 raise project_not_found(project_id)
-            project = _to_project(row, _members(session, [project_id])[project_id])
-        if not project.reachable_by(viewer):
-            raise project_not_found(project_id)
-        return project
+            return _to_project(row, _members(session, [project_id])[project_id])
 
     def list(
         self, *, page_size: int, page_token: str, owner_id: str, viewer: str | None = None

@@ -14,10 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
-from server.access import RateLimiter, StreamSlots, current_principal
+from server.access import RateLimiter, StreamSlots, current_principal, owner_for
 from server.auth import Principal
 from server.projects import project_not_found, viewer_of
-from server.rpc import PermissionDenied
 from server.tasks._facade import Tasks
 from server.tasks._metrics import SUBMITS, WATCH_STREAMS
 from server.tasks._wire import DOMAIN
@@ -44,16 +43,11 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
     ) -> tasks_pb2.SubmitProbeResponse:
         """Accept a probe task (idempotent on request_id) owned by the caller."""
         principal = current_principal()
-        if not request.owner_id:
-            # Filled in before hashing: the idempotency key then covers the owner too, so
-            # another principal reusing a request_id never gets this task back.
-            request.owner_id = principal.subject
-        elif request.owner_id != principal.subject and not principal.is_administrator:
-            raise PermissionDenied(
-                "only an Administrator may submit a task for another owner",
-                reason="OWNER_NOT_CALLER",
-                domain=DOMAIN,
-            )
+        # Filled in before hashing: the idempotency key then covers the owner too, so
+        # another principal reusing a request_id never gets this task back.
+        request.owner_id = owner_for(
+            principal, request.owner_id, action="submit a task", domain=DOMAIN
+        )
         if request.project_id and not await self._project_reach(request.project_id, principal):
             raise project_not_found(request.project_id)  # as if it did not exist
         self._submits.acquire(principal.subject)
