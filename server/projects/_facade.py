@@ -21,7 +21,7 @@ are cached per viewer.
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +29,11 @@ from typing import Any, TypeVar
 
 from agentic.projects.v1 import projects_pb2
 from prometheus_client import Counter, Gauge
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from cache_sidecar.client import CacheClient, CacheClientError
 from server.access import owner_for
 from server.auth import Principal
+from server.db import in_database_thread
 from server.events import Publisher
 from server.projects._store import DOMAIN, ProjectStore, project_not_found, reaches
 from server.projects._wire import to_proto
@@ -59,6 +58,14 @@ PENDING_INVALIDATIONS = Gauge(
     "agentic_cache_pending_invalidations",
     "Undelivered cache invalidations; while above 0 this server reads the database only.",
 )
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable(
+        "the project database is unavailable or timed out; try again",
+        reason="DATABASE_UNAVAILABLE",
+        domain=DOMAIN,
+    )
 
 
 def viewer_of(principal: Principal) -> str | None:
@@ -88,20 +95,9 @@ class Projects:
         self._redeliver: asyncio.Task[None] | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        # The copied context carries the RPC's deadline to the database (statement_timeout).
-        context = contextvars.copy_context()
-        try:
-            return await loop.run_in_executor(
-                self._executor, lambda: context.run(fn, *args, **kwargs)
-            )
-        except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
-            log.warning("project database call failed: %s", exc)
-            raise Unavailable(
-                "the project database is unavailable or timed out; try again",
-                reason="DATABASE_UNAVAILABLE",
-                domain="agentic.projects.v1",
-            ) from None
+        return await in_database_thread(
+            self._executor, functools.partial(fn, *args, **kwargs), unavailable=_unavailable
+        )
 
     async def _read(
         self, namespace: str, key: bytes, load: Callable[[], Any], resource: str

@@ -15,7 +15,7 @@ commit) and confirmed outbox rows are deleted together.
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import functools
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -25,10 +25,9 @@ from typing import Any, TypeVar
 from agentic.tasks.v1 import tasks_pb2
 from google.protobuf.message import Message
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from server._config import ServerConfig
+from server.db import in_database_thread
 from server.rpc import Unavailable
 from server.tasks._batch import Batcher, LoopInbox
 from server.tasks._broker import BrokerSettings, NotificationListener, TaskPublisher
@@ -158,16 +157,11 @@ class Tasks:
         self._broker_executor.shutdown(wait=True)
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            # The copied context carries the RPC's deadline to the database.
-            context = contextvars.copy_context()
-            return await loop.run_in_executor(
-                self._executor, lambda: context.run(fn, *args, **kwargs)
-            )
-        except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
-            log.warning("task database call failed: %s", exc)
-            raise _database_unavailable() from None
+        return await in_database_thread(
+            self._executor,
+            functools.partial(fn, *args, **kwargs),
+            unavailable=_database_unavailable,
+        )
 
     async def _publish(self, items: list[OutboxItem]) -> None:
         """Publish, then forget confirmed rows; failed rows wait for the relay."""
