@@ -21,6 +21,7 @@ from server.auth import DevKeys, Role
 
 __all__ = [
     "ADMIN",
+    "SERVICE_ACCOUNT_LIMITS",
     "Role",
     "auth_env",
     "authorized_aio_channel",
@@ -34,6 +35,14 @@ __all__ = [
 
 ADMIN = "test-admin"
 """Subject of the default test principal, an Administrator."""
+
+SERVICE_ACCOUNT_LIMITS = {
+    "AGENTIC_SUBMIT_RATE_PER_SECOND": "1000000",
+    "AGENTIC_SUBMIT_BURST": "1000000",
+    "AGENTIC_MAX_WATCH_STREAMS_PER_PRINCIPAL": "1000000",
+}
+"""Server environment for one principal driving a whole load, as an operator would raise the
+per-principal limits for a service account (the limits themselves have their own tests)."""
 
 
 @functools.cache

@@ -17,7 +17,7 @@ from agentic.projects.v1 import projects_pb2_grpc
 from sqlalchemy import Engine
 
 from server.db import make_engine
-from tests._identity import authorized_channel
+from tests._identity import SERVICE_ACCOUNT_LIMITS, authorized_channel
 from tests._support import Service, postgres_database, start_service
 
 
@@ -58,9 +58,8 @@ def api(database_url: str, session_dir: Path) -> Iterator[Api]:
         "DATABASE_URL": database_url,
         "AGENTIC_SHUTDOWN_GRACE_SECONDS": "2",
         "AGENTIC_CACHE_ADDRESS": "",
-        # The suite's Administrator makes every fixture object; limits have their own tests.
-        "AGENTIC_SUBMIT_RATE_PER_SECOND": "1000000",
-        "AGENTIC_SUBMIT_BURST": "1000000",
+        # The suite's Administrator makes every fixture object.
+        **SERVICE_ACCOUNT_LIMITS,
     }
     service = start_service("server", env, session_dir / "api")
     channel = authorized_channel(service.address)

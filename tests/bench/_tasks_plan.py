@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import grpc
 from agentic.tasks.v1 import tasks_pb2 as pb
 
+from tests._identity import SERVICE_ACCOUNT_LIMITS
 from tests._support import Service
 from tests.bench._measure import Errors, summarize
 from tests.bench._tasks_cpu import TreeMeter, listener_pid
@@ -68,11 +69,8 @@ ENV = {
     "AGENTIC_CANCEL_GRACE_SECONDS": "10",
     "AGENTIC_TASK_REAP_AFTER_SECONDS": "60",
     "AGENTIC_LOG_LEVEL": "INFO",
-    # One principal drives the whole load here, like a service account would: its
-    # per-principal limits are raised as an operator would raise them for one.
-    "AGENTIC_SUBMIT_RATE_PER_SECOND": "1000000",
-    "AGENTIC_SUBMIT_BURST": "1000000",
-    "AGENTIC_MAX_WATCH_STREAMS_PER_PRINCIPAL": "1000000",
+    # One principal drives the whole load here, like a service account would.
+    **SERVICE_ACCOUNT_LIMITS,
 }
 _RABBITMQ_PORT = 5672
 

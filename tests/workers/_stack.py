@@ -25,7 +25,7 @@ from sqlalchemy import Engine, func, select
 
 from server.db import TaskEventRow, TaskRow, make_engine
 from server.tasks import TaskStore, request_hash
-from tests._identity import authorized_channel
+from tests._identity import SERVICE_ACCOUNT_LIMITS, authorized_channel
 from tests._support import REPO, Service, start_service, wait_for
 
 BROKER_HOST = "127.0.0.1:5672"
@@ -182,10 +182,8 @@ def stack(workdir: Path, broker_url: str, database_url: str, **env: str) -> Iter
         "AGENTIC_CLAIM_LEASE_SECONDS": "3",
         "AGENTIC_CANCEL_GRACE_SECONDS": "1",
         "AGENTIC_LOG_LEVEL": "INFO",
-        # These tests drive many tasks as one principal; the limits have their own tests.
-        "AGENTIC_SUBMIT_RATE_PER_SECOND": "1000000",
-        "AGENTIC_SUBMIT_BURST": "1000000",
-        "AGENTIC_MAX_WATCH_STREAMS_PER_PRINCIPAL": "1000000",
+        # These tests drive many tasks as one principal.
+        **SERVICE_ACCOUNT_LIMITS,
         **env,
     }
     result = Stack(workdir=workdir / tag, database_url=database_url, env=base)
