@@ -66,10 +66,17 @@ def start_python(name: str, module: str, env: dict[str, str]) -> Process:
     return Process(name, popen, json.loads(ready_file.read_text()))
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether memcached could listen on ``host:port``: no listener holds it.
+
+    Binds the way memcached does, with SO_REUSEADDR: connections of a previous run still
+    in TIME-WAIT on the port do not count (a plain bind fails for a minute after Ctrl-C),
+    while a live listener does, whatever its own options (Linux refuses the bind then).
+    """
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
         return True
@@ -92,7 +99,7 @@ def start_memcached(port: int) -> Process:
             "memcached is not installed: `make run` installs it as root, or "
             "run `sudo apt-get install memcached`"
         )
-    if not _port_free(port):
+    if not port_free(port):
         raise StackError(f"port {port} is taken; set AGENTIC_MEMCACHED_PORT to a free port")
     argv = [binary, "-l", "127.0.0.1", "-U", "0", "-p", str(port), "-m", "64"]
     if os.geteuid() == 0:

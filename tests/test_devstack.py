@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
+from server import devstack
 from tests._identity import token_channel
 from tests._support import REPO, free_port, wait_for
 from tests.workers._stack import private_vhost
@@ -96,3 +98,51 @@ def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path, broker_names: dict
         reader.join(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+_TIME_WAIT = "06"  # TCP_TIME_WAIT in /proc/net/tcp's `st` column
+
+
+def _loopback_tcp_states(port: int) -> set[str]:
+    """The states of the IPv4 TCP sockets whose local port is ``port`` (Linux)."""
+    states = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rpartition(":")[2], 16) == port:
+            states.add(fields[3])
+    return states
+
+
+@pytest.mark.parametrize("reuse_address", [True, False], ids=["like-memcached", "plain"])
+def test_a_live_listener_makes_the_port_taken(reuse_address: bool) -> None:
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(reuse_address))
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert not devstack.port_free(listener.getsockname()[1])
+
+
+def test_a_port_with_only_time_wait_connections_is_free() -> None:
+    """Ctrl-C on `make run` and at once `make run` again: memcached's old connections are
+    in TIME-WAIT on its port for a minute, and memcached (SO_REUSEADDR) binds anyway."""
+    with socket.socket() as listener:
+        # Set as memcached sets it: its accepted connections, and so their TIME-WAIT
+        # remnants, carry the option, which is what lets a new memcached bind.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(5)
+        port = int(listener.getsockname()[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            served, _ = listener.accept()
+            served.close()  # the server side closes first, so it is the one in TIME-WAIT
+            assert client.recv(1) == b"", "the server's FIN should have arrived"
+    wait_for(
+        lambda: _TIME_WAIT in _loopback_tcp_states(port),
+        timeout=5,
+        message=f"a TIME-WAIT connection on port {port}",
+    )
+    # The situation of the bug: a plain bind still fails here.
+    with socket.socket() as plain, pytest.raises(OSError, match="Address already in use"):
+        plain.bind(("127.0.0.1", port))
+    assert devstack.port_free(port)
