@@ -66,8 +66,8 @@ class CacheSidecar:
         self._consumer = consumer
         self._maintenance: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
-        self.metrics_port = 0
-        """Bound Prometheus port after start(), 0 when disabled."""
+        self.metrics_port: int | None = None
+        """Bound Prometheus port after start() (the free one picked for port 0), None when off."""
 
     async def start(self) -> None:
         """Start serving RPCs, recovery/health upkeep, the event consumer and metrics."""
@@ -75,11 +75,13 @@ class CacheSidecar:
         loop = asyncio.get_running_loop()
         for warning in await loop.run_in_executor(self._executor, self.store.unsafe_settings):
             _log.warning("%s", warning)
+        if self._consumer is not None and self.config.queue_mismatch is not None:
+            _log.warning("%s", self.config.queue_mismatch)
         await self._set_health(self.store.any_usable())
         self._maintenance = asyncio.create_task(self._maintain(), name="cache-maintenance")
         if self._consumer is not None:
             self._consumer.start()
-        if self.config.metrics_port:
+        if self.config.metrics_port is not None:
             self._metrics_server, _ = start_http_server(
                 self.config.metrics_port, addr="127.0.0.1", registry=self.metrics.registry
             )
@@ -166,7 +168,7 @@ def create_server(config: Config) -> tuple[CacheSidecar, int]:
         consumer = EventConsumer(
             url=config.amqp_url,
             exchange=config.events_exchange,
-            queue=config.events_queue,
+            queue=config.consumed_queue,
             binding_keys=policy.event_patterns(),
             applier=EventApplier(policy, store, counters),
             counters=counters,
@@ -216,7 +218,9 @@ async def serve(config: Config | None = None) -> None:
     """Run a sidecar until SIGTERM or SIGINT, then shut down gracefully.
 
     Once serving, writes ``{"grpc_port": ..., "metrics_port": ...}`` to
-    ``config.ready_file`` when set, for supervisors and tests that bind port 0.
+    ``config.ready_file`` when set, for supervisors and tests that bind port 0 (the
+    ports actually bound; ``metrics_port`` is null when metrics are off), as the API
+    server does.
     """
     config = config or Config.from_env()
     sidecar, port = create_server(config)
@@ -227,12 +231,13 @@ async def serve(config: Config | None = None) -> None:
         loop.add_signal_handler(sig, stopping.set)
     host = config.listen_address.rpartition(":")[0]
     _log.info(
-        "serving %s on %s:%d (metrics port %d), memcached %s",
+        "serving %s on %s:%d (metrics port %s), memcached %s, events %s",
         _transport(config),
         host,
         port,
         sidecar.metrics_port,
         ",".join(config.memcached_servers),
+        f"from queue {config.consumed_queue}" if config.events_enabled else "off",
     )
     if config.ready_file:
         ready = {"grpc_port": port, "metrics_port": sidecar.metrics_port}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cache_sidecar import Config, ConfigError
-from cache_sidecar._config import DEFAULT_POLICY_FILE
+from cache_sidecar._config import DEFAULT_POLICY_FILE, EVENTS_QUEUE_PREFIX, node_set_queue
 
 
 def test_defaults() -> None:
@@ -19,6 +19,8 @@ def test_defaults() -> None:
     assert config.amqp_url == "amqp://guest:guest@127.0.0.1:5672//"
     assert config.events_enabled
     assert config.events_exchange == "agentic.events"
+    assert config.consumed_queue == node_set_queue(["127.0.0.1:11211"])
+    assert config.queue_mismatch is None
     assert 0 < config.memcached_timeout_seconds <= 0.1
 
 
@@ -36,7 +38,7 @@ def test_values_are_parsed() -> None:
     )
     assert config.memcached_servers == ("127.0.0.1:1", "127.0.0.1:2")
     assert config.policy_file == Path("/etc/policy.toml")
-    assert config.metrics_port == 0
+    assert config.metrics_port == 0, "0 picks a free port, like the listen address"
     assert not config.events_enabled
     assert config.memcached_timeout_seconds == 0.05
     assert config.breaker_failure_threshold == 5
@@ -57,3 +59,35 @@ def test_values_are_parsed() -> None:
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Config.from_env({name: value})
+
+
+def test_metrics_are_off_only_when_the_port_is_set_empty() -> None:
+    assert Config.from_env({"AGENTIC_CACHE_METRICS_PORT": ""}).metrics_port is None
+    assert Config.from_env({"AGENTIC_CACHE_METRICS_PORT": " "}).metrics_port is None
+    assert Config.from_env({"AGENTIC_CACHE_METRICS_PORT": "9500"}).metrics_port == 9500
+
+
+def test_the_event_queue_is_derived_from_the_node_set_in_any_order() -> None:
+    one = Config.from_env({"AGENTIC_MEMCACHED_SERVERS": "127.0.0.1:1,127.0.0.1:2"})
+    same = Config.from_env({"AGENTIC_MEMCACHED_SERVERS": " 127.0.0.1:2, 127.0.0.1:1,127.0.0.1:2"})
+    other = Config.from_env({"AGENTIC_MEMCACHED_SERVERS": "127.0.0.1:1,127.0.0.1:3"})
+    assert one.consumed_queue == same.consumed_queue
+    assert one.consumed_queue != other.consumed_queue
+    suffix = one.consumed_queue.removeprefix(EVENTS_QUEUE_PREFIX)
+    assert one.consumed_queue.startswith(EVENTS_QUEUE_PREFIX)
+    assert len(suffix) == 12
+    assert int(suffix, 16) >= 0
+
+
+def test_an_explicit_queue_wins_and_a_mismatch_names_both_queues() -> None:
+    nodes = {"AGENTIC_MEMCACHED_SERVERS": "127.0.0.1:1"}
+    derived = node_set_queue(["127.0.0.1:1"])
+    explicit = Config.from_env({**nodes, "AGENTIC_CACHE_EVENTS_QUEUE": "fleet.queue"})
+    assert explicit.consumed_queue == "fleet.queue"
+    warning = explicit.queue_mismatch
+    assert warning is not None
+    assert "fleet.queue" in warning
+    assert derived in warning
+    matching = Config.from_env({**nodes, "AGENTIC_CACHE_EVENTS_QUEUE": derived})
+    assert matching.consumed_queue == derived
+    assert matching.queue_mismatch is None
