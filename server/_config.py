@@ -91,13 +91,20 @@ class ServerConfig:
     0.25 s let 7-193 of 500 concurrent readers through on 2 cores; 1 s let through none).
     """
     cache_invalidate_timeout_seconds: float = 2.0
-    """AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS: total deadline of a write's invalidation."""
+    """AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS: the longest a write waits for the sidecar to
+    take its invalidations (retries included; the caller's deadline may cut it shorter).
+    A write does not wait at all while the sidecar is known to be unreachable; what is not
+    delivered is redelivered in the background, and this server reads the database until
+    then."""
     origin_concurrency: int = 32
     """AGENTIC_ORIGIN_CONCURRENCY: database reads in flight at once on the read path."""
     events_url: str = "amqp://guest:guest@127.0.0.1:5672//"
     """AGENTIC_EVENTS_URL: broker for domain events; empty disables publishing."""
     events_exchange: str = "agentic.events"
     """AGENTIC_EVENTS_EXCHANGE: topic exchange the domain events go to."""
+    event_relay_interval_seconds: float = 0.5
+    """AGENTIC_EVENT_RELAY_INTERVAL_SECONDS: how often this replica publishes domain events
+    from the event outbox that the broker has not confirmed yet (any replica's)."""
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
     """AGENTIC_BROKER_URL: RabbitMQ of the task pipeline; empty: tasks are accepted into the
     outbox but not published, and WatchTask polls the database only."""
@@ -246,6 +253,9 @@ class ServerConfig:
             ),
             events_url=e.get("AGENTIC_EVENTS_URL", d.events_url),
             events_exchange=e.get("AGENTIC_EVENTS_EXCHANGE", d.events_exchange),
+            event_relay_interval_seconds=_positive(
+                e, "AGENTIC_EVENT_RELAY_INTERVAL_SECONDS", d.event_relay_interval_seconds
+            ),
             broker_url=e.get("AGENTIC_BROKER_URL", d.broker_url),
             task_queue=e.get("AGENTIC_TASK_QUEUE", "") or d.task_queue,
             task_events_exchange=e.get("AGENTIC_TASK_EVENTS_EXCHANGE", "")

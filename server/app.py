@@ -29,8 +29,9 @@ from server.access import (
     deadline_remaining,
 )
 from server.auth import JwksKeySet, TokenVerifier
+from server.caching import CoherentCache
 from server.db import install_statement_deadlines, make_engine, migrate
-from server.events import AmqpPublisher, NullPublisher, Publisher
+from server.events import AmqpPublisher, EventRelay, NullPublisher, Publisher
 from server.projects import Projects, ProjectService, ProjectStore
 from server.rpc import ServiceInterceptor, enable_reflection
 from server.tasks import Tasks, TaskService
@@ -195,9 +196,10 @@ def create_server(config: ServerConfig) -> App:
     projects = Projects(
         ProjectStore(engine),
         executor,
-        cache=cache,
-        publisher=publisher,
-        origin_concurrency=config.origin_concurrency,
+        cache=CoherentCache(cache, origin_concurrency=config.origin_concurrency),
+        relay=EventRelay(
+            engine, executor, publisher, interval_seconds=config.event_relay_interval_seconds
+        ),
     )
     tasks = Tasks.from_config(engine, executor, config)
     server = grpc.aio.server(
@@ -260,7 +262,9 @@ async def serve(config: ServerConfig) -> None:
     REGISTRY.register(TaskCollector(app.tasks.gauges, app.tasks.hub))
     metrics_port = _start_metrics(config.metrics_address)
     await app.server.start()
-    app.tasks.start()  # outbox relay and event notifications: background work of a serving app
+    # Background work of a serving app: the outbox relays, event notifications, redelivery.
+    app.tasks.start()
+    app.projects.start()
     refresher = (
         None
         if app.keys is None

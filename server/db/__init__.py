@@ -5,6 +5,7 @@ from server.db._deadline import install_statement_deadlines
 from server.db._engine import make_engine, migrate
 from server.db._schema import (
     Base,
+    EventOutboxRow,
     ProjectMemberRow,
     ProjectRow,
     TaskEventRow,
@@ -14,6 +15,7 @@ from server.db._schema import (
 
 __all__ = [
     "Base",
+    "EventOutboxRow",
     "ProjectMemberRow",
     "ProjectRow",
     "TaskEventRow",

@@ -147,3 +147,23 @@ class TaskOutboxRow(Base):
     not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     relay_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class EventOutboxRow(Base):
+    """A domain event committed with the change it describes, not yet confirmed by the broker.
+
+    Written in the same transaction as the change, so a committed change always has its
+    event either confirmed by the broker or here. The writer publishes it at once and
+    deletes the row on the confirm; any replica's relay publishes rows whose
+    ``relay_time`` has passed (pushing ``relay_time`` forward first, so two relays do not
+    both take the same row). ``body`` is the event's JSON, exactly as it is published.
+    """
+
+    __tablename__ = "event_outbox"
+    __table_args__ = (Index("ix_event_outbox_relay_time", "relay_time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    relay_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

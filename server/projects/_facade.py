@@ -1,17 +1,14 @@
 """Projects as the servicer sees them: cached reads, invalidating writes, domain events.
 
-Reads go through the cache sidecar (``read_through``): a hit never touches the database;
-a miss lets exactly one caller across the fleet load from the database and fill. When the
-sidecar or Memcached is down, reads fall back to the database, at most
-``origin_concurrency`` at a time, so a cache outage cannot stampede the database.
-
-Writes commit first, then invalidate through the sidecar (the project's key, and every
-list page by a namespace generation bump), then publish a domain event, and only then
-return. A sidecar that cannot be reached does not fail a committed write. Instead the
-invalidation is kept as pending: until a background task has delivered every pending
-invalidation, this server reads from the database only, so it never serves a value older
-than a write it acknowledged. The domain event carries the same invalidation to the
-durable queues of the other sidecars.
+Reads go through ``server.caching.CoherentCache`` (the sidecar, with the origin as the
+fallback). A write commits the change together with its domain event (the event outbox),
+then delivers the cache invalidations (the project's key, and every list page by a
+namespace generation bump) within one bounded wait, then publishes the event, and only
+then returns. The sequence after the commit runs to its end even when the caller goes
+away (a cut deadline, a cancelled call): it is shielded from the request's cancellation.
+An invalidation the sidecar did not take stays pending (this server then reads the
+database only); an event the broker did not confirm stays in the outbox for the relay of
+any replica. So a committed change always reaches every cache.
 
 Every operation acts for a principal. Cached values are whole projects (owner and members
 included), so a cached read is checked for reach exactly like a database read; list pages
@@ -28,13 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from agentic.projects.v1 import projects_pb2
-from prometheus_client import Counter, Gauge
 
-from cache_sidecar.client import CacheClient, CacheClientError
+from cache_sidecar.client import Invalidation
 from server.access import owner_for
 from server.auth import Principal
+from server.caching import CoherentCache
 from server.db import in_database_thread
-from server.events import Publisher
+from server.events import EventRelay, Outboxed
 from server.projects._store import DOMAIN, ProjectStore, project_not_found, reaches
 from server.projects._wire import to_proto
 from server.rpc import NotFound, Unavailable
@@ -45,19 +42,6 @@ T = TypeVar("T")
 
 PROJECTS_NAMESPACE = "projects"
 LISTS_NAMESPACE = "project_lists"
-
-ORIGIN_LOADS = Counter(
-    "agentic_origin_loads_total", "Reads answered from the database.", ("resource",)
-)
-INVALIDATION_FAILURES = Counter(
-    "agentic_cache_invalidation_failures_total",
-    "Attempts to deliver a write's cache invalidation that failed (it stays pending).",
-    ("namespace",),
-)
-PENDING_INVALIDATIONS = Gauge(
-    "agentic_cache_pending_invalidations",
-    "Undelivered cache invalidations; while above 0 this server reads the database only.",
-)
 
 
 def _unavailable() -> Unavailable:
@@ -73,26 +57,36 @@ def viewer_of(principal: Principal) -> str | None:
     return None if principal.is_administrator else principal.subject
 
 
+def _invalidations(project_id: str | None) -> list[Invalidation]:
+    # Every write can move projects between list pages; only updates and deletes can make
+    # a cached project stale (a cached "not found" for a new id is dropped by its event).
+    stale = [Invalidation(LISTS_NAMESPACE)]
+    if project_id is not None:
+        stale.append(Invalidation(PROJECTS_NAMESPACE, (project_id.encode(),)))
+    return stale
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # The caller may be gone (cancelled); the outcome is then only worth a log line.
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("project write after its caller left: %s", task.exception())
+
+
 class Projects:
-    """Async operations on projects over a store, a cache client and an event publisher."""
+    """Async operations on projects over a store, the coherent cache and the event relay."""
 
     def __init__(
         self,
         store: ProjectStore,
         executor: ThreadPoolExecutor,
         *,
-        cache: CacheClient | None,
-        publisher: Publisher,
-        origin_concurrency: int,
+        cache: CoherentCache,
+        relay: EventRelay,
     ) -> None:
         self._store = store
         self._executor = executor
         self._cache = cache
-        self._publisher = publisher
-        self._origin = asyncio.Semaphore(origin_concurrency)
-        # Invalidations not yet delivered: (namespace, key), key None for a whole namespace.
-        self._pending: set[tuple[str, bytes | None]] = set()
-        self._redeliver: asyncio.Task[None] | None = None
+        self._relay = relay
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await in_database_thread(
@@ -100,17 +94,30 @@ class Projects:
         )
 
     async def _read(
-        self, namespace: str, key: bytes, load: Callable[[], Any], resource: str
+        self, namespace: str, key: bytes, load: Callable[[], bytes | None], resource: str
     ) -> bytes | None:
-        async def loader() -> bytes | None:
-            async with self._origin:
-                ORIGIN_LOADS.labels(resource).inc()
-                result: bytes | None = await self._run(load)
-                return result
+        return await self._cache.read(
+            namespace, key, functools.partial(self._run, load), resource=resource
+        )
 
-        if self._cache is None or self._pending:
-            return await loader()
-        return await self._cache.read_through(namespace, key, loader)
+    async def _write(
+        self, call: Callable[[], tuple[T, Outboxed]], invalidations: Sequence[Invalidation]
+    ) -> T:
+        """Commit ``call`` (change and event in one transaction), invalidate, publish.
+
+        Shielded: if the caller is cancelled, the commit and what follows it still run to
+        the end in the background, so a committed change never skips its invalidation.
+        """
+
+        async def commit_invalidate_publish() -> T:
+            value, event = await self._run(call)
+            await self._cache.invalidate(invalidations)
+            await self._run(self._relay.publish_now, [event])
+            return value
+
+        task = asyncio.ensure_future(commit_invalidate_publish())
+        task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
 
     async def get(self, project_id: str, principal: Principal) -> projects_pb2.Project:
         """The project, from the cache when it holds it.
@@ -182,15 +189,14 @@ class Projects:
         invalidated before returning.
         """
         owner_id = owner_for(principal, owner_id, action="create a project", domain=DOMAIN)
-        project = await self._run(
+        call = functools.partial(
             self._store.create,
             name=name,
             description=description,
             owner_id=owner_id,
             member_ids=member_ids,
         )
-        await self._after_write("project.created", project.id, key_changed=False)
-        return to_proto(project)
+        return to_proto(await self._write(call, _invalidations(None)))
 
     async def update(
         self,
@@ -205,7 +211,7 @@ class Projects:
 
         The cached project and list pages are invalidated before returning.
         """
-        project = await self._run(
+        call = functools.partial(
             self._store.update,
             project_id,
             fields,
@@ -213,53 +219,22 @@ class Projects:
             member_ids=member_ids,
             viewer=viewer_of(principal),
         )
-        await self._after_write("project.updated", project_id, key_changed=True)
-        return to_proto(project)
+        return to_proto(await self._write(call, _invalidations(project_id)))
 
     async def delete(self, project_id: str, *, etag: str, principal: Principal) -> None:
         """Delete; the cached project and list pages are invalidated before returning."""
-        await self._run(self._store.delete, project_id, etag=etag, viewer=viewer_of(principal))
-        await self._after_write("project.deleted", project_id, key_changed=True)
 
-    async def _after_write(self, event_type: str, project_id: str, *, key_changed: bool) -> None:
-        if self._cache is not None:
-            if key_changed:
-                self._pending.add((PROJECTS_NAMESPACE, project_id.encode()))
-            self._pending.add((LISTS_NAMESPACE, None))
-            await self._deliver_pending()
-            if self._pending and (self._redeliver is None or self._redeliver.done()):
-                self._redeliver = asyncio.create_task(self._redeliver_until_done())
-        await self._run(self._publisher.publish, event_type, project_id=project_id)
+        def call() -> tuple[None, Outboxed]:
+            return None, self._store.delete(project_id, etag=etag, viewer=viewer_of(principal))
 
-    async def _deliver_pending(self) -> None:
-        """Try every pending invalidation once; keep those that failed."""
-        assert self._cache is not None
-        for item in list(self._pending):
-            namespace, key = item
-            try:
-                if key is None:
-                    await self._cache.invalidate_namespace(namespace)
-                else:
-                    await self._cache.invalidate(namespace, [key])
-            except CacheClientError:
-                INVALIDATION_FAILURES.labels(namespace).inc()
-                continue
-            self._pending.discard(item)
-        PENDING_INVALIDATIONS.set(len(self._pending))
+        await self._write(call, _invalidations(project_id))
 
-    async def _redeliver_until_done(self) -> None:
-        delay = 0.05
-        while self._pending:
-            log.warning(
-                "%d cache invalidation(s) undelivered; reading from the database meanwhile",
-                len(self._pending),
-            )
-            await asyncio.sleep(delay)
-            await self._deliver_pending()
-            delay = min(delay * 2, 2.0)
-        log.info("pending cache invalidations delivered; reading through the cache again")
+    def start(self) -> None:
+        """Start the background work of a serving server: redelivery and the event relay."""
+        self._cache.start()
+        self._relay.start()
 
     async def close(self) -> None:
-        """Stop redelivering (on shutdown; the domain events still carry what is left)."""
-        if self._redeliver is not None:
-            self._redeliver.cancel()
+        """Stop the background work (on shutdown; the outbox keeps what is left)."""
+        await self._cache.close()
+        await self._relay.stop()

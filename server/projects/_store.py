@@ -3,7 +3,10 @@
 Plain synchronous code that knows nothing about gRPC; the servicer runs it in worker
 threads. Every write is one transaction, so a failed call leaves nothing half-written.
 Concurrent writers are serialised by an optimistic version check (``version`` column):
-a write whose expected version moved on changes nothing.
+a write whose expected version moved on changes nothing. Each write also puts its domain
+event (``project.created/updated/deleted``) into the event outbox in the same
+transaction, and returns it for the caller to publish: a committed change always
+carries its cache invalidation to the other replicas.
 
 Object-level access (OWASP API1): every operation that names a project takes a
 ``viewer``, the principal id it acts for, or None for one who reaches everything (an
@@ -24,6 +27,7 @@ from sqlalchemy import ColumnElement, Engine, delete, insert, or_, select, tuple
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from server import events
 from server import paging as _paging
 from server.db import ProjectMemberRow, ProjectRow
 from server.rpc import Aborted, AlreadyExists, NotFound, PermissionDenied
@@ -159,6 +163,10 @@ def _stale(project_id: str) -> Aborted:
     )
 
 
+def _event(session: Session, event_type: str, project_id: str) -> events.Outboxed:
+    return events.add(session, events.DomainEvent(event_type, {"project_id": project_id}))
+
+
 class ProjectStore:
     """CRUD and listing of projects on one SQLAlchemy engine."""
 
@@ -167,7 +175,7 @@ class ProjectStore:
 
     def create(
         self, *, name: str, description: str, owner_id: str, member_ids: Sequence[str] = ()
-    ) -> Project:
+    ) -> tuple[Project, events.Outboxed]:
         """Insert a new project; ALREADY_EXISTS when the owner has one of that name."""
         now = datetime.now(UTC)
         row = ProjectRow(
@@ -184,9 +192,10 @@ class ProjectStore:
                 session.add(row)
                 session.flush()  # the project row exists before its members reference it
                 _set_members(session, row.id, member_ids)
+                event = _event(session, "project.created", row.id)
         except IntegrityError:
             raise _name_taken(owner_id, name) from None
-        return _to_project(row, member_ids)
+        return _to_project(row, member_ids), event
 
     def get(self, project_id: str) -> Project:
         """The project with this id, whoever may see it (callers check ``reaches``)."""
@@ -243,7 +252,7 @@ class ProjectStore:
         etag: str,
         member_ids: Sequence[str] | None = None,
         viewer: str | None = None,
-    ) -> Project:
+    ) -> tuple[Project, events.Outboxed]:
         """Set ``fields`` (a subset of UPDATABLE_FIELDS) and, when given, the member list.
 
         NOT_FOUND unless ``viewer`` reaches the project; PERMISSION_DENIED when a
@@ -272,14 +281,15 @@ class ProjectStore:
                     raise _stale(project_id)
                 if member_ids is not None:
                     _set_members(session, project_id, member_ids)
+                event = _event(session, "project.updated", project_id)
                 session.expire(row)
                 session.refresh(row)
-                return _to_project(row, _members(session, [project_id])[project_id])
+                return _to_project(row, _members(session, [project_id])[project_id]), event
         except IntegrityError:
             owner = fields.get("owner_id") or self.get(project_id).owner_id
             raise _name_taken(owner, fields.get("name", "")) from None
 
-    def delete(self, project_id: str, *, etag: str, viewer: str | None = None) -> None:
+    def delete(self, project_id: str, *, etag: str, viewer: str | None = None) -> events.Outboxed:
         """Remove the project; NOT_FOUND when absent or out of reach, ABORTED when stale.
 
         Only the owner (or an Administrator) may delete: members get PERMISSION_DENIED.
@@ -300,6 +310,7 @@ class ProjectStore:
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise _stale(project_id)
+            return _event(session, "project.deleted", project_id)
 
     @staticmethod
     def _current(session: Session, project_id: str, etag: str, viewer: str | None) -> ProjectRow:

@@ -1,23 +1,10 @@
-"""Domain events: what changed, published to the RabbitMQ topic exchange ``agentic.events``.
-
-Consumers (today: every cache sidecar's durable invalidation queue) bind by routing key,
-which is the event type (``project.updated``). Messages are JSON, persistent, and
-published with publisher confirms, so a publish that returned was taken by the broker.
-
-The synchronous Invalidate call on the write path is what keeps caches correct when
-everything is up; events carry the same invalidation to sidecars that missed it (down,
-restarting, on other hosts). A publish that fails is counted and logged, never retried
-on the request path: the write itself is already committed.
-"""
+"""Confirmed, persistent publishes of domain events to the topic exchange."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import uuid
-from datetime import UTC, datetime
 from typing import Protocol
 
 from kombu.connection import Connection
@@ -25,23 +12,31 @@ from kombu.entity import Exchange
 from kombu.messaging import Producer
 from prometheus_client import Counter
 
+from server.events._event import DomainEvent
+
 log = logging.getLogger(__name__)
 
-COOL_DOWN_SECONDS = 5.0
+# After a failure, publishes fail at once for this long instead of each waiting out a
+# connect timeout; the relay tries again after it, so it also bounds how soon events flow
+# once the broker is back.
+COOL_DOWN_SECONDS = 1.0
 
 PUBLISHED = Counter(
     "agentic_events_published_total", "Domain events confirmed by the broker.", ("type",)
 )
 PUBLISH_FAILURES = Counter(
-    "agentic_events_publish_failures_total", "Domain events the broker did not take.", ("type",)
+    "agentic_events_publish_failures_total",
+    "Domain event publishes the broker did not take (the outbox keeps them).",
+    ("type",),
 )
 
 
 class Publisher(Protocol):
     """Something that publishes domain events; blocking, call it from a worker thread."""
 
-    def publish(self, event_type: str, **fields: str) -> bool:
-        """Publish one event; True when the broker confirmed it."""
+    def publish(self, event: DomainEvent) -> bool:
+        """Publish one event; True when it needs no further publish (the broker confirmed
+        it, or events are switched off)."""
         ...
 
     def close(self) -> None:
@@ -50,11 +45,11 @@ class Publisher(Protocol):
 
 
 class NullPublisher:
-    """Publishes nothing: events are disabled (AGENTIC_EVENTS_URL is empty)."""
+    """Events are switched off (AGENTIC_EVENTS_URL is empty): every event is dropped."""
 
-    def publish(self, event_type: str, **fields: str) -> bool:
-        """Drop the event."""
-        return False
+    def publish(self, event: DomainEvent) -> bool:
+        """Drop the event; nothing will ever publish it."""
+        return True
 
     def close(self) -> None:
         """Nothing to release."""
@@ -73,25 +68,17 @@ class AmqpPublisher:
         self._timeout = timeout_seconds
         self._lock = threading.Lock()  # one channel: publishes are serialised
         self._producer: Producer | None = None
-        # After a failure, writes skip the broker for a while instead of each waiting out
-        # a connect timeout: a broker outage must not slow every write down.
         self._skip_until = 0.0
 
-    def publish(self, event_type: str, **fields: str) -> bool:
-        """Publish ``{"type", "event_id", "time", **fields}`` with routing key ``event_type``."""
-        body = {
-            "type": event_type,
-            "event_id": str(uuid.uuid4()),
-            "time": datetime.now(UTC).isoformat(),
-            **fields,
-        }
+    def publish(self, event: DomainEvent) -> bool:
+        """Publish ``event`` with routing key ``event.type``; True once confirmed."""
         with self._lock:
             if time.monotonic() < self._skip_until:
-                PUBLISH_FAILURES.labels(event_type).inc()
+                PUBLISH_FAILURES.labels(event.type).inc()
                 return False
             try:
                 if self._producer is None:
-                    # No pause between tries (kombu sleeps 2 s by default): a write is
+                    # No pause between tries (kombu sleeps 2 s by default): a write may be
                     # waiting, and a refused connection must fail at once.
                     self._connection.ensure_connection(
                         max_retries=1, interval_start=0, timeout=self._timeout
@@ -99,21 +86,21 @@ class AmqpPublisher:
                     self._producer = Producer(self._connection.channel(), self._exchange)
                     self._exchange.declare(channel=self._producer.channel)
                 self._producer.publish(
-                    json.dumps(body),
-                    routing_key=event_type,
+                    event.to_json(),
+                    routing_key=event.type,
                     content_type="application/json",
                     delivery_mode=2,
                     timeout=self._timeout,
                 )
             except Exception:
                 # Broker down or refused: drop the channel so the next publish reconnects.
-                log.warning("event %s not published", event_type, exc_info=True)
-                PUBLISH_FAILURES.labels(event_type).inc()
+                log.warning("event %s not published (the outbox keeps it)", event.type)
+                PUBLISH_FAILURES.labels(event.type).inc()
                 self._producer = None
                 self._connection.release()
                 self._skip_until = time.monotonic() + COOL_DOWN_SECONDS
                 return False
-        PUBLISHED.labels(event_type).inc()
+        PUBLISHED.labels(event.type).inc()
         return True
 
     def close(self) -> None:
