@@ -70,7 +70,7 @@ test-fast: system-deps gen
 	$(BIN)/pytest -x -q
 
 bench: system-deps gen
-	$(PY) -m tests.bench
+	$(PY) -m bench
 
 run: system-deps gen
 	$(PY) -m server.devstack

@@ -2,7 +2,7 @@
 
 memcached (private, UDP off), the cache sidecar over it, an API server reading through
 the sidecar, a second API server with no cache on the same PostgreSQL database, and two
-bare chains (``tests.bench._bare``): hop1 -> hop2 with hop2's pymemcache get in a thread
+bare chains (``bench._bare``): hop1 -> hop2 with hop2's pymemcache get in a thread
 pool (the primary baseline) or on the event loop.
 """
 
@@ -128,10 +128,10 @@ def _api_env(database_url: str, cache_address: str) -> dict[str, str]:
 def _bare_chain(start: _Starter, memcached: str, mode: str) -> tuple[Service, Service]:
     """Start hop2, then hop1 in front of it; return (hop1, hop2)."""
     hop2 = start(
-        "tests.bench._bare",
+        "bench._bare",
         {"BENCH_ROLE": "hop2", "BENCH_MEMCACHED": memcached, "BENCH_MEMCACHED_MODE": mode},
     )
-    hop1 = start("tests.bench._bare", {"BENCH_ROLE": "hop1", "BENCH_UPSTREAM": hop2.address})
+    hop1 = start("bench._bare", {"BENCH_ROLE": "hop1", "BENCH_UPSTREAM": hop2.address})
     return hop1, hop2
 
 

@@ -15,7 +15,7 @@ PostgreSQL database, with production timings. Four phases, in this order:
 4. Reconnect storm (``_tasks_events``): ``storm_watchers`` streams dropped at once and
    resumed from their last sequence; gaps and repeats checked, time to all resumed.
 
-``tests.bench._tasks_report`` renders the result; docs/benchmarks.md describes the method.
+``bench._tasks_report`` renders the result; docs/benchmarks.md describes the method.
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ from pathlib import Path
 
 from agentic.tasks.v1 import tasks_pb2_grpc
 
+from bench._tasks_cpu import MachineMeter, TreeMeter
+from bench._tasks_events import events_phase, storm_phase
+from bench._tasks_load import QueueGauge
+from bench._tasks_plan import ENV, Run, TaskPlan
+from bench._tasks_raw import declare, make_app
+from bench._tasks_report import CPU_ROLES, TaskFigure, TaskSection
+from bench._tasks_submit import drain_phase, submit_phase
 from tests._identity import authorized_aio_channel
-from tests.bench._tasks_cpu import MachineMeter, TreeMeter
-from tests.bench._tasks_events import events_phase, storm_phase
-from tests.bench._tasks_load import QueueGauge
-from tests.bench._tasks_plan import ENV, Run, TaskPlan
-from tests.bench._tasks_raw import declare, make_app
-from tests.bench._tasks_report import CPU_ROLES, TaskFigure, TaskSection
-from tests.bench._tasks_submit import drain_phase, submit_phase
 from tests.workers._stack import private_vhost, stack
 
 __all__ = ["TaskPlan", "measure_tasks"]

@@ -6,7 +6,7 @@ arguments, persistent messages, publisher confirms, JSON only, no result backend
 late, reject on worker lost, prefetch 1) and one task that does nothing. None of the
 pipeline's logic is in it: no database, no claim, no events, no outbox.
 
-``python -m tests.bench._tasks_raw`` runs that app as a prefork worker, configured like
+``python -m bench._tasks_raw`` runs that app as a prefork worker, configured like
 ``python -m workers`` from ``AGENTIC_BROKER_URL``, ``AGENTIC_TASK_QUEUE``,
 ``AGENTIC_WORKER_CONCURRENCY`` and ``AGENTIC_READY_FILE`` (the test stack's
 ``start_worker(command=...)`` passes them).

@@ -1,6 +1,6 @@
 """The bare chain: two minimal grpc.aio server processes and a pymemcache get, no logic.
 
-Run as ``python -m tests.bench._bare`` with the role in the environment (the benchmark
+Run as ``python -m bench._bare`` with the role in the environment (the benchmark
 starts it through ``tests._support.start_service``, which sets ``AGENTIC_READY_FILE``)::
 
     BENCH_ROLE=hop1 BENCH_UPSTREAM=127.0.0.1:<hop2 port>

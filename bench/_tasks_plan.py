@@ -1,7 +1,7 @@
 """What the task section measures (TaskPlan) and the state its phases share (Run).
 
-The phases (``tests.bench._tasks_submit``, ``tests.bench._tasks_events``) each add their
-figures, targets and sanity lines to one ``Run``; ``tests.bench._tasks`` starts the
+The phases (``bench._tasks_submit``, ``bench._tasks_events``) each add their
+figures, targets and sanity lines to one ``Run``; ``bench._tasks`` starts the
 processes and turns the Run into the report's section.
 """
 
@@ -20,12 +20,12 @@ from urllib.parse import urlsplit
 import grpc
 from agentic.tasks.v1 import tasks_pb2 as pb
 
+from bench._measure import Errors, summarize
+from bench._tasks_cpu import TreeMeter, listener_pid
+from bench._tasks_load import closed_loop
+from bench._tasks_report import CPU_ROLES, TaskCheck, TaskFigure
 from tests._identity import SERVICE_ACCOUNT_LIMITS
 from tests._support import Service
-from tests.bench._measure import Errors, summarize
-from tests.bench._tasks_cpu import TreeMeter, listener_pid
-from tests.bench._tasks_load import closed_loop
-from tests.bench._tasks_report import CPU_ROLES, TaskCheck, TaskFigure
 from tests.workers._stack import Stack
 
 __all__ = [

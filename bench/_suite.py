@@ -15,10 +15,9 @@ import grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
 from pymemcache.client.base import Client
 
-from tests._identity import authorized_aio_channel
-from tests.bench._bare import METHOD, key_for
-from tests.bench._cpu import CpuMeter
-from tests.bench._measure import (
+from bench._bare import METHOD, key_for
+from bench._cpu import CpuMeter
+from bench._measure import (
     Errors,
     Throughput,
     sample_async,
@@ -27,9 +26,10 @@ from tests.bench._measure import (
     throughput_async,
     throughput_threads,
 )
-from tests.bench._report import CPU_ROLES, Check, Ratio, Row
-from tests.bench._stack import Stack
-from tests.bench._stampede import StampedeRound, origin_loads, run_stampede
+from bench._report import CPU_ROLES, Check, Ratio, Row
+from bench._stack import Stack
+from bench._stampede import StampedeRound, origin_loads, run_stampede
+from tests._identity import authorized_aio_channel
 
 __all__ = ["Plan", "Results", "measure"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tests.bench._tables import table as _table
-from tests.bench._tables import verdict as _verdict
+from bench._tables import table as _table
+from bench._tables import verdict as _verdict
 
 __all__ = [
     "CPU_ROLES",
@@ -152,7 +152,7 @@ _HOW = """\
 Every process runs on this machine over 127.0.0.1: an API server (`python -m server`,
 production defaults: heartbeat 5 s, relay 0.5 s, lease 30 s, cancel grace 10 s, 8
 database threads) on the benchmark's PostgreSQL database, `python -m workers`
-processes, and the raw baseline worker (`python -m tests.bench._tasks_raw`), all on a
+processes, and the raw baseline worker (`python -m bench._tasks_raw`), all on a
 vhost of the shared RabbitMQ created for the run (`rabbitmqctl add_vhost`, deleted
 afterwards; the broker itself is never stopped). The benchmark process is the only
 client: one asyncio event loop with grpc.aio channels (`grpc.use_local_subchannel_pool`,

@@ -9,9 +9,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from tests._identity import authorized_aio_channel
-from tests.bench._tasks_cpu import TreeMeter
-from tests.bench._tasks_plan import (
+from bench._tasks_cpu import TreeMeter
+from bench._tasks_plan import (
     EVENT_P50_MAX_MS,
     EVENT_P99_MAX_MS,
     Run,
@@ -21,8 +20,8 @@ from tests.bench._tasks_plan import (
     submit_probes,
     wait_running,
 )
-from tests.bench._tasks_report import CPU_ROLES, TaskCheck, TaskFigure
-from tests.bench._tasks_watch import (
+from bench._tasks_report import CPU_ROLES, TaskCheck, TaskFigure
+from bench._tasks_watch import (
     Channels,
     LatencyWindow,
     Watcher,
@@ -30,6 +29,7 @@ from tests.bench._tasks_watch import (
     sequence_faults,
     wait_first_items,
 )
+from tests._identity import authorized_aio_channel
 
 __all__ = ["events_phase", "storm_phase"]
 
@@ -293,7 +293,7 @@ async def storm_phase(run: Run, stub: Any) -> None:
 
 
 # --- phases 3 and 4 alone -------------------------------------------------------------
-# ``python -m tests.bench._tasks_events [--quick] [--watchers N] [--storm N]``: the event
+# ``python -m bench._tasks_events [--quick] [--watchers N] [--storm N]``: the event
 # phases without the cache section and the submit/drain phases, on a fresh PostgreSQL
 # database and a private vhost, for iterating on the watch path. Same phases, same
 # measurement; prints the figures, checks and sanity lines.
@@ -321,8 +321,8 @@ async def _events_only(plan: Any, workdir: Any, progress: Any, pending_requests:
 
     from agentic.tasks.v1 import tasks_pb2_grpc
 
+    from bench._tasks_plan import ENV
     from tests._support import postgres_database
-    from tests.bench._tasks_plan import ENV
     from tests.workers._stack import private_vhost, stack
 
     async with AsyncExitStack() as exits:
@@ -359,10 +359,10 @@ def _main() -> None:
     import tempfile
     from pathlib import Path
 
-    from tests.bench.__main__ import _QUICK_TASKS
-    from tests.bench._tasks_plan import TaskPlan
+    from bench.__main__ import _QUICK_TASKS
+    from bench._tasks_plan import TaskPlan
 
-    parser = argparse.ArgumentParser(prog="python -m tests.bench._tasks_events")
+    parser = argparse.ArgumentParser(prog="python -m bench._tasks_events")
     parser.add_argument("--quick", action="store_true", help="the --quick task plan")
     parser.add_argument("--watchers", type=int, default=None)
     parser.add_argument("--storm", type=int, default=None)

@@ -11,9 +11,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tests.bench._measure import Errors, sample_async, sample_sync
-from tests.bench._tasks_load import Drain, QueueGauge, closed_loop, drain, open_loop
-from tests.bench._tasks_plan import (
+from bench._measure import Errors, sample_async, sample_sync
+from bench._tasks_load import Drain, QueueGauge, closed_loop, drain, open_loop
+from bench._tasks_plan import (
     CALL_TIMEOUT_SECONDS,
     DRAIN_OVER_RAW_MIN,
     PACED_FRACTION,
@@ -26,8 +26,8 @@ from tests.bench._tasks_plan import (
     submit_probes,
     submit_request,
 )
-from tests.bench._tasks_raw import publish_noop
-from tests.bench._tasks_report import TaskCheck, TaskFigure
+from bench._tasks_raw import publish_noop
+from bench._tasks_report import TaskCheck, TaskFigure
 from tests.workers._stack import Worker
 
 __all__ = ["drain_phase", "submit_phase"]
@@ -258,7 +258,7 @@ async def drain_phase(run: Run, stub: Any, raw_app: Any, gauge: QueueGauge) -> N
         gauge,
         run.raw_queue,
         plan.raw_drain_tasks,
-        command=[sys.executable, "-m", "tests.bench._tasks_raw"],
+        command=[sys.executable, "-m", "bench._tasks_raw"],
         finished=raw_finished,
     )
     run.progress(f"tasks: pipeline drain of {plan.drain_tasks} no-op probes")

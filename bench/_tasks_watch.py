@@ -19,8 +19,8 @@ import grpc
 from agentic.tasks.v1 import tasks_pb2 as pb
 from agentic.tasks.v1 import tasks_pb2_grpc
 
+from bench._measure import error_name
 from tests._identity import authorized_aio_channel
-from tests.bench._measure import error_name
 
 __all__ = [
     "Channels",

@@ -1,6 +1,6 @@
-"""``python -m tests.bench`` (``make bench``): measure, print the table, write the docs.
+"""``python -m bench`` (``make bench``): measure, print the table, write the docs.
 
-After the read path (the cache), the task-pipeline section (``tests.bench._tasks``)
+After the read path (the cache), the task-pipeline section (``bench._tasks``)
 runs on the same PostgreSQL database with its own RabbitMQ vhost, API server and
 workers; both go into one report.
 
@@ -27,13 +27,13 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
+from bench._cpu import OthersMeter
+from bench._report import Machine, Report, render_console, render_markdown
+from bench._stack import Stack, running_stack
+from bench._suite import Plan, measure
+from bench._tasks import TaskPlan, measure_tasks
+from bench._tasks_report import TaskSection
 from tests._support import REPO
-from tests.bench._cpu import OthersMeter
-from tests.bench._report import Machine, Report, render_console, render_markdown
-from tests.bench._stack import Stack, running_stack
-from tests.bench._suite import Plan, measure
-from tests.bench._tasks import TaskPlan, measure_tasks
-from tests.bench._tasks_report import TaskSection
 
 _DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
 # The whole measurement (not the process start-up) is bounded by this.
@@ -194,7 +194,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse the options and run."""
     signal.signal(signal.SIGTERM, _terminate)
-    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a tenth of the calls")
     parser.add_argument("--docs", default=None, help="where to write the Markdown report")
     args = parser.parse_args(argv)
