@@ -14,11 +14,12 @@ from server.rpc._errors import (
     Unauthenticated,
     Unavailable,
 )
-from server.rpc._interceptor import ServiceInterceptor
+from server.rpc._interceptor import UNDECODABLE_MESSAGE, ServiceInterceptor
 from server.rpc._reflection import enable_reflection
 from server.rpc._validation import validate_request
 
 __all__ = [
+    "UNDECODABLE_MESSAGE",
     "Aborted",
     "AlreadyExists",
     "ApiError",

@@ -10,6 +10,14 @@ Each RPC handler is wrapped once, outermost first:
 4. error mapping: an ``ApiError`` becomes its rich status; any other exception is a
    defect, logged with its traceback and answered INTERNAL without internals.
 
+Request bytes that do not parse as the method's message (bad tags, truncation, invalid
+UTF-8, nesting beyond the parser's limit) are the client's error, not ours. grpc.aio
+parses them before any of the above runs and, left alone, answers UNKNOWN quoting the
+parser's exception. So every handler's request deserializer is wrapped: a failed parse
+yields the ``UNDECODABLE`` marker instead of raising, and the guard answers it with
+INVALID_ARGUMENT and a fixed message (after access, so an anonymous caller still learns
+nothing but UNAUTHENTICATED). This holds for every method, health and reflection too.
+
 Health and reflection pass through the same metrics but skip validation.
 """
 
@@ -26,7 +34,7 @@ from typing import Any, Protocol
 import grpc
 from prometheus_client import Counter, Histogram
 
-from server.rpc._errors import ApiError, Internal
+from server.rpc._errors import ApiError, Internal, InvalidArgument
 from server.rpc._validation import validate_request
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,52 @@ HANDLING = Histogram(
 )
 
 Behavior = Callable[..., Any]
+Deserializer = Callable[[bytes], Any]
+
+
+class _Undecodable:
+    """Marker type of a request whose bytes did not parse (see the module docstring)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNDECODABLE"
+
+
+UNDECODABLE = _Undecodable()
+"""What a wrapped deserializer returns for bytes that are not the method's message."""
+
+UNDECODABLE_MESSAGE = "the request message could not be decoded"
+"""The one message of that INVALID_ARGUMENT: nothing from the parser, nothing from the input."""
+
+
+def _tolerant(deserializer: Deserializer | None) -> Deserializer | None:
+    """``deserializer``, returning ``UNDECODABLE`` instead of raising on bad bytes."""
+    if deserializer is None:  # a generic handler that takes raw bytes
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:
+            # DecodeError for bad tags, truncation and invalid UTF-8; the parsers have
+            # raised others (RecursionError, ValueError) for deep nesting. Any failure to
+            # parse client bytes is the client's: nothing here is worth a traceback.
+            return UNDECODABLE
+
+    return deserialize
+
+
+def _undecodable() -> InvalidArgument:
+    return InvalidArgument([], message=UNDECODABLE_MESSAGE, reason="UNDECODABLE_REQUEST")
+
+
+async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A client stream's messages; raises at the first one that did not parse."""
+    async for request in requests:
+        if request is UNDECODABLE:
+            raise _undecodable()
+        yield request
 
 
 class Gate(Protocol):
@@ -106,10 +160,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         service, name = _split(method)
         validate = method.startswith(self._validate_prefixes)
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, self._guard(service, name, "unary", validate)),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -117,16 +172,30 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 self._stream(
                     handler.unary_stream, self._guard(service, name, "server_stream", validate)
                 ),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
             # Only reflection uses bidi streams here; count it, leave it unvalidated.
             return grpc.stream_stream_rpc_method_handler(
                 self._stream(
-                    handler.stream_stream, self._guard(service, name, "bidi_stream", False)
+                    handler.stream_stream,
+                    self._guard(service, name, "bidi_stream", False),
+                    client_streaming=True,
                 ),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            # None of our services takes a client stream yet; the first that does still
+            # gets metrics, access and the undecodable-request answer.
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(
+                    handler.stream_unary,
+                    self._guard(service, name, "client_stream", False),
+                    client_streaming=True,
+                ),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -135,18 +204,23 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return _Guard(service, name, kind, validate, self._gate)
 
     @staticmethod
-    def _unary(behavior: Behavior, guard: _Guard) -> Behavior:
+    def _unary(behavior: Behavior, guard: _Guard, *, client_streaming: bool = False) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with guard.call(request, context):
-                return await behavior(request, context)
+            # A client stream's messages are parsed as the behavior reads them, so the
+            # guard sees none of them; _decoded checks each on the way in.
+            first = None if client_streaming else request
+            async with guard.call(first, context):
+                return await behavior(_decoded(request) if client_streaming else request, context)
 
         return wrapped
 
     @staticmethod
-    def _stream(behavior: Behavior, guard: _Guard) -> Behavior:
+    def _stream(behavior: Behavior, guard: _Guard, *, client_streaming: bool = False) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with guard.call(request, context):
-                result = behavior(request, context)
+            first = None if client_streaming else request
+            async with guard.call(first, context):
+                messages = _decoded(request) if client_streaming else request
+                result = behavior(messages, context)
                 if hasattr(result, "__aiter__"):
                     async for item in result:
                         yield item
@@ -184,13 +258,11 @@ class _Guard:
         failure: BaseException | None = None
         try:
             if self._gate is None:
-                if self._validate:
-                    validate_request(request, domain=self._domain)
+                self._check(request)
                 yield
             else:
                 async with self._gate.enter(self._method, context, streaming=self._streaming):
-                    if self._validate:
-                        validate_request(request, domain=self._domain)
+                    self._check(request)
                     yield
         except ApiError as error:
             await _abort(context, error)
@@ -206,3 +278,13 @@ class _Guard:
         finally:
             HANDLED.labels(*self._labels, _final_code(context, failure)).inc()
             self._histogram.observe(time.perf_counter() - begin)
+
+    def _check(self, request: Any) -> None:
+        """Refuse an undecodable request, then one that breaks its rules.
+
+        ``request`` is None for client streams, whose messages are checked as they are read.
+        """
+        if request is UNDECODABLE:
+            raise _undecodable()
+        if self._validate and request is not None:
+            validate_request(request, domain=self._domain)
