@@ -76,9 +76,15 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
             raise _fail("token subject is not acceptable", "TOKEN_INVALID")
+        roles = claims.get("roles", [])
+        # A roles claim that is not a list of strings is a token made by something that
+        # does not speak our contract: refuse the token rather than guess at no roles.
+        # (Unknown strings inside a well-formed list are still dropped, by roles_from_claim.)
+        if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+            raise _fail("token is malformed", "TOKEN_INVALID")
         return Principal(
             subject=subject,
-            roles=roles_from_claim(claims.get("roles")),
+            roles=roles_from_claim(roles),
             expires_at=float(claims["exp"]),
         )
 
