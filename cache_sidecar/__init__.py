@@ -2,7 +2,7 @@
 
 Run it with ``python -m cache_sidecar`` (configuration: :class:`Config`, from
 ``AGENTIC_*`` environment variables). The API server talks to it through
-:mod:`cache_sidecar.client`.
+:mod:`core.cache`.
 """
 
 from cache_sidecar._config import Config, ConfigError

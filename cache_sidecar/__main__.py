@@ -13,7 +13,7 @@ import sys
 from cache_sidecar._config import Config, ConfigError
 from cache_sidecar._policy import PolicyError
 from cache_sidecar._server import serve
-from server.tls import TlsConfigError
+from core.tls import TlsConfigError
 
 
 def main() -> int:

@@ -24,8 +24,8 @@ from cache_sidecar._metrics import Counters, Metrics, SidecarCollector
 from cache_sidecar._policy import load_policy
 from cache_sidecar._service import CacheServicer
 from cache_sidecar._store import Store
+from core.tls import server_credentials
 from server.rpc import ServiceInterceptor, enable_reflection
-from server.tls import server_credentials
 
 __all__ = ["SERVICE_NAME", "CacheSidecar", "create_server", "serve"]
 

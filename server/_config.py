@@ -6,55 +6,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-DEFAULT_DATABASE_URL = "sqlite:///var/agentic.db"
+from core.config import (
+    DEFAULT_DATABASE_URL,
+    ConfigError,
+    env_bool,
+    env_float,
+    env_int,
+    env_positive,
+)
 
-
-class ConfigError(ValueError):
-    """An environment variable has a value the server cannot use."""
-
-
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be >= {minimum}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value < 0:
-        raise ConfigError(f"{name}={value} must be >= 0")
-    return value
-
-
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
-    value = _float(env, name, default)
-    if value <= 0:
-        raise ConfigError(f"{name}={value} must be > 0")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean (true/false)")
+__all__ = ["DEFAULT_DATABASE_URL", "ConfigError", "ServerConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,64 +184,64 @@ class ServerConfig:
         return cls(
             listen_address=e.get("AGENTIC_LISTEN_ADDRESS", d.listen_address),
             database_url=e.get("DATABASE_URL", "") or d.database_url,
-            db_auto_migrate=_bool(e, "AGENTIC_DB_AUTO_MIGRATE", d.db_auto_migrate),
-            db_pool_size=_int(e, "AGENTIC_DB_POOL_SIZE", d.db_pool_size, minimum=1),
+            db_auto_migrate=env_bool(e, "AGENTIC_DB_AUTO_MIGRATE", d.db_auto_migrate),
+            db_pool_size=env_int(e, "AGENTIC_DB_POOL_SIZE", d.db_pool_size, minimum=1),
             metrics_address=e.get("AGENTIC_METRICS_ADDRESS", d.metrics_address),
-            max_receive_message_bytes=_int(
+            max_receive_message_bytes=env_int(
                 e, "AGENTIC_MAX_RECEIVE_MESSAGE_BYTES", d.max_receive_message_bytes, minimum=1024
             ),
-            max_send_message_bytes=_int(
+            max_send_message_bytes=env_int(
                 e, "AGENTIC_MAX_SEND_MESSAGE_BYTES", d.max_send_message_bytes, minimum=1024
             ),
-            keepalive_time_seconds=_int(
+            keepalive_time_seconds=env_int(
                 e, "AGENTIC_KEEPALIVE_TIME_SECONDS", d.keepalive_time_seconds, minimum=1
             ),
-            keepalive_timeout_seconds=_int(
+            keepalive_timeout_seconds=env_int(
                 e, "AGENTIC_KEEPALIVE_TIMEOUT_SECONDS", d.keepalive_timeout_seconds, minimum=1
             ),
-            shutdown_grace_seconds=_float(
+            shutdown_grace_seconds=env_float(
                 e, "AGENTIC_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
             ),
             cache_address=e.get("AGENTIC_CACHE_ADDRESS", d.cache_address),
-            cache_timeout_seconds=_float(
+            cache_timeout_seconds=env_float(
                 e, "AGENTIC_CACHE_TIMEOUT_SECONDS", d.cache_timeout_seconds
             ),
-            cache_invalidate_timeout_seconds=_float(
+            cache_invalidate_timeout_seconds=env_float(
                 e, "AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS", d.cache_invalidate_timeout_seconds
             ),
-            origin_concurrency=_int(
+            origin_concurrency=env_int(
                 e, "AGENTIC_ORIGIN_CONCURRENCY", d.origin_concurrency, minimum=1
             ),
             events_url=e.get("AGENTIC_EVENTS_URL", d.events_url),
             events_exchange=e.get("AGENTIC_EVENTS_EXCHANGE", d.events_exchange),
-            event_relay_interval_seconds=_positive(
+            event_relay_interval_seconds=env_positive(
                 e, "AGENTIC_EVENT_RELAY_INTERVAL_SECONDS", d.event_relay_interval_seconds
             ),
             broker_url=e.get("AGENTIC_BROKER_URL", d.broker_url),
             task_queue=e.get("AGENTIC_TASK_QUEUE", "") or d.task_queue,
             task_events_exchange=e.get("AGENTIC_TASK_EVENTS_EXCHANGE", "")
             or d.task_events_exchange,
-            watch_heartbeat_seconds=_positive(
+            watch_heartbeat_seconds=env_positive(
                 e, "AGENTIC_WATCH_HEARTBEAT_SECONDS", d.watch_heartbeat_seconds
             ),
-            outbox_relay_interval_seconds=_positive(
+            outbox_relay_interval_seconds=env_positive(
                 e, "AGENTIC_OUTBOX_RELAY_INTERVAL_SECONDS", d.outbox_relay_interval_seconds
             ),
-            task_reap_after_seconds=_positive(
+            task_reap_after_seconds=env_positive(
                 e, "AGENTIC_TASK_REAP_AFTER_SECONDS", d.task_reap_after_seconds
             ),
-            auth_enabled=_bool(e, "AGENTIC_AUTH_ENABLED", d.auth_enabled),
+            auth_enabled=env_bool(e, "AGENTIC_AUTH_ENABLED", d.auth_enabled),
             auth_jwks=e.get("AGENTIC_AUTH_JWKS", d.auth_jwks).strip(),
             auth_issuer=e.get("AGENTIC_AUTH_ISSUER", "") or d.auth_issuer,
             auth_audience=e.get("AGENTIC_AUTH_AUDIENCE", "") or d.auth_audience,
-            auth_leeway_seconds=_float(e, "AGENTIC_AUTH_LEEWAY_SECONDS", d.auth_leeway_seconds),
-            auth_jwks_refresh_seconds=_positive(
+            auth_leeway_seconds=env_float(e, "AGENTIC_AUTH_LEEWAY_SECONDS", d.auth_leeway_seconds),
+            auth_jwks_refresh_seconds=env_positive(
                 e, "AGENTIC_AUTH_JWKS_REFRESH_SECONDS", d.auth_jwks_refresh_seconds
             ),
-            auth_jwks_max_age_seconds=_positive(
+            auth_jwks_max_age_seconds=env_positive(
                 e, "AGENTIC_AUTH_JWKS_MAX_AGE_SECONDS", d.auth_jwks_max_age_seconds
             ),
-            auth_token_cache_seconds=_float(
+            auth_token_cache_seconds=env_float(
                 e, "AGENTIC_AUTH_TOKEN_CACHE_SECONDS", d.auth_token_cache_seconds
             ),
             tls_cert_file=e.get("AGENTIC_TLS_CERT_FILE", d.tls_cert_file),
@@ -292,23 +253,23 @@ class ServerConfig:
             ),
             cache_client_key_file=e.get("AGENTIC_CACHE_CLIENT_KEY_FILE", d.cache_client_key_file),
             cache_server_name=e.get("AGENTIC_CACHE_SERVER_NAME", d.cache_server_name),
-            max_concurrent_rpcs=_int(
+            max_concurrent_rpcs=env_int(
                 e, "AGENTIC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs, minimum=1
             ),
-            max_pending_requests=_int(
+            max_pending_requests=env_int(
                 e, "AGENTIC_MAX_PENDING_REQUESTS", d.max_pending_requests, minimum=1
             ),
-            max_watch_streams_per_principal=_int(
+            max_watch_streams_per_principal=env_int(
                 e,
                 "AGENTIC_MAX_WATCH_STREAMS_PER_PRINCIPAL",
                 d.max_watch_streams_per_principal,
                 minimum=1,
             ),
-            submit_rate_per_second=_positive(
+            submit_rate_per_second=env_positive(
                 e, "AGENTIC_SUBMIT_RATE_PER_SECOND", d.submit_rate_per_second
             ),
-            submit_burst=_int(e, "AGENTIC_SUBMIT_BURST", d.submit_burst, minimum=1),
-            task_pending_recover_seconds=_positive(
+            submit_burst=env_int(e, "AGENTIC_SUBMIT_BURST", d.submit_burst, minimum=1),
+            task_pending_recover_seconds=env_positive(
                 e, "AGENTIC_TASK_PENDING_RECOVER_SECONDS", d.task_pending_recover_seconds
             ),
             ready_file=e.get("AGENTIC_READY_FILE", d.ready_file),

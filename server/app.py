@@ -18,7 +18,10 @@ from grpc_health.v1 import health, health_pb2_grpc
 from prometheus_client import REGISTRY, start_http_server
 from sqlalchemy import Engine
 
-from cache_sidecar.client import CacheClient
+from core.cache import CacheClient
+from core.db import install_statement_deadlines, make_engine, migrate
+from core.events import AmqpPublisher, EventRelay, NullPublisher, Publisher
+from core.tls import channel_credentials, server_credentials
 from server._config import ServerConfig
 from server._health import DependencyHealth
 from server.access import (
@@ -30,13 +33,10 @@ from server.access import (
 )
 from server.auth import JwksKeySet, TokenVerifier
 from server.caching import CoherentCache
-from server.db import install_statement_deadlines, make_engine, migrate
-from server.events import AmqpPublisher, EventRelay, NullPublisher, Publisher
 from server.projects import Projects, ProjectService, ProjectStore
 from server.rpc import ServiceInterceptor, enable_reflection
 from server.tasks import Tasks, TaskService
 from server.tasks._metrics import TaskCollector
-from server.tls import channel_credentials, server_credentials
 
 log = logging.getLogger("server")
 

@@ -16,7 +16,7 @@ import pytest
 from agentic.projects.v1 import projects_pb2_grpc
 from sqlalchemy import Engine
 
-from server.db import make_engine
+from core.db import make_engine
 from tests._identity import SERVICE_ACCOUNT_LIMITS, authorized_channel
 from tests._support import Service, postgres_database, start_service
 

@@ -6,7 +6,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from server._config import DEFAULT_DATABASE_URL, ConfigError, _bool, _float, _int, _positive
+from core.config import (
+    DEFAULT_DATABASE_URL,
+    ConfigError,
+    env_bool,
+    env_float,
+    env_int,
+    env_positive,
+)
 
 __all__ = ["ConfigError", "WorkerConfig"]
 
@@ -71,18 +78,22 @@ class WorkerConfig:
             task_queue=e.get("AGENTIC_TASK_QUEUE", "") or d.task_queue,
             task_events_exchange=e.get("AGENTIC_TASK_EVENTS_EXCHANGE", "")
             or d.task_events_exchange,
-            concurrency=_int(e, "AGENTIC_WORKER_CONCURRENCY", d.concurrency, minimum=1),
-            consumer_timeout_seconds=_positive(
+            concurrency=env_int(e, "AGENTIC_WORKER_CONCURRENCY", d.concurrency, minimum=1),
+            consumer_timeout_seconds=env_positive(
                 e, "AGENTIC_BROKER_CONSUMER_TIMEOUT_SECONDS", d.consumer_timeout_seconds
             ),
-            claim_lease_seconds=_positive(e, "AGENTIC_CLAIM_LEASE_SECONDS", d.claim_lease_seconds),
-            cancel_grace_seconds=_float(e, "AGENTIC_CANCEL_GRACE_SECONDS", d.cancel_grace_seconds),
-            max_deliveries=_int(e, "AGENTIC_TASK_MAX_DELIVERIES", d.max_deliveries, minimum=1),
-            db_pool_size=_int(e, "AGENTIC_DB_POOL_SIZE", d.db_pool_size, minimum=2),
+            claim_lease_seconds=env_positive(
+                e, "AGENTIC_CLAIM_LEASE_SECONDS", d.claim_lease_seconds
+            ),
+            cancel_grace_seconds=env_float(
+                e, "AGENTIC_CANCEL_GRACE_SECONDS", d.cancel_grace_seconds
+            ),
+            max_deliveries=env_int(e, "AGENTIC_TASK_MAX_DELIVERIES", d.max_deliveries, minimum=1),
+            db_pool_size=env_int(e, "AGENTIC_DB_POOL_SIZE", d.db_pool_size, minimum=2),
             worker_name=e.get("AGENTIC_WORKER_NAME", d.worker_name),
             ready_file=e.get("AGENTIC_READY_FILE", d.ready_file),
             log_level=e.get("AGENTIC_LOG_LEVEL", d.log_level).upper(),
-            without_gossip=_bool(e, "AGENTIC_WORKER_WITHOUT_GOSSIP", d.without_gossip),
+            without_gossip=env_bool(e, "AGENTIC_WORKER_WITHOUT_GOSSIP", d.without_gossip),
         )
         if config.claim_lease_seconds < 1:
             raise ConfigError("AGENTIC_CLAIM_LEASE_SECONDS must be >= 1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from server.tasks import AttemptStore, TaskRecord
+from core.tasks import AttemptStore, TaskRecord
 
 # How old the cancel flag a check answers from may be. Every write of the attempt
 # (claim, progress) returns the task as it now is, so a task that reports progress learns

@@ -43,7 +43,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from google.rpc import code_pb2
 
-from server.tasks import AttemptStore, ClaimOutcome, OutboxItem, error_status
+from core.tasks import AttemptStore, ClaimOutcome, OutboxItem, error_status
 from workers._context import ClaimLost, PermanentError, TaskCancelled, TaskContext
 from workers._registry import Registration
 

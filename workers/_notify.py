@@ -30,7 +30,7 @@ from kombu.connection import Connection
 from kombu.entity import Exchange
 from kombu.messaging import Producer
 
-from server.tasks import notification
+from core.tasks import notification
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 from agentic.tasks.v1 import tasks_pb2
 from google.protobuf.message import Message
 
-from server.tasks import kind_fields
+from core.tasks import kind_fields
 from workers._context import TaskContext, TransientError
 from workers.probe import run_probe
 

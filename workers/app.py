@@ -2,7 +2,7 @@
 
 Configuration comes from the environment (``workers._config.WorkerConfig``) when this
 module is imported. The broker settings every process shares are in
-``server.tasks._broker`` (queue topology, confirms, acks late, JSON only, no result
+``core.tasks._broker`` (queue topology, confirms, acks late, JSON only, no result
 backend); this module adds the tasks, one per registered kind, named
 ``agentic.task.<kind>`` with the kind's soft and hard time limits.
 
@@ -31,8 +31,8 @@ from typing import Any
 from celery import Celery, signals
 from celery.exceptions import Reject
 
-from server.db import make_engine
-from server.tasks import (
+from core.db import make_engine
+from core.tasks import (
     AttemptStore,
     BrokerSettings,
     OutboxItem,
@@ -41,7 +41,7 @@ from server.tasks import (
     declare_topology,
     publish_run,
 )
-from server.tasks._broker import events_exchange
+from core.tasks._broker import events_exchange
 from workers._config import WorkerConfig
 from workers._execute import Runtime, Verdict, execute
 from workers._notify import Notifier

@@ -5,14 +5,8 @@ Object-level checks (which projects and tasks a caller reaches) live with the do
 code in ``server.projects`` and ``server.tasks``; they take the principal explicitly.
 """
 
-from server.access._context import (
-    SYSTEM,
-    current_principal,
-    deadline_remaining,
-    remaining_seconds,
-    set_deadline,
-    set_principal,
-)
+from core.deadline import deadline_remaining, remaining_seconds, set_deadline
+from server.access._context import SYSTEM, current_principal, set_principal
 from server.access._gate import AccessControl, Authenticator
 from server.access._limits import ConcurrencyLimit, RateLimiter, StreamSlots
 from server.access._owner import owner_for

@@ -19,7 +19,8 @@ from typing import Protocol
 
 import grpc
 
-from server.access._context import SYSTEM, set_deadline, set_principal
+from core.deadline import set_deadline
+from server.access._context import SYSTEM, set_principal
 from server.access._limits import ConcurrencyLimit
 from server.access._table import allowed_roles, is_public
 from server.auth import Principal

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from prometheus_client import Counter, Gauge
 
-from cache_sidecar.client import CacheClient, CacheClientError, Invalidation
+from core.cache import CacheClient, CacheClientError, Invalidation
 
 log = logging.getLogger(__name__)
 

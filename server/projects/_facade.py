@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 
 from agentic.projects.v1 import projects_pb2
 
-from cache_sidecar.client import Invalidation
+from core.cache import Invalidation
+from core.db import in_database_thread
+from core.events import EventRelay, Outboxed
 from server.access import owner_for
 from server.auth import Principal
 from server.caching import CoherentCache
-from server.db import in_database_thread
-from server.events import EventRelay, Outboxed
 from server.projects._store import DOMAIN, ProjectStore, project_not_found, reaches
 from server.projects._wire import to_proto
 from server.rpc import NotFound, Unavailable

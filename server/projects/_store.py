@@ -27,9 +27,9 @@ from sqlalchemy import ColumnElement, Engine, delete, insert, or_, select, tuple
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from server import events
+from core import events
+from core.db import ProjectMemberRow, ProjectRow
 from server import paging as _paging
-from server.db import ProjectMemberRow, ProjectRow
 from server.rpc import Aborted, AlreadyExists, NotFound, PermissionDenied
 
 DOMAIN = "agentic.projects.v1"

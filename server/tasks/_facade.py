@@ -26,16 +26,16 @@ from agentic.tasks.v1 import tasks_pb2
 from google.protobuf.message import Message
 from sqlalchemy import Engine
 
+from core.db import in_database_thread
+from core.tasks._broker import BrokerSettings, NotificationListener, TaskPublisher
+from core.tasks._outbox import OutboxItem
+from core.tasks._record import TaskRecord
+from core.tasks._wire import DOMAIN, to_proto
 from server._config import ServerConfig
-from server.db import in_database_thread
 from server.rpc import Unavailable
 from server.tasks._batch import Batcher, LoopInbox
-from server.tasks._broker import BrokerSettings, NotificationListener, TaskPublisher
-from server.tasks._outbox import OutboxItem
-from server.tasks._record import TaskRecord
 from server.tasks._store import Gauges, NewTask, Submitted, TaskStore
 from server.tasks._watch import WatchHub
-from server.tasks._wire import DOMAIN, to_proto
 
 log = logging.getLogger(__name__)
 

@@ -57,8 +57,8 @@ from typing import Protocol
 from agentic.tasks.v1 import tasks_pb2
 from google.protobuf import timestamp_pb2
 
-from server.tasks._record import TaskRecord
-from server.tasks._wire import TERMINAL_STATES
+from core.tasks._record import TaskRecord
+from core.tasks._wire import TERMINAL_STATES
 
 log = logging.getLogger(__name__)
 

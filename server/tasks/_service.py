@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
+from core.tasks._wire import DOMAIN
 from server.access import RateLimiter, StreamSlots, current_principal, owner_for
 from server.auth import Principal
 from server.projects import project_not_found, viewer_of
 from server.tasks._facade import Tasks
 from server.tasks._metrics import SUBMITS, WATCH_STREAMS
-from server.tasks._wire import DOMAIN
 
 
 class TaskService(tasks_pb2_grpc.TaskServiceServicer):

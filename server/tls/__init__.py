@@ -5,7 +5,7 @@ The API server and the cache sidecar build their TLS (and mTLS) credentials with
 (``make dev-ca``) creates a local development CA with certificates for both.
 """
 
-from server.tls._credentials import TlsConfigError, channel_credentials, server_credentials
+from core.tls._credentials import TlsConfigError, channel_credentials, server_credentials
 from server.tls._devca import DevCa, ensure_dev_ca
 
 __all__ = [

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from server.tls._credentials import StrPath
+from core.tls._credentials import StrPath
 
 __all__ = ["DevCa", "ensure_dev_ca"]
 

@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 import cache_sidecar
-import cache_sidecar.client
-from cache_sidecar.client import CacheClient, CacheRejected, CacheUnavailable
+import core.cache
+from core.cache import CacheClient, CacheRejected, CacheUnavailable
 from tests._support import free_port
 from tests.cache_sidecar._support import Memcached, SidecarFactory, run
 
@@ -65,7 +65,7 @@ def test_rejections_carry_reason_and_fields_and_are_not_swallowed(
 
 
 def test_public_surface_is_explicit() -> None:
-    for module in (cache_sidecar, cache_sidecar.client):
+    for module in (cache_sidecar, core.cache):
         public = {name for name in vars(module) if not name.startswith("_")}
         exported = set(module.__all__)
         assert exported <= public

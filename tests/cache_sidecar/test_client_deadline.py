@@ -21,7 +21,7 @@ import grpc
 import pytest
 from agentic.cache.v1 import cache_pb2, cache_pb2_grpc
 
-from cache_sidecar.client import CacheClient, CacheUnavailable
+from core.cache import CacheClient, CacheUnavailable
 from tests.cache_sidecar._support import run
 
 OWN_TIMEOUT_SECONDS = 1.0

@@ -19,7 +19,7 @@ from kombu.entity import Exchange
 
 from cache_sidecar import Config
 from cache_sidecar._config import node_set_queue
-from cache_sidecar.client import CacheClient, Outcome
+from core.cache import CacheClient, Outcome
 from tests._support import Service, free_port
 from tests.cache_sidecar._support import (
     Memcached,

@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cache_sidecar import SERVICE_NAME, Config, ConfigError
-from cache_sidecar.client import CacheClient, CacheUnavailable, Outcome
+from core.cache import CacheClient, CacheUnavailable, Outcome
 from server.tls import (
     DevCa,
     TlsConfigError,

@@ -9,7 +9,7 @@ import urllib.request
 
 from agentic.cache.v1 import cache_pb2
 
-from cache_sidecar.client import CacheClient, Outcome
+from core.cache import CacheClient, Outcome
 from tests._support import free_port
 from tests.cache_sidecar._support import (
     Memcached,

@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 
-from cache_sidecar.client import CacheClient
+from core.cache import CacheClient
 from tests.cache_sidecar._support import Memcached, SidecarFactory, run
 
 NAMESPACE = "race"

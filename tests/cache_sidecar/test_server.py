@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cache_sidecar import Config, create_server
-from cache_sidecar.client import CacheClient, Outcome
+from core.cache import CacheClient, Outcome
 from tests._support import free_port
 from tests.cache_sidecar._support import Memcached, run
 

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from cache_sidecar.client import CacheClient, CacheRejected, FillResult, Outcome
+from core.cache import CacheClient, CacheRejected, FillResult, Outcome
 from tests._support import free_port, run_module
 from tests.cache_sidecar._support import TEST_POLICY, Memcached, eventually, run, start_sidecar
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from cache_sidecar.client import CacheClient
+from core.cache import CacheClient
 from tests.cache_sidecar._support import Memcached, SidecarFactory, run
 
 READERS_PER_SIDECAR = 100

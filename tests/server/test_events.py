@@ -11,7 +11,7 @@ import pytest
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
-from server.events import AmqpPublisher, DomainEvent
+from core.events import AmqpPublisher, DomainEvent
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 

@@ -28,7 +28,7 @@ from agentic.projects.v1 import projects_pb2_grpc
 from google.protobuf import field_mask_pb2
 from sqlalchemy import Engine, select
 
-from server.db import ProjectRow, make_engine
+from core.db import ProjectRow, make_engine
 from server.projects._store import etag_of
 from tests._identity import authorized_channel
 from tests._rabbitmq import PrivateRabbit

@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from server.db import Base, make_engine, migrate
+from core.db import Base, make_engine, migrate
 
 
 def test_migrations_match_models_and_are_idempotent(database_url: str) -> None:

@@ -16,7 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import select
 
-from server.db import ProjectRow
+from core.db import ProjectRow
 from tests.conftest import Api
 
 TIMEOUT = 10.0

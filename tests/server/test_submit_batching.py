@@ -30,10 +30,11 @@ from kombu.connection import Connection
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import OperationalError
 
-from server.db import TaskEventRow, TaskOutboxRow, TaskRow, make_engine, migrate
-from server.db import _engine as engine_module
+from core.db import TaskEventRow, TaskOutboxRow, TaskRow, make_engine, migrate
+from core.db import _engine as engine_module
+from core.tasks import BrokerSettings, OutboxItem, TaskPublisher, declare_topology
 from server.rpc import AlreadyExists
-from server.tasks import BrokerSettings, OutboxItem, TaskPublisher, TaskStore, declare_topology
+from server.tasks import TaskStore
 from server.tasks._batch import Batcher
 from server.tasks._store import NewTask, Submitted
 from tests._identity import authorized_aio_channel

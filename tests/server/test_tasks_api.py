@@ -19,7 +19,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import func, select
 
-from server.db import TaskOutboxRow
+from core.db import TaskOutboxRow
 from tests._support import health_status, postgres_database, wait_for
 from tests.workers._stack import (
     TIMEOUT,

@@ -24,11 +24,12 @@ from agentic.tasks.v1 import tasks_pb2 as pb
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.db import make_engine, migrate
+from core.db import make_engine, migrate
+from core.tasks import TaskRecord
+from core.tasks._log import append, change
 from server.rpc import NotFound
-from server.tasks import TaskRecord, TaskStore
+from server.tasks import TaskStore
 from server.tasks._feed import RETAIN_EVENTS
-from server.tasks._log import append, change
 from server.tasks._watch import WatchHub
 from tests._support import postgres_database
 from tests.workers._stack import submit_to_store

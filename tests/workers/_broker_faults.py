@@ -21,9 +21,9 @@ from agentic.tasks.v1 import tasks_pb2 as pb
 from agentic.tasks.v1 import tasks_pb2_grpc
 from sqlalchemy import Engine, func, select
 
+from core.db import TaskEventRow, TaskOutboxRow, TaskRow
+from core.tasks import TERMINAL_STATES
 from server._amqp_probe import BrokerError
-from server.db import TaskEventRow, TaskOutboxRow, TaskRow
-from server.tasks import TERMINAL_STATES
 from tests._rabbitmq import PrivateRabbit
 from tests._support import wait_for
 from tests.workers._stack import Stack, submit

@@ -23,7 +23,7 @@ from agentic.tasks.v1 import tasks_pb2 as pb
 from agentic.tasks.v1 import tasks_pb2_grpc
 from sqlalchemy import Engine, func, select
 
-from server.db import TaskEventRow, TaskRow, make_engine
+from core.db import TaskEventRow, TaskRow, make_engine
 from server.tasks import TaskStore, request_hash
 from tests._identity import SERVICE_ACCOUNT_LIMITS, authorized_channel
 from tests._support import REPO, Service, start_service, wait_for

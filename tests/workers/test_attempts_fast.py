@@ -21,9 +21,10 @@ from kombu.connection import Connection
 from kombu.entity import Queue
 from sqlalchemy import select
 
-from server.db import TaskEventRow, make_engine, migrate
-from server.tasks import AttemptStore, ClaimOutcome, OutboxItem, TaskStore
-from server.tasks._broker import events_exchange, parse_notification
+from core.db import TaskEventRow, make_engine, migrate
+from core.tasks import AttemptStore, ClaimOutcome, OutboxItem
+from core.tasks._broker import events_exchange, parse_notification
+from server.tasks import TaskStore
 from tests._support import postgres_database, wait_for
 from tests.workers._stack import private_vhost, submit_to_store
 from workers import _context

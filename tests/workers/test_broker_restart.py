@@ -32,8 +32,8 @@ import pytest
 from agentic.tasks.v1 import tasks_pb2 as pb
 from sqlalchemy import func, select
 
+from core.db import TaskRow
 from server._rabbit_node import process_alive
-from server.db import TaskRow
 from tests._rabbitmq import PrivateRabbit, listener_pid
 from tests._support import health_status, postgres_database, wait_for
 from tests.workers._broker_faults import (

@@ -18,7 +18,7 @@ import pytest
 from agentic.tasks.v1 import tasks_pb2 as pb
 from sqlalchemy import func, select
 
-from server.db import TaskEventRow, TaskRow
+from core.db import TaskEventRow, TaskRow
 from tests._support import postgres_database, wait_for
 from tests.workers._stack import Worker, private_vhost, stack, submit
 

@@ -17,8 +17,9 @@ import pytest
 from agentic.tasks.v1 import tasks_pb2 as pb
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from server.db import make_engine, migrate
-from server.tasks import AttemptStore, ClaimOutcome, OutboxItem, TaskStore
+from core.db import make_engine, migrate
+from core.tasks import AttemptStore, ClaimOutcome, OutboxItem
+from server.tasks import TaskStore
 from tests.workers._stack import submit_to_store
 from workers._context import TaskContext, TransientError
 from workers._execute import Outcome, Runtime, Verdict, execute

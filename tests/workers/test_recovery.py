@@ -16,7 +16,7 @@ from agentic.tasks.v1 import tasks_pb2 as pb
 from kombu.connection import Connection
 from sqlalchemy import func, select
 
-from server.db import TaskOutboxRow
+from core.db import TaskOutboxRow
 from tests._support import wait_for
 from tests.workers._stack import event_counts, private_vhost, stack, submit, watch_to_end
 

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from prometheus_client import Gauge
 from sqlalchemy import Engine
 
-from server.events import _outbox
-from server.events._outbox import Outboxed
-from server.events._publisher import Publisher
+from core.events import _outbox
+from core.events._outbox import Outboxed
+from core.events._publisher import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Database access: schema, engine and migrations."""
 
-from server.db._calls import in_database_thread
-from server.db._deadline import install_statement_deadlines
-from server.db._engine import make_engine, migrate
-from server.db._schema import (
+from core.db._calls import in_database_thread
+from core.db._deadline import install_statement_deadlines
+from core.db._engine import make_engine, migrate
+from core.db._schema import (
     Base,
     EventOutboxRow,
     ProjectMemberRow,

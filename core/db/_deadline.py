@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
-from server.access import deadline_remaining
+from core.deadline import deadline_remaining
 
 __all__ = ["install_statement_deadlines"]
 

@@ -14,7 +14,7 @@ conditional on still holding that claim, so:
 
 Cost per transition (this is the worker's hot path). Every transition is the event log's
 optimistic write (``UPDATE tasks ... WHERE last_sequence = <read>`` plus the event, see
-``server.tasks._log``). The caller may pass the record it got from its previous write
+``core.tasks._log``). The caller may pass the record it got from its previous write
 (``known=``): the write then needs no read, and the decision is made again on a fresh
 read only when the write lost a race (a CancelTask, a takeover). Since every change of a
 task bumps ``last_sequence``, a write that succeeded also proves that the record it was
@@ -53,13 +53,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
-from server.db import TaskEventRow, TaskRow
+from core.db import TaskEventRow, TaskRow
+from core.tasks import _outbox
+from core.tasks._log import MAX_CONFLICTS, Conflict, append, change, now
+from core.tasks._outbox import OutboxItem
+from core.tasks._record import COLUMNS, TaskRecord, load, record_of
+from core.tasks._wire import CANCELLED_STATUS, DOMAIN, TERMINAL_STATES, error_status, event_of
 from server.rpc import Aborted
-from server.tasks import _outbox
-from server.tasks._log import MAX_CONFLICTS, Conflict, append, change, now
-from server.tasks._outbox import OutboxItem
-from server.tasks._record import COLUMNS, TaskRecord, load, record_of
-from server.tasks._wire import CANCELLED_STATUS, DOMAIN, TERMINAL_STATES, error_status, event_of
 
 _ACTIVE = (S.TASK_STATE_RUNNING, S.TASK_STATE_CANCELLING)
 # A thread's kept connection unused this long goes back to the pool and the next call
@@ -178,7 +178,7 @@ class AttemptStore:
     def _append(
         self, connection: Connection, before: TaskRecord, time: datetime, **changes: Any
     ) -> TaskRecord:
-        """``server.tasks._log.append`` on a Core connection: Conflict when ``before`` is
+        """``core.tasks._log.append`` on a Core connection: Conflict when ``before`` is
         stale. On PostgreSQL the update and the event insert are one statement."""
         after = replace(before, **changes, update_time=time, last_sequence=before.last_sequence + 1)
         names = tuple(name for name in COLUMNS if getattr(after, name) != getattr(before, name))

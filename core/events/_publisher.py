@@ -12,7 +12,7 @@ from kombu.entity import Exchange
 from kombu.messaging import Producer
 from prometheus_client import Counter
 
-from server.events._event import DomainEvent
+from core.events._event import DomainEvent
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from server.db import TaskRow
+from core.db import TaskRow
 
 
 @dataclass(frozen=True, slots=True)
 class TaskRecord:
-    """Every column of ``tasks``; see ``server.db.TaskRow`` for their meaning."""
+    """Every column of ``tasks``; see ``core.db.TaskRow`` for their meaning."""
 
     id: str
     kind: int

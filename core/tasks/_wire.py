@@ -17,7 +17,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from server.tasks._record import TaskRecord
+from core.tasks._record import TaskRecord
 
 DOMAIN = "agentic.tasks.v1"
 

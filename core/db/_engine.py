@@ -16,7 +16,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # A pooled PostgreSQL connection first handed out this long ago is pinged before it is
 # handed out again. A busy pool hands connections out again within milliseconds and pays
 # nothing; one that sat in the pool, or was held idle by a thread (see
-# server.tasks._attempts), through a database restart is replaced before a caller uses it.
+# core.tasks._attempts), through a database restart is replaced before a caller uses it.
 IDLE_PING_SECONDS = 10.0
 _LEASE_TIME = "agentic_lease_time"
 

@@ -10,8 +10,8 @@ from typing import cast
 from sqlalchemy import Connection, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from server.db import EventOutboxRow
-from server.events._event import DomainEvent
+from core.db import EventOutboxRow
+from core.events._event import DomainEvent
 
 # The writer's own publish (the fast path) gets this long before a relay takes the row.
 FAST_PATH_GRACE_SECONDS = 1.0

@@ -8,10 +8,10 @@ Consumers (every cache sidecar's durable invalidation queue) bind by routing key
 event type (``project.updated``). A duplicate is harmless: an invalidation is idempotent.
 """
 
-from server.events._event import DomainEvent
-from server.events._outbox import Outboxed, add
-from server.events._publisher import AmqpPublisher, NullPublisher, Publisher
-from server.events._relay import EventRelay
+from core.events._event import DomainEvent
+from core.events._outbox import Outboxed, add
+from core.events._publisher import AmqpPublisher, NullPublisher, Publisher
+from core.events._relay import EventRelay
 
 __all__ = [
     "AmqpPublisher",

@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.db import TaskEventRow, TaskRow
+from core.db import TaskEventRow, TaskRow
+from core.tasks._record import COLUMNS, TaskRecord, load
+from core.tasks._wire import DOMAIN, event_of
 from server.rpc import Aborted
-from server.tasks._record import COLUMNS, TaskRecord, load
-from server.tasks._wire import DOMAIN, event_of
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ the database holds the spec and the status.
 
 Dead letters: the work queue dead-letters into ``<queue>.dlx`` (direct), bound to the
 durable ``<queue>.dlq``. Workers reject a message there when its attempt kept losing its
-worker (see ``server.tasks._attempts``) after failing the task in the database; the DLQ
+worker (see ``core.tasks._attempts``) after failing the task in the database; the DLQ
 is for operators to inspect, nothing consumes it.
 
 Event notifications: after committing task events, workers publish ``{"task_id",
@@ -37,8 +37,8 @@ from celery import Celery
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
-from server.tasks._outbox import OutboxItem
-from server.tasks._wire import celery_task_name
+from core.tasks._outbox import OutboxItem
+from core.tasks._wire import celery_task_name
 
 log = logging.getLogger(__name__)
 

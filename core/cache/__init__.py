@@ -1,0 +1,25 @@
+"""The typed async client of the cache sidecar (see ``core.cache._client``)."""
+
+from core.cache._client import (
+    CHANNEL_OPTIONS,
+    CacheClient,
+    CacheClientError,
+    CacheRead,
+    CacheRejected,
+    CacheUnavailable,
+    FillResult,
+    Invalidation,
+    Outcome,
+)
+
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "CacheClient",
+    "CacheClientError",
+    "CacheRead",
+    "CacheRejected",
+    "CacheUnavailable",
+    "FillResult",
+    "Invalidation",
+    "Outcome",
+]
