@@ -1,7 +1,7 @@
 """The raw baseline of the task benchmark: a minimal Celery app, the pipeline's settings.
 
 ``make_app`` builds a Celery app with exactly the reliability settings of the pipeline
-(``server.tasks.configure_celery``: durable classic priority queue with its dead-letter
+(``core.tasks.configure_celery``: durable classic priority queue with its dead-letter
 arguments, persistent messages, publisher confirms, JSON only, no result backend, acks
 late, reject on worker lost, prefetch 1) and one task that does nothing. None of the
 pipeline's logic is in it: no database, no claim, no events, no outbox.
@@ -21,7 +21,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from server.tasks import BrokerSettings, configure_celery, declare_topology
+from core.tasks import BrokerSettings, configure_celery, declare_topology
 
 __all__ = ["NOOP_TASK", "declare", "make_app", "publish_noop"]
 

@@ -160,7 +160,7 @@ so each channel is its own connection), the raw publisher in a thread.
 
 - **raw Celery apply_async (confirmed)**: `Celery.send_task` of a no-op task, one after
   the other, from a Celery app with exactly the pipeline's settings
-  (`server.tasks.configure_celery`: the same durable classic priority queue with its
+  (`core.tasks.configure_celery`: the same durable classic priority queue with its
   dead-letter arguments, persistent, `confirm_publish`, JSON) and the arguments the API
   server publishes (`[task_id, attempt]`, priority 2). Each call returns once the broker
   confirmed the message. Its calls/s is the sequential rate, the baseline of the submit
