@@ -8,20 +8,17 @@ pool (the primary baseline) or on the event loop.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests._support import Service, free_port, postgres_database, start_service, wait_for
+from devtools.memcached import Memcached
+from devtools.ports import free_port
+from tests._support import Service, postgres_database, start_service
 
 __all__ = ["Stack", "running_stack"]
 
-MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 _START_TIMEOUT_SECONDS = 60.0
 
 
@@ -62,41 +59,16 @@ class Stack:
         return int(self.uncached_api.ready["metrics_port"])
 
 
-def _memcached_answers(process: subprocess.Popen[bytes], port: int) -> bool:
-    if process.poll() is not None:
-        raise RuntimeError(f"memcached exited with {process.returncode}")
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"version\r\n")
-            return sock.recv(64).startswith(b"VERSION")
-    except OSError:
-        return False
-
-
 @contextmanager
 def _memcached(log_path: Path) -> Iterator[tuple[int, int, str]]:
     """Start a private memcached; yield (port, pid, version); stop it afterwards."""
-    port = free_port()
-    args = [MEMCACHED, "-l", "127.0.0.1", "-U", "0", "-p", str(port), "-m", "64"]
-    if os.geteuid() == 0:
-        args += ["-u", "root"]  # memcached refuses to run as root without it
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    node = Memcached(free_port(), log_path)
+    node.start()
     try:
-        wait_for(
-            lambda: _memcached_answers(process, port), timeout=10, message="memcached to answer"
-        )
-        version = subprocess.run(
-            [MEMCACHED, "-V"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout.strip()
-        yield port, process.pid, version
+        assert node.pid is not None
+        yield node.port, node.pid, node.version
     finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        node.stop()
 
 
 class _Starter:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# Re-exported (explicitly, for mypy) until tests written against it import devtools.ports.
+from devtools.ports import free_port as free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,13 +31,6 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, message: str) -> 
             raise AssertionError(f"timed out after {timeout}s: {message}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago (for processes that need one fixed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

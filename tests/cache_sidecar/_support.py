@@ -1,21 +1,18 @@
-"""Real processes for the cache sidecar tests: private memcached servers and sidecars."""
+"""Real processes for the cache sidecar tests: sidecars over private memcached servers
+(``devtools.memcached``)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests._support import Service, start_service, wait_for
+# Memcached is re-exported (explicitly, for mypy) until every test imports devtools.memcached.
+from devtools.memcached import Memcached as Memcached
+from tests._support import Service, start_service
 
-MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 T = TypeVar("T")
 
 TEST_POLICY = """
@@ -75,76 +72,6 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within_seconds}s: {message}")
         await asyncio.sleep(0.02)
-
-
-class Memcached:
-    """A private memcached on a fixed loopback port, UDP off (unless a test needs it
-    on), that tests may kill, pause (SIGSTOP: a hung node) and restart on the same port."""
-
-    def __init__(self, port: int, log_path: Path, *, udp_port: int = 0) -> None:
-        self.port = port
-        self.log_path = log_path
-        self.udp_port = udp_port
-        self.process: subprocess.Popen[bytes] | None = None
-        self.paused = False
-
-    @property
-    def address(self) -> str:
-        """host:port for AGENTIC_MEMCACHED_SERVERS."""
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start (or restart) on this port and wait until it answers ``version``."""
-        args = [MEMCACHED, "-l", "127.0.0.1", "-U", str(self.udp_port), "-p", str(self.port)]
-        args += ["-m", "64"]
-        if os.geteuid() == 0:
-            args += ["-u", "root"]  # memcached refuses to run as root without it
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        self.paused = False
-        try:
-            wait_for(self._answers, timeout=10, message=f"memcached on port {self.port}")
-        except BaseException:
-            self.kill()
-            raise
-
-    def _answers(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(
-                f"memcached exited with {self.process.returncode}:\n"
-                + self.log_path.read_text(errors="replace")
-            )
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"version\r\n")
-                return sock.recv(64).startswith(b"VERSION")
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        """kill -9: the node vanishes with everything it held."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.paused = False
-
-    def pause(self) -> None:
-        """SIGSTOP: connections are accepted by the kernel but nothing is answered."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        """SIGCONT: the node answers again, with everything it held before."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-        self.paused = False
-
-    def stop(self) -> None:
-        """Stop for good. SIGKILL: nothing in a test server is worth keeping, and
-        memcached takes about a second to honour SIGTERM."""
-        self.kill()
 
 
 MemcachedFactory = Callable[[], Memcached]

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests._support import Service, free_port
+from devtools.memcached import Memcached
+from devtools.ports import free_port
+from tests._support import Service
 from tests.cache_sidecar._support import (
     TEST_POLICY,
-    Memcached,
     MemcachedFactory,
     SidecarFactory,
     start_sidecar,

@@ -10,8 +10,9 @@ import pytest
 import cache_sidecar
 import core.cache
 from core.cache import CacheClient, CacheRejected, CacheUnavailable
-from tests._support import free_port
-from tests.cache_sidecar._support import Memcached, SidecarFactory, run
+from devtools.memcached import Memcached
+from devtools.ports import free_port
+from tests.cache_sidecar._support import SidecarFactory, run
 
 
 def test_an_unreachable_sidecar_is_cache_unavailable_and_reads_fall_back() -> None:

@@ -20,14 +20,10 @@ from kombu.entity import Exchange
 from cache_sidecar import Config
 from cache_sidecar._config import node_set_queue
 from core.cache import CacheClient, Outcome
-from tests._support import Service, free_port
-from tests.cache_sidecar._support import (
-    Memcached,
-    MemcachedFactory,
-    SidecarFactory,
-    eventually,
-    run,
-)
+from devtools.memcached import Memcached
+from devtools.ports import free_port
+from tests._support import Service
+from tests.cache_sidecar._support import MemcachedFactory, SidecarFactory, eventually, run
 from tests.workers._stack import private_vhost
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"

@@ -10,14 +10,9 @@ import urllib.request
 from agentic.cache.v1 import cache_pb2
 
 from core.cache import CacheClient, Outcome
-from tests._support import free_port
-from tests.cache_sidecar._support import (
-    Memcached,
-    MemcachedFactory,
-    SidecarFactory,
-    eventually,
-    run,
-)
+from devtools.memcached import Memcached
+from devtools.ports import free_port
+from tests.cache_sidecar._support import MemcachedFactory, SidecarFactory, eventually, run
 
 NS = "projects"
 

@@ -15,7 +15,8 @@ import random
 import time
 
 from core.cache import CacheClient
-from tests.cache_sidecar._support import Memcached, SidecarFactory, run
+from devtools.memcached import Memcached
+from tests.cache_sidecar._support import SidecarFactory, run
 
 NAMESPACE = "race"
 KEYS = 25

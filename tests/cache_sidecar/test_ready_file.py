@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import urllib.request
 
-from tests.cache_sidecar._support import Memcached, SidecarFactory
+from devtools.memcached import Memcached
+from tests.cache_sidecar._support import SidecarFactory
 
 
 def test_metrics_port_0_picks_a_free_port_that_the_ready_file_reports(

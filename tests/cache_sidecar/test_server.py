@@ -11,8 +11,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cache_sidecar import Config, create_server
 from core.cache import CacheClient, Outcome
-from tests._support import free_port
-from tests.cache_sidecar._support import Memcached, run
+from devtools.memcached import Memcached
+from devtools.ports import free_port
+from tests.cache_sidecar._support import run
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

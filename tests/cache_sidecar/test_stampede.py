@@ -6,7 +6,8 @@ import asyncio
 import uuid
 
 from core.cache import CacheClient
-from tests.cache_sidecar._support import Memcached, SidecarFactory, run
+from devtools.memcached import Memcached
+from tests.cache_sidecar._support import SidecarFactory, run
 
 READERS_PER_SIDECAR = 100
 

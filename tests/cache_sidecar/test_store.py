@@ -13,8 +13,8 @@ from cache_sidecar._breaker import BreakerSettings
 from cache_sidecar._codec import encode_value
 from cache_sidecar._keys import generation_key
 from cache_sidecar._store import FillStatus, LookupStatus, Store, parse_lease_token
-from tests._support import free_port
-from tests.cache_sidecar._support import Memcached
+from devtools.memcached import Memcached
+from devtools.ports import free_port
 
 NS = "projects"
 

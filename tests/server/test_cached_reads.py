@@ -16,10 +16,12 @@ from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
 from google.protobuf import field_mask_pb2
 
+from devtools.memcached import Memcached
+from devtools.ports import free_port
 from server.auth import Role
 from tests._identity import authorized_channel
-from tests._support import REPO, Service, free_port, start_service, wait_for
-from tests.cache_sidecar._support import Memcached, start_sidecar
+from tests._support import REPO, Service, start_service, wait_for
+from tests.cache_sidecar._support import start_sidecar
 from tests.server.test_lifecycle import metric
 
 POLICY = REPO / "cache_sidecar" / "namespaces.toml"  # the shipped policy: same namespaces

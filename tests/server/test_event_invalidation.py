@@ -15,9 +15,11 @@ from google.protobuf import field_mask_pb2
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from devtools.memcached import Memcached
+from devtools.ports import free_port
 from tests._identity import authorized_channel
-from tests._support import Service, free_port, start_service, wait_for
-from tests.cache_sidecar._support import Memcached, start_sidecar
+from tests._support import Service, start_service, wait_for
+from tests.cache_sidecar._support import start_sidecar
 from tests.server.test_cached_reads import POLICY
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"

@@ -29,11 +29,13 @@ from google.protobuf import field_mask_pb2
 from sqlalchemy import Engine, select
 
 from core.db import ProjectRow, make_engine
+from devtools.memcached import Memcached
+from devtools.ports import free_port
 from server.projects._store import etag_of
 from tests._identity import authorized_channel
 from tests._rabbitmq import PrivateRabbit
-from tests._support import Service, free_port, postgres_database, start_service, wait_for
-from tests.cache_sidecar._support import Memcached, start_sidecar
+from tests._support import Service, postgres_database, start_service, wait_for
+from tests.cache_sidecar._support import start_sidecar
 from tests.server.test_cached_reads import POLICY
 from tests.server.test_lifecycle import metric
 
