@@ -19,8 +19,13 @@ RUN python protos/codegen.py
 COPY server ./server
 COPY cache_sidecar ./cache_sidecar
 COPY workers ./workers
+# Development tooling, for compose only: `python -m devtools.devkeys ensure` mints the dev
+# keys on first start. Nothing in server, cache_sidecar or workers imports it.
+COPY devtools ./devtools
 
-RUN useradd --system --uid 10001 agentic && mkdir -p /app/var && chown agentic /app/var
+# /keys exists (owned by agentic) so that compose's named volume mounted there is created
+# writable for the dev keys: Docker seeds a new volume with the image's directory and owner.
+RUN useradd --system --uid 10001 agentic && mkdir -p /app/var /keys && chown agentic /app/var /keys
 USER agentic
 
 EXPOSE 50051 9464 9465

@@ -73,12 +73,12 @@ bench: system-deps gen
 	$(PY) -m bench
 
 run: system-deps gen
-	$(PY) -m server.devstack
+	$(PY) -m devtools.devstack
 
 # A local development CA with certificates for the API server, the cache sidecar and the
 # server's client identity towards the sidecar (mTLS); existing files are kept.
 dev-ca: $(VENV)/.installed
-	$(PY) -m server.tls devca --dir var/tls
+	$(PY) -m devtools.devca --dir var/tls
 
 lock:
 	$(PYTHON) -m venv build/lockenv

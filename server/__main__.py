@@ -6,10 +6,10 @@ import asyncio
 import logging
 import sys
 
+from core.tls import TlsConfigError
 from server._config import ConfigError, ServerConfig
 from server.app import serve
 from server.auth import JwksError
-from server.tls import TlsConfigError
 
 
 def main() -> None:

@@ -151,8 +151,8 @@ class ServerConfig:
         if self.auth_enabled and not self.auth_jwks:
             raise ConfigError(
                 "AGENTIC_AUTH_JWKS must name a JWKS file or URL while authentication is on "
-                "(AGENTIC_AUTH_ENABLED=true); `python -m server.auth ensure --dir var/dev-auth` "
-                "makes a development key set"
+                "(AGENTIC_AUTH_ENABLED=true); for development, `make run` makes a key set "
+                "(README, Security: development keys)"
             )
         pairs = (
             (

@@ -14,7 +14,7 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.tls import TlsConfigError, channel_credentials
+from core.tls import TlsConfigError, channel_credentials
 
 
 def check(

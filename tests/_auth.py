@@ -18,7 +18,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from server.auth import DevKeys, Role
+from devtools.devkeys import DevKeys
+from server.auth import Role
 
 # The reason each bad token must be rejected with (ErrorInfo.reason of UNAUTHENTICATED).
 EXPECTED_REASONS: dict[str, str] = {

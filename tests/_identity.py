@@ -17,7 +17,8 @@ from typing import Any
 
 import grpc
 
-from server.auth import DevKeys, Role
+from devtools.devkeys import DevKeys
+from server.auth import Role
 
 __all__ = [
     "ADMIN",

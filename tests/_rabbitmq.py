@@ -2,7 +2,7 @@
 
 The machine may run a shared RabbitMQ node (Debian's, on 127.0.0.1:5672) that other work
 relies on: tests never stop, restart or reconfigure it. ``PrivateRabbit`` runs its own node
-through ``server._broker.RabbitNode`` (the same launch code ``make run`` uses) on free ports,
+through ``devtools.broker.RabbitNode`` (the same launch code ``make run`` uses) on free ports,
 with its own data directory and Erlang cookie, so killing it cannot touch anything else.
 """
 
@@ -14,14 +14,8 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from server._rabbit_node import (
-    NodeConfig,
-    RabbitNode,
-    find_rabbitmq,
-    free_port,
-    port_bindable,
-    process_table,
-)
+from devtools.broker import NodeConfig, RabbitNode, find_rabbitmq, process_table
+from devtools.ports import free_port, port_bindable
 
 # Ten minutes: the pipeline needs it above the longest task hard time limit, and test tasks
 # run for seconds; tests of the timeout itself pass their own, shorter value.

@@ -18,9 +18,9 @@ from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
-from server import devstack
+from devtools.ports import free_port, port_bindable
 from tests._identity import token_channel
-from tests._support import REPO, free_port, wait_for
+from tests._support import REPO, wait_for
 from tests.workers._stack import private_vhost
 
 
@@ -44,7 +44,7 @@ def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path, broker_names: dict
         "AGENTIC_MEMCACHED_PORT": str(free_port()),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.devstack"],
+        [sys.executable, "-m", "devtools.devstack"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -119,7 +119,7 @@ def test_a_live_listener_makes_the_port_taken(reuse_address: bool) -> None:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, int(reuse_address))
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        assert not devstack.port_free(listener.getsockname()[1])
+        assert not port_bindable(listener.getsockname()[1])
 
 
 def test_a_port_with_only_time_wait_connections_is_free() -> None:
@@ -145,4 +145,4 @@ def test_a_port_with_only_time_wait_connections_is_free() -> None:
     # The situation of the bug: a plain bind still fails here.
     with socket.socket() as plain, pytest.raises(OSError, match="Address already in use"):
         plain.bind(("127.0.0.1", port))
-    assert devstack.port_free(port)
+    assert port_bindable(port)

@@ -1,4 +1,4 @@
-"""The private-broker harness (tests/_rabbitmq.py) and ``ensure_broker`` (server/_broker.py).
+"""The private-broker harness (tests/_rabbitmq.py) and ``ensure_broker`` (devtools.broker).
 
 Proves the fault harness does what fault tests will rely on: a confirmed persistent message
 survives ``kill -9`` of the broker, a transient queue does not, ``stop`` leaves no process
@@ -18,19 +18,21 @@ import pytest
 from kombu.connection import Connection
 from kombu.entity import Queue
 
-from server import _rabbit_node
-from server._broker import (
+from devtools.broker import (
     BrokerError,
     BrokerNotInstalled,
     BrokerRefused,
     BrokerUnreachable,
     NodeConfig,
     RabbitNode,
+    _node,
     check_amqp,
     ensure_broker,
-    free_port,
+    epmd_names,
+    live_pids,
+    process_alive,
 )
-from server._rabbit_node import epmd_names, live_pids, process_alive
+from devtools.ports import free_port
 from tests._rabbitmq import PrivateRabbit, listener_pid
 
 SHARED_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -246,7 +248,7 @@ def test_ensure_broker_starts_a_private_node_that_keeps_its_data(
 def test_ensure_broker_explains_a_missing_installation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_rabbit_node, "SYSTEM_SCRIPTS", ())
+    monkeypatch.setattr(_node, "SYSTEM_SCRIPTS", ())
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BrokerNotInstalled, match="apt-get install rabbitmq-server"):
         ensure_broker(f"amqp://guest:guest@127.0.0.1:{free_port()}//", tmp_path)

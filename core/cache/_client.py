@@ -204,7 +204,7 @@ class CacheClient:
         """Open a channel to ``host:port``, owned by the client.
 
         Plaintext (a loopback sidecar) unless ``credentials`` are given, e.g.
-        ``server.tls.channel_credentials(ca, cert, key)`` for a sidecar requiring mTLS.
+        ``core.tls.channel_credentials(ca, cert, key)`` for a sidecar requiring mTLS.
         ``server_name``, with credentials, is the name the sidecar's certificate must
         carry when it differs from the host in ``address`` (a container name, say).
         A sidecar that refuses the handshake surfaces as CacheUnavailable.

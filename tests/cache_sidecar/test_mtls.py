@@ -24,19 +24,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cache_sidecar import SERVICE_NAME, Config, ConfigError
 from core.cache import CacheClient, CacheUnavailable, Outcome
-from server.tls import (
-    DevCa,
-    TlsConfigError,
-    channel_credentials,
-    ensure_dev_ca,
-    server_credentials,
-)
-from server.tls.__main__ import main as tls_main
-from tests._support import free_port, run_module
+from core.tls import TlsConfigError, channel_credentials, server_credentials
+from devtools.devca import DevCa, ensure_dev_ca
+from devtools.devca.__main__ import main as devca_main
+from devtools.memcached import Memcached
+from devtools.ports import free_port
+from tests._support import run_module
 from tests.cache_sidecar._support import (
     SIDECAR_ENV,
     TEST_POLICY,
-    Memcached,
     MemcachedFactory,
     SidecarFactory,
     run,
@@ -376,11 +372,11 @@ def test_dev_ca_reissues_every_leaf_when_the_ca_is_new(tmp_path: Path) -> None:
 
 def test_dev_ca_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     directory = tmp_path / "var" / "tls"
-    assert tls_main(["devca", "--dir", str(directory)]) == 0
+    assert devca_main(["--dir", str(directory)]) == 0
     assert capsys.readouterr().out.count("wrote ") == 8
-    assert tls_main(["devca", "--dir", str(directory)]) == 0
+    assert devca_main(["--dir", str(directory)]) == 0
     assert "kept" in capsys.readouterr().out
-    assert tls_main(["devca", "--dir", str(directory), "--force"]) == 0
+    assert devca_main(["--dir", str(directory), "--force"]) == 0
     assert capsys.readouterr().out.count("wrote ") == 8
 
 
@@ -389,8 +385,8 @@ def test_dev_ca_command_line_reports_an_unwritable_directory(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    assert tls_main(["devca", "--dir", str(blocker / "tls")]) == 1
-    assert "server.tls devca:" in capsys.readouterr().err
+    assert devca_main(["--dir", str(blocker / "tls")]) == 1
+    assert "devtools.devca:" in capsys.readouterr().err
 
 
 # --- credentials from files --------------------------------------------------------------

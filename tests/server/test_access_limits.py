@@ -31,7 +31,8 @@ from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from server.auth import DEV_AUDIENCE, DEV_ISSUER, Role
+from devtools.devkeys import DEV_AUDIENCE, DEV_ISSUER
+from server.auth import Role
 from tests._auth import bad_tokens
 from tests._identity import authorized_channel, dev_keys, token_channel
 from tests._support import Service, health_status, postgres_database, start_service, wait_for

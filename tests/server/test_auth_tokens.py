@@ -18,17 +18,14 @@ from typing import Any, TypeVar
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from devtools.devkeys import DEV_AUDIENCE, DEV_ISSUER, DevKeys, public_jwk
 from server.auth import (
-    DEV_AUDIENCE,
-    DEV_ISSUER,
-    DevKeys,
     JwksError,
     JwksKeySet,
     Principal,
     Role,
     TokenVerifier,
 )
-from server.auth._dev import public_jwk
 from server.auth._keys import describe_source
 from server.rpc import Unauthenticated
 from tests._auth import EXPECTED_REASONS, JwksServer, bad_tokens, bearer, claims
@@ -439,7 +436,7 @@ def test_source_descriptions_drop_credentials() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_module("server.auth", *args, timeout=60)
+    return run_module("devtools.devkeys", *args, timeout=60)
 
 
 def test_cli_keygen_rotate_and_mint_give_tokens_that_verify(tmp_path: Path) -> None:
@@ -490,7 +487,7 @@ def test_cli_keygen_rotate_and_mint_give_tokens_that_verify(tmp_path: Path) -> N
 def test_cli_rejects_unknown_roles_and_missing_keys(tmp_path: Path) -> None:
     missing = _cli("mint", "--dir", str(tmp_path / "none"), "--sub", "alice")
     assert missing.returncode == 1
-    assert "python -m server.auth ensure" in missing.stderr
+    assert "python -m devtools.devkeys ensure" in missing.stderr
     assert missing.stdout == ""
     bad_role = _cli("mint", "--dir", str(tmp_path), "--sub", "a", "--role", "superuser")
     assert bad_role.returncode == 2

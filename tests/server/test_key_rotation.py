@@ -12,7 +12,8 @@ import pytest
 from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
 
-from server.auth import DevKeys, Role
+from devtools.devkeys import DevKeys
+from server.auth import Role
 from tests._identity import token_channel
 from tests._support import start_service, wait_for
 

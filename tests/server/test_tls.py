@@ -1,7 +1,7 @@
 """Transport security of the API server (issue #5): TLS towards clients, optional client
 certificates, and mTLS towards the cache sidecar, with real processes on loopback.
 
-Certificates come from a development CA made per module (``server.tls.ensure_dev_ca``);
+Certificates come from a development CA made per module (``devtools.devca.ensure_dev_ca``);
 its server and sidecar certificates name 127.0.0.1, the address every client here dials,
 so each handshake checks the name as well as the chain. TLS replaces none of the other
 checks: every call still carries a bearer token.
@@ -22,10 +22,13 @@ from agentic.cache.v1 import cache_pb2, cache_pb2_grpc
 from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
 
-from server.tls import DevCa, channel_credentials, ensure_dev_ca
+from core.tls import channel_credentials
+from devtools.devca import DevCa, ensure_dev_ca
+from devtools.memcached import Memcached
+from devtools.ports import free_port
 from tests._identity import metadata
-from tests._support import REPO, Service, free_port, run_module, start_service
-from tests.cache_sidecar._support import Memcached, start_sidecar
+from tests._support import REPO, Service, run_module, start_service
+from tests.cache_sidecar._support import start_sidecar
 from tests.server.test_lifecycle import metric
 
 POLICY = REPO / "cache_sidecar" / "namespaces.toml"  # the namespaces the API server uses

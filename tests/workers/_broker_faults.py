@@ -23,7 +23,7 @@ from sqlalchemy import Engine, func, select
 
 from core.db import TaskEventRow, TaskOutboxRow, TaskRow
 from core.tasks import TERMINAL_STATES
-from server._amqp_probe import BrokerError
+from devtools.broker import BrokerError
 from tests._rabbitmq import PrivateRabbit
 from tests._support import wait_for
 from tests.workers._stack import Stack, submit

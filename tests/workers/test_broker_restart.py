@@ -33,7 +33,7 @@ from agentic.tasks.v1 import tasks_pb2 as pb
 from sqlalchemy import func, select
 
 from core.db import TaskRow
-from server._rabbit_node import process_alive
+from devtools.broker import process_alive
 from tests._rabbitmq import PrivateRabbit, listener_pid
 from tests._support import health_status, postgres_database, wait_for
 from tests.workers._broker_faults import (

@@ -1,19 +1,4 @@
-"""A RabbitMQ broker for ``make run`` and the fault tests: find one, or launch a private node.
-
-``ensure_broker(url, workdir)`` answers "which broker do I use": the one at ``url`` when it
-completes an AMQP handshake, otherwise a private node started from the installed
-``rabbitmq-server`` under ``workdir``. ``RabbitNode`` is that private node: one
-``rabbitmq-server`` process tree on its own ports, data directory, Erlang cookie and config,
-so it can be killed with SIGKILL and restarted on the same data without touching any other
-RabbitMQ node on the machine (tests/_rabbitmq.py builds its fault-test harness on it).
-
-Exceptions::
-
-    BrokerError (RuntimeError)        any failure to find, probe, start or stop a broker
-     ├── BrokerNotInstalled           no rabbitmq-server to launch a private node with
-     ├── BrokerUnreachable            nothing completes an AMQP handshake at the address
-     └── BrokerRefused                a broker answers but refuses these credentials or vhost
-"""
+"""``ensure_broker``: the broker ``make run`` uses, found at its URL or started privately."""
 
 from __future__ import annotations
 
@@ -21,42 +6,22 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-from server._amqp_probe import (
+from devtools.broker._node import (
+    DEFAULT_CONSUMER_TIMEOUT_MS,
+    NodeConfig,
+    RabbitNode,
+    find_rabbitmq,
+)
+from devtools.broker._probe import (
     LOOPBACK_HOSTS,
     AmqpAddress,
     BrokerError,
-    BrokerNotInstalled,
-    BrokerRefused,
     BrokerUnreachable,
     check_amqp,
 )
-from server._rabbit_node import (
-    DEFAULT_CONSUMER_TIMEOUT_MS,
-    NodeConfig,
-    RabbitInstall,
-    RabbitNode,
-    find_rabbitmq,
-    free_port,
-    port_bindable,
-)
+from devtools.ports import free_port, port_bindable
 
-__all__ = [
-    "DEFAULT_CONSUMER_TIMEOUT_MS",
-    "LOOPBACK_HOSTS",
-    "AmqpAddress",
-    "BrokerError",
-    "BrokerNotInstalled",
-    "BrokerRefused",
-    "BrokerUnreachable",
-    "NodeConfig",
-    "RabbitInstall",
-    "RabbitNode",
-    "check_amqp",
-    "ensure_broker",
-    "find_rabbitmq",
-    "free_port",
-    "port_bindable",
-]
+__all__ = ["ensure_broker"]
 
 
 def ensure_broker(

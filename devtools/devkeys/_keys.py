@@ -30,10 +30,12 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from server.auth._principal import Role
+from server.auth import Role
 
 DEV_ISSUER = "agentic-dev"
+"""The ``iss`` of minted tokens: the API server's default ``AGENTIC_AUTH_ISSUER``."""
 DEV_AUDIENCE = "agentic-backend"
+"""The ``aud`` of minted tokens: the API server's default ``AGENTIC_AUTH_AUDIENCE``."""
 _KEY_BITS = 2048
 _PUBLIC_EXPONENT = 65537
 
@@ -175,7 +177,7 @@ class DevKeys:
         if kid is None:
             raise FileNotFoundError(
                 f"no development key in {self.directory}; "
-                f"run: python -m server.auth ensure --dir {self.directory}"
+                f"run: python -m devtools.devkeys ensure --dir {self.directory}"
             )
         return kid
 

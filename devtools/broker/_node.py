@@ -1,6 +1,11 @@
 """A private RabbitMQ node: one ``rabbitmq-server`` process tree on its own ports, data
 directory, Erlang cookie and config, so it can be killed with SIGKILL and restarted on the
-same data without touching any other RabbitMQ node on the machine."""
+same data without touching any other RabbitMQ node on the machine.
+
+Hand-written rather than on mirakuru: mirakuru signals one process (group) and waits on a
+port or an output line, while a node is a tree that leaves its session (erl_child_setup),
+must die by SIGKILL VM-first as a crash would, must be waited for until epmd drops its name
+before it can restart on the same data, and is ready only once an AMQP *login* succeeds."""
 
 from __future__ import annotations
 
@@ -13,16 +18,17 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from server._amqp_probe import (
+from devtools._wait import wait_until
+from devtools.broker._probe import (
     AmqpAddress,
     BrokerError,
     BrokerNotInstalled,
     check_amqp,
 )
+from devtools.ports import port_bindable
 
 DEFAULT_CONSUMER_TIMEOUT_MS = 1_800_000
 """RabbitMQ's own default (30 min). Callers running tasks pass their longest hard limit plus
@@ -184,17 +190,6 @@ def process_alive(pid: int) -> bool:
     return bool(live_pids([pid]))
 
 
-def _wait_until(predicate: Callable[[], bool], *, timeout_seconds: float, what: str) -> None:
-    """Poll ``predicate`` with growing pauses; raise ``BrokerError`` naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout_seconds
-    delay = 0.01
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise BrokerError(f"timed out after {timeout_seconds:g}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
-
-
 def epmd_names() -> dict[str, int]:
     """Node names registered with the local epmd and their distribution ports."""
     try:
@@ -212,28 +207,6 @@ def epmd_names() -> dict[str, int]:
         if len(words) == 5 and words[0] == "name" and words[4].isdigit():
             names[words[1]] = int(words[4])
     return names
-
-
-def port_bindable(port: int) -> bool:
-    """Whether a listener could bind 127.0.0.1:``port`` now.
-
-    SO_REUSEADDR as the broker's own listeners use it: TIME_WAIT connections left by a killed
-    node do not block the restart, while a live listener on the port still does.
-    """
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- A private node ---------------------------------------------------------------------
@@ -322,7 +295,7 @@ class RabbitNode:
         # go in as byte-exact binaries, where rabbitmq.conf has its own quoting and comment
         # rules. (It does not save boot time: cuttlefish still runs for the defaults.)
         self.config_file.write_text(
-            f"%% Written by server/_broker.py on every start of {c.node_name}.\n"
+            f"%% Written by devtools/broker/_node.py on every start of {c.node_name}.\n"
             "[{rabbit, [\n"
             f'  {{tcp_listeners, [{{"127.0.0.1", {c.amqp_port}}}]}},\n'
             f"  {{consumer_timeout, {c.consumer_timeout_ms}}},\n"
@@ -452,7 +425,12 @@ class RabbitNode:
             return True
 
         try:
-            _wait_until(ready, timeout_seconds=timeout_seconds, what=f"{self.url} to log in")
+            wait_until(
+                ready,
+                timeout_seconds=timeout_seconds,
+                what=f"{self.url} to log in",
+                error=BrokerError,
+            )
         except BrokerError as exc:
             if process.poll() is not None:
                 raise
@@ -481,18 +459,20 @@ class RabbitNode:
             self._process.wait(10)
         except subprocess.TimeoutExpired as exc:
             raise BrokerError(f"{self.config.node_name}: rabbitmq-server survived SIGKILL") from exc
-        _wait_until(
+        wait_until(
             lambda: not live_pids(tree),
             timeout_seconds=10,
             what=f"processes {tree} of {self.config.node_name} to exit",
+            error=BrokerError,
         )
         # Matched with our distribution port: a node that failed to start because another
         # holds its name must not wait for that other node to go away.
         short_name = self.config.node_name.split("@")[0]
-        _wait_until(
+        wait_until(
             lambda: epmd_names().get(short_name) != self.config.dist_port,
             timeout_seconds=10,
             what=f"epmd to release the name {short_name!r}",
+            error=BrokerError,
         )
         self._process = None
 
@@ -544,6 +524,3 @@ class RabbitNode:
                 lines = ["(missing)"]
             parts.append(f"--- {path} (last {_LOG_TAIL_LINES} lines) ---\n" + "\n".join(lines))
         return "\n".join(parts)
-
-
-# --- make run ---------------------------------------------------------------------------

@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from core.tls._credentials import StrPath
-
 __all__ = ["DevCa", "ensure_dev_ca"]
+
+StrPath = str | os.PathLike[str]
 
 # 825 days: the longest leaf validity Apple platforms accept for TLS server
 # certificates; the CA outlives many leaf re-issues.

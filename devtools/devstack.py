@@ -1,16 +1,15 @@
 """``make run``: start the whole stack locally on its embedded defaults, stop it on Ctrl-C.
 
-Each process is started in dependency order, waited for (it writes a ready file once it
-serves), and stopped in reverse order with SIGTERM so every part shuts down gracefully.
+Run as ``python -m devtools.devstack``. Each process is started in dependency order, waited
+for (it writes a ready file once it serves), and stopped in reverse order: the Python
+processes with SIGTERM so each shuts down gracefully, then memcached and a private broker.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,8 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server._broker import BrokerError, ensure_broker
-from server.auth import DevKeys, Role
+from devtools.broker import BrokerError, ensure_broker
+from devtools.devkeys import DevKeys
+from devtools.memcached import Memcached, MemcachedError, MemcachedPortTaken
+from server.auth import Role
 
 REPO = Path(__file__).resolve().parent.parent
 # State of the local stack (SQLite file, ready files); AGENTIC_RUN_DIR moves it (tests do).
@@ -66,54 +67,16 @@ def start_python(name: str, module: str, env: dict[str, str]) -> Process:
     return Process(name, popen, json.loads(ready_file.read_text()))
 
 
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether memcached could listen on ``host:port``: no listener holds it.
-
-    Binds the way memcached does, with SO_REUSEADDR: connections of a previous run still
-    in TIME-WAIT on the port do not count (a plain bind fails for a minute after Ctrl-C),
-    while a live listener does, whatever its own options (Linux refuses the bind then).
-    """
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def _memcached_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"version\r\n")
-            return sock.recv(64).startswith(b"VERSION")
-    except OSError:
-        return False
-
-
-def start_memcached(port: int) -> Process:
+def start_memcached(port: int) -> Memcached:
     """A private memcached on loopback with UDP off (the only safe way to run it)."""
-    binary = shutil.which("memcached")
-    if binary is None:
-        raise StackError(
-            "memcached is not installed: `make run` installs it as root, or "
-            "run `sudo apt-get install memcached`"
-        )
-    if not port_free(port):
-        raise StackError(f"port {port} is taken; set AGENTIC_MEMCACHED_PORT to a free port")
-    argv = [binary, "-l", "127.0.0.1", "-U", "0", "-p", str(port), "-m", "64"]
-    if os.geteuid() == 0:
-        argv += ["-u", "root"]  # memcached refuses to run as root without naming the user
-    popen = subprocess.Popen(argv)
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while not _memcached_answers(port):
-        if popen.poll() is not None:
-            raise StackError(f"memcached exited with {popen.returncode} during start-up")
-        if time.monotonic() > deadline:
-            popen.kill()
-            raise StackError("memcached did not answer in time")
-        time.sleep(0.05)
-    return Process("memcached", popen, {"port": port})
+    memcached = Memcached(port)
+    try:
+        memcached.start(timeout_seconds=READY_TIMEOUT_SECONDS)
+    except MemcachedPortTaken as exc:
+        raise StackError(f"{exc}; set AGENTIC_MEMCACHED_PORT to a free port") from exc
+    except MemcachedError as exc:
+        raise StackError(str(exc)) from exc
+    return memcached
 
 
 def _redact(url: str) -> str:
@@ -140,7 +103,7 @@ DEMO_ROLES = [Role.PROJECT_MANAGER, Role.TECHNICAL_LEAD]
 def banner(
     api: Process,
     sidecar: Process,
-    memcached: Process,
+    memcached: Memcached,
     broker_url: str,
     *,
     started: bool,
@@ -154,7 +117,7 @@ def banner(
     probe_body = json.dumps({"request_id": str(uuid.uuid4()), "probe": probe})
     watch_body = json.dumps({"id": "<task id>"})
     roles = " ".join(f"--role {r.value}" for r in DEMO_ROLES)
-    mint = f".venv/bin/python -m server.auth mint --dir {DEV_AUTH} --sub alice {roles}"
+    mint = f".venv/bin/python -m devtools.devkeys mint --dir {DEV_AUTH} --sub alice {roles}"
     auth = '-H "authorization: Bearer $TOKEN"'
     return "\n".join(
         [
@@ -163,7 +126,7 @@ def banner(
             f"  API (gRPC, plaintext): {address}",
             f"  metrics:               http://127.0.0.1:{api.ready['metrics_port']}/metrics",
             f"  cache sidecar (gRPC):  127.0.0.1:{sidecar.ready['grpc_port']}",
-            f"  memcached:             127.0.0.1:{memcached.ready['port']} (UDP off)",
+            f"  memcached:             127.0.0.1:{memcached.port} (UDP off)",
             f"  RabbitMQ:              {_redact(broker_url)}"
             + (" (private node, data in var/rabbitmq)" if started else " (already running)"),
             "  Celery worker:         1 (python -m workers)",
@@ -187,6 +150,7 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     processes: list[Process] = []
+    memcached: Memcached | None = None
     stop_broker: Callable[[], None] | None = None
     try:
         try:
@@ -196,12 +160,11 @@ def main() -> None:
         except BrokerError as exc:
             raise StackError(f"RabbitMQ: {exc}") from exc
         memcached = start_memcached(int(os.environ.get("AGENTIC_MEMCACHED_PORT", "11211")))
-        processes.append(memcached)
         sidecar_env = {
             "AGENTIC_CACHE_LISTEN_ADDRESS": os.environ.get(
                 "AGENTIC_CACHE_LISTEN_ADDRESS", "127.0.0.1:50052"
             ),
-            "AGENTIC_MEMCACHED_SERVERS": f"127.0.0.1:{memcached.ready['port']}",
+            "AGENTIC_MEMCACHED_SERVERS": memcached.address,
             "AGENTIC_AMQP_URL": broker_url,
         }
         sidecar = start_python("sidecar", "cache_sidecar", sidecar_env)
@@ -235,16 +198,21 @@ def main() -> None:
             for proc in processes:
                 if proc.popen.poll() is not None:
                     raise StackError(f"{proc.name} exited with {proc.popen.returncode}")
+            if memcached.pid is None:
+                raise StackError("memcached exited")
             stop.wait(0.5)
     except StackError as exc:
         print(f"make run: {exc}", file=sys.stderr)
-        stop_all(processes)
-        if stop_broker is not None:
-            stop_broker()
-        sys.exit(1)
+        status = 1
+    else:
+        status = 0
+    # Reverse start order: the Python processes drain first, then what they depend on.
     stop_all(processes)
+    if memcached is not None:
+        memcached.stop()
     if stop_broker is not None:
         stop_broker()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

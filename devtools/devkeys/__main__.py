@@ -1,11 +1,11 @@
-"""``python -m server.auth``: development keys and tokens.
+"""``python -m devtools.devkeys``: development keys and tokens.
 
-    python -m server.auth ensure --dir .dev/auth      # first run: make a key pair
-    python -m server.auth keygen --dir .dev/auth --rotate
-    python -m server.auth retire --dir .dev/auth --kid OLD_KID
-    python -m server.auth mint --dir .dev/auth --sub alice --role project_manager
+    python -m devtools.devkeys ensure --dir .dev/auth      # first run: make a key pair
+    python -m devtools.devkeys keygen --dir .dev/auth --rotate
+    python -m devtools.devkeys retire --dir .dev/auth --kid OLD_KID
+    python -m devtools.devkeys mint --dir .dev/auth --sub alice --role project_manager
 
-``mint`` prints only the token on stdout, so ``TOKEN=$(python -m server.auth mint ...)``
+``mint`` prints only the token on stdout, so ``TOKEN=$(python -m devtools.devkeys mint ...)``
 works; every other message goes to stderr.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from server.auth._dev import DEV_AUDIENCE, DEV_ISSUER, DevKeys
-from server.auth._principal import Role
+from devtools.devkeys._keys import DEV_AUDIENCE, DEV_ISSUER, DevKeys
+from server.auth import Role
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m server.auth", description=__doc__.split("\n")[0]
+        prog="python -m devtools.devkeys", description=__doc__.split("\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
