@@ -59,6 +59,7 @@ lint: gen breaking
 	$(BIN)/buf lint build/protos.binpb --path agentic
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: gen
 	$(BIN)/mypy

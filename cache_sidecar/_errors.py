@@ -1,12 +1,12 @@
-"""The sidecar's domain errors, on top of the shared taxonomy in ``server.rpc``.
+"""The sidecar's domain errors, on top of the shared taxonomy in ``core.rpc``.
 
 They are mapped to ``google.rpc.Status`` in one place, the shared ``ServiceInterceptor``
 (ErrorInfo with domain ``agentic.cache.v1`` always, BadRequest field violations for bad
 input; protovalidate violations of the request become InvalidArgument there too, and
 anything unexpected becomes INTERNAL, never UNKNOWN)::
 
-    server.rpc.ApiError
-    └── server.rpc.InvalidArgument      INVALID_ARGUMENT (+ BadRequest)
+    core.rpc.ApiError
+    └── core.rpc.InvalidArgument      INVALID_ARGUMENT (+ BadRequest)
         ├── UnknownNamespace            reason UNKNOWN_NAMESPACE, field namespace
         ├── ValueTooLarge               reason VALUE_TOO_LARGE, field value
         └── InvalidLeaseToken           reason INVALID_LEASE_TOKEN, field lease_token
@@ -17,7 +17,7 @@ the origin, do not fill" (see _leases.py).
 
 from __future__ import annotations
 
-from server.rpc import FieldViolation, InvalidArgument
+from core.rpc import FieldViolation, InvalidArgument
 
 __all__ = ["DOMAIN", "InvalidLeaseToken", "UnknownNamespace", "ValueTooLarge"]
 

@@ -4,7 +4,7 @@ The counters are plain integers owned by :class:`Counters`: the Stats RPC and th
 Prometheus collector read the same numbers, so they can never disagree. Node state
 (breaker, quarantine) and Memcached's own ``stats`` (bytes, curr_items, evictions) are
 read from the store at scrape time by :class:`SidecarCollector`. Per-RPC counts and
-latency histograms come from the shared ``server.rpc.ServiceInterceptor``.
+latency histograms come from the shared ``core.rpc.ServiceInterceptor``.
 """
 
 from __future__ import annotations

@@ -32,11 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.cache import Namespace
+from core.events import EventType
+
 __all__ = [
     "Invalidation",
     "NamespacePolicy",
     "Policy",
     "PolicyError",
+    "check_against_contract",
     "load_policy",
     "parse_policy",
     "topic_matches",
@@ -309,3 +313,43 @@ def _namespace_rules(rules: Any) -> tuple[str, ...]:
     if not isinstance(rules, list):
         raise _FieldError(field, "must be an array of event patterns")
     return tuple(_pattern(field, pattern) for pattern in rules)
+
+
+def check_against_contract(policy: Policy, source: str = "<policy>") -> None:
+    """Raise PolicyError unless the policy serves what the API server relies on.
+
+    Every namespace of ``core.cache.Namespace`` must be configured; every event pattern
+    must match at least one ``core.events.EventType``; a key rule must name the key field
+    those events carry. A misspelling in the TOML thus stops the sidecar at start-up.
+    """
+
+    def fail(where: str, message: str) -> PolicyError:
+        return PolicyError(f"policy file {source}: {where}: {message}")
+
+    missing = sorted(ns.value for ns in Namespace if policy.get(ns) is None)
+    if missing:
+        raise fail(
+            f"namespaces.{missing[0]}", "the API server reads through it, but it is not configured"
+        )
+    known = ", ".join(t.value for t in EventType)
+    for ns in policy.namespaces.values():
+        for pattern in ns.namespace_rules:
+            if not any(topic_matches(pattern, t) for t in EventType):
+                raise fail(
+                    f"namespaces.{ns.name}.invalidate_namespace_on",
+                    f"{pattern!r} matches no domain event (there are: {known})",
+                )
+        for pattern, field in ns.key_rules:
+            matched = [t for t in EventType if topic_matches(pattern, t)]
+            if not matched:
+                raise fail(
+                    f"namespaces.{ns.name}.invalidate_keys_on",
+                    f"{pattern!r} matches no domain event (there are: {known})",
+                )
+            wrong = [t.value for t in matched if t.key_field != field]
+            if wrong:
+                raise fail(
+                    f'namespaces.{ns.name}.invalidate_keys_on."{pattern}"',
+                    f"{wrong[0]} carries its key in {EventType(wrong[0]).key_field!r}, "
+                    f"not {field!r}",
+                )

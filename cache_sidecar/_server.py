@@ -21,11 +21,11 @@ from cache_sidecar._config import Config
 from cache_sidecar._events import EventApplier, EventConsumer
 from cache_sidecar._leases import ReadCache
 from cache_sidecar._metrics import Counters, Metrics, SidecarCollector
-from cache_sidecar._policy import load_policy
+from cache_sidecar._policy import check_against_contract, load_policy
 from cache_sidecar._service import CacheServicer
 from cache_sidecar._store import Store
+from core.rpc import ServiceInterceptor, enable_reflection
 from core.tls import server_credentials
-from server.rpc import ServiceInterceptor, enable_reflection
 
 __all__ = ["SERVICE_NAME", "CacheSidecar", "create_server", "serve"]
 
@@ -140,6 +140,7 @@ def create_server(config: Config) -> tuple[CacheSidecar, int]:
     ``await sidecar.start()``.
     """
     policy = load_policy(config.policy_file)
+    check_against_contract(policy, str(config.policy_file))
     # Read before anything starts threads: a bad certificate path fails fast and clean.
     credentials = (
         server_credentials(

@@ -1,7 +1,7 @@
 """CacheService servicer: call the ReadCache, map the result. Nothing more.
 
 Request validation (protovalidate rules from the proto), error mapping and per-RPC
-metrics happen once for every method in the shared ``server.rpc.ServiceInterceptor``.
+metrics happen once for every method in the shared ``core.rpc.ServiceInterceptor``.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from core.cache import CacheClient
 from core.db import install_statement_deadlines, make_engine, migrate
 from core.events import AmqpPublisher, EventRelay, NullPublisher, Publisher
+from core.rpc import ServiceInterceptor, enable_reflection
 from core.tls import channel_credentials, server_credentials
 from server._config import ServerConfig
 from server._health import DependencyHealth
@@ -34,7 +35,6 @@ from server.access import (
 from server.auth import JwksKeySet, TokenVerifier
 from server.caching import CoherentCache
 from server.projects import Projects, ProjectService, ProjectStore
-from server.rpc import ServiceInterceptor, enable_reflection
 from server.tasks import Tasks, TaskService
 from server.tasks._metrics import TaskCollector
 

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from server.rpc import FieldViolation, InvalidArgument
+from core.rpc import FieldViolation, InvalidArgument
 
 _VERSION = 1
 

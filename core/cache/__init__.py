@@ -11,6 +11,7 @@ from core.cache._client import (
     Invalidation,
     Outcome,
 )
+from core.cache._namespaces import Namespace
 
 __all__ = [
     "CHANNEL_OPTIONS",
@@ -21,5 +22,6 @@ __all__ = [
     "CacheUnavailable",
     "FillResult",
     "Invalidation",
+    "Namespace",
     "Outcome",
 ]

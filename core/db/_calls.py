@@ -19,7 +19,7 @@ from typing import TypeVar
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from server.rpc import ApiError
+from core.rpc import ApiError
 
 __all__ = ["in_database_thread"]
 

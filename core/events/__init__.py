@@ -12,11 +12,13 @@ from core.events._event import DomainEvent
 from core.events._outbox import Outboxed, add
 from core.events._publisher import AmqpPublisher, NullPublisher, Publisher
 from core.events._relay import EventRelay
+from core.events._types import EventType
 
 __all__ = [
     "AmqpPublisher",
     "DomainEvent",
     "EventRelay",
+    "EventType",
     "NullPublisher",
     "Outboxed",
     "Publisher",

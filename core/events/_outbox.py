@@ -32,7 +32,7 @@ def add(session: Session, event: DomainEvent) -> Outboxed:
     row_id = session.execute(
         insert(_TABLE).returning(_TABLE.c.id),
         {
-            "event_type": event.type,
+            "event_type": event.type.value,
             "body": event.to_json(),
             "create_time": event.time,
             "relay_time": event.time + timedelta(seconds=FAST_PATH_GRACE_SECONDS),

@@ -74,7 +74,7 @@ class AmqpPublisher:
         """Publish ``event`` with routing key ``event.type``; True once confirmed."""
         with self._lock:
             if time.monotonic() < self._skip_until:
-                PUBLISH_FAILURES.labels(event.type).inc()
+                PUBLISH_FAILURES.labels(event.type.value).inc()
                 return False
             try:
                 if self._producer is None:
@@ -87,20 +87,20 @@ class AmqpPublisher:
                     self._exchange.declare(channel=self._producer.channel)
                 self._producer.publish(
                     event.to_json(),
-                    routing_key=event.type,
+                    routing_key=event.type.value,
                     content_type="application/json",
                     delivery_mode=2,
                     timeout=self._timeout,
                 )
             except Exception:
                 # Broker down or refused: drop the channel so the next publish reconnects.
-                log.warning("event %s not published (the outbox keeps it)", event.type)
-                PUBLISH_FAILURES.labels(event.type).inc()
+                log.warning("event %s not published (the outbox keeps it)", event.type.value)
+                PUBLISH_FAILURES.labels(event.type.value).inc()
                 self._producer = None
                 self._connection.release()
                 self._skip_until = time.monotonic() + COOL_DOWN_SECONDS
                 return False
-        PUBLISHED.labels(event.type).inc()
+        PUBLISHED.labels(event.type.value).inc()
         return True
 
     def close(self) -> None:

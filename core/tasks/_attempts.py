@@ -54,12 +54,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
 from core.db import TaskEventRow, TaskRow
+from core.rpc import Aborted
 from core.tasks import _outbox
 from core.tasks._log import MAX_CONFLICTS, Conflict, append, change, now
 from core.tasks._outbox import OutboxItem
 from core.tasks._record import COLUMNS, TaskRecord, load, record_of
 from core.tasks._wire import CANCELLED_STATUS, DOMAIN, TERMINAL_STATES, error_status, event_of
-from server.rpc import Aborted
 
 _ACTIVE = (S.TASK_STATE_RUNNING, S.TASK_STATE_CANCELLING)
 # A thread's kept connection unused this long goes back to the pool and the next call

@@ -23,9 +23,9 @@ from sqlalchemy import insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import TaskEventRow, TaskRow
+from core.rpc import Aborted
 from core.tasks._record import COLUMNS, TaskRecord, load
 from core.tasks._wire import DOMAIN, event_of
-from server.rpc import Aborted
 
 T = TypeVar("T")
 

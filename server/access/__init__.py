@@ -9,7 +9,7 @@ from core.deadline import deadline_remaining, remaining_seconds, set_deadline
 from server.access._context import SYSTEM, current_principal, set_principal
 from server.access._gate import AccessControl, Authenticator
 from server.access._limits import ConcurrencyLimit, RateLimiter, StreamSlots
-from server.access._owner import owner_for
+from server.access._owner import owner_for, viewer_of
 from server.access._table import PUBLIC_PREFIXES, RPC_ROLES, allowed_roles, is_public
 
 __all__ = [
@@ -29,4 +29,5 @@ __all__ = [
     "remaining_seconds",
     "set_deadline",
     "set_principal",
+    "viewer_of",
 ]

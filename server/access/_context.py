@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+from core.rpc import Internal
 from server.auth import Principal, Role
-from server.rpc import Internal
 
 __all__ = ["SYSTEM", "current_principal", "set_principal"]
 

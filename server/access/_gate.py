@@ -20,11 +20,11 @@ from typing import Protocol
 import grpc
 
 from core.deadline import set_deadline
+from core.rpc import PermissionDenied
 from server.access._context import SYSTEM, set_principal
 from server.access._limits import ConcurrencyLimit
 from server.access._table import allowed_roles, is_public
 from server.auth import Principal
-from server.rpc import PermissionDenied
 
 __all__ = ["AccessControl", "Authenticator"]
 

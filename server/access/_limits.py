@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from server.rpc import ResourceExhausted
+from core.rpc import ResourceExhausted
 
 __all__ = ["ConcurrencyLimit", "RateLimiter", "StreamSlots"]
 

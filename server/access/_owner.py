@@ -1,11 +1,17 @@
-"""Who owns what a caller creates: the caller, unless an Administrator names someone else."""
+"""The object-level rules every resource shares: who owns what a caller creates, and who
+the object checks act for.
+
+Owner: the caller, unless an Administrator names someone else. Viewer: the caller's id,
+or None for an Administrator, who reaches everything; each store turns a viewer into its
+own reach condition (a project's owner or members; a task's owner or project).
+"""
 
 from __future__ import annotations
 
+from core.rpc import PermissionDenied
 from server.auth import Principal
-from server.rpc import PermissionDenied
 
-__all__ = ["owner_for"]
+__all__ = ["owner_for", "viewer_of"]
 
 
 def owner_for(principal: Principal, requested: str, *, action: str, domain: str) -> str:
@@ -22,3 +28,8 @@ def owner_for(principal: Principal, requested: str, *, action: str, domain: str)
             domain=domain,
         )
     return owner
+
+
+def viewer_of(principal: Principal) -> str | None:
+    """The id object-level checks use: None for an Administrator, who reaches everything."""
+    return None if principal.is_administrator else principal.subject

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from core.rpc import Unauthenticated
 from server.auth._principal import Principal, roles_from_claim
-from server.rpc import Unauthenticated
 
 log = logging.getLogger(__name__)
 

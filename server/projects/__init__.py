@@ -1,6 +1,6 @@
 """Projects: storage, cached reads and invalidating writes, and the ProjectService servicer."""
 
-from server.projects._facade import Projects, viewer_of
+from server.projects._facade import Projects
 from server.projects._service import ProjectService
 from server.projects._store import (
     Page,
@@ -20,5 +20,4 @@ __all__ = [
     "project_not_found",
     "reach_condition",
     "to_proto",
-    "viewer_of",
 ]

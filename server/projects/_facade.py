@@ -26,22 +26,22 @@ from typing import Any, TypeVar
 
 from agentic.projects.v1 import projects_pb2
 
-from core.cache import Invalidation
+from core.cache import Invalidation, Namespace
 from core.db import in_database_thread
 from core.events import EventRelay, Outboxed
-from server.access import owner_for
+from core.rpc import NotFound, Unavailable
+from server.access import owner_for, viewer_of
 from server.auth import Principal
 from server.caching import CoherentCache
 from server.projects._store import DOMAIN, ProjectStore, project_not_found, reaches
 from server.projects._wire import to_proto
-from server.rpc import NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-PROJECTS_NAMESPACE = "projects"
-LISTS_NAMESPACE = "project_lists"
+PROJECTS_NAMESPACE = Namespace.PROJECTS
+LISTS_NAMESPACE = Namespace.PROJECT_LISTS
 
 
 def _unavailable() -> Unavailable:
@@ -50,11 +50,6 @@ def _unavailable() -> Unavailable:
         reason="DATABASE_UNAVAILABLE",
         domain=DOMAIN,
     )
-
-
-def viewer_of(principal: Principal) -> str | None:
-    """The id object-level checks use: None for an Administrator, who reaches everything."""
-    return None if principal.is_administrator else principal.subject
 
 
 def _invalidations(project_id: str | None) -> list[Invalidation]:

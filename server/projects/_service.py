@@ -1,6 +1,6 @@
 """ProjectService servicer: map protos to domain calls and back, nothing more.
 
-Requests arrive already validated against their proto rules (see server.rpc); domain
+Requests arrive already validated against their proto rules (see core.rpc); domain
 errors are mapped to statuses by the interceptor.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
 
+from core.rpc import FieldViolation, InvalidArgument
 from server.access import current_principal
 from server.projects._facade import Projects
-from server.rpc import FieldViolation, InvalidArgument
 
 
 class ProjectService(projects_pb2_grpc.ProjectServiceServicer):

@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import events
 from core.db import ProjectMemberRow, ProjectRow
+from core.rpc import Aborted, AlreadyExists, NotFound, PermissionDenied
 from server import paging as _paging
-from server.rpc import Aborted, AlreadyExists, NotFound, PermissionDenied
 
 DOMAIN = "agentic.projects.v1"
 DEFAULT_PAGE_SIZE = 50
@@ -163,8 +163,8 @@ def _stale(project_id: str) -> Aborted:
     )
 
 
-def _event(session: Session, event_type: str, project_id: str) -> events.Outboxed:
-    return events.add(session, events.DomainEvent(event_type, {"project_id": project_id}))
+def _event(session: Session, event_type: events.EventType, project_id: str) -> events.Outboxed:
+    return events.add(session, events.DomainEvent(event_type, project_id))
 
 
 class ProjectStore:
@@ -192,7 +192,7 @@ class ProjectStore:
                 session.add(row)
                 session.flush()  # the project row exists before its members reference it
                 _set_members(session, row.id, member_ids)
-                event = _event(session, "project.created", row.id)
+                event = _event(session, events.EventType.PROJECT_CREATED, row.id)
         except IntegrityError:
             raise _name_taken(owner_id, name) from None
         return _to_project(row, member_ids), event
@@ -281,7 +281,7 @@ class ProjectStore:
                     raise _stale(project_id)
                 if member_ids is not None:
                     _set_members(session, project_id, member_ids)
-                event = _event(session, "project.updated", project_id)
+                event = _event(session, events.EventType.PROJECT_UPDATED, project_id)
                 session.expire(row)
                 session.refresh(row)
                 return _to_project(row, _members(session, [project_id])[project_id]), event
@@ -310,7 +310,7 @@ class ProjectStore:
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise _stale(project_id)
-            return _event(session, "project.deleted", project_id)
+            return _event(session, events.EventType.PROJECT_DELETED, project_id)
 
     @staticmethod
     def _current(session: Session, project_id: str, etag: str, viewer: str | None) -> ProjectRow:

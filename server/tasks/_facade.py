@@ -27,12 +27,12 @@ from google.protobuf.message import Message
 from sqlalchemy import Engine
 
 from core.db import in_database_thread
+from core.rpc import Unavailable
 from core.tasks._broker import BrokerSettings, NotificationListener, TaskPublisher
 from core.tasks._outbox import OutboxItem
 from core.tasks._record import TaskRecord
 from core.tasks._wire import DOMAIN, to_proto
 from server._config import ServerConfig
-from server.rpc import Unavailable
 from server.tasks._batch import Batcher, LoopInbox
 from server.tasks._store import Gauges, NewTask, Submitted, TaskStore
 from server.tasks._watch import WatchHub

@@ -1,7 +1,7 @@
 """TaskService servicer: map protos to domain calls and back, plus who may do what.
 
 Requests arrive authenticated, authorized for the method by the role table and
-validated against their proto rules (see server.access and server.rpc); domain errors
+validated against their proto rules (see server.access and core.rpc); domain errors
 are mapped to statuses by the interceptor. Here: object-level reach (a task out of the
 caller's reach is NOT_FOUND, streams included), the per-principal submit rate and the
 per-principal cap on open WatchTask streams.
@@ -15,9 +15,9 @@ import grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
 from core.tasks._wire import DOMAIN
-from server.access import RateLimiter, StreamSlots, current_principal, owner_for
+from server.access import RateLimiter, StreamSlots, current_principal, owner_for, viewer_of
 from server.auth import Principal
-from server.projects import project_not_found, viewer_of
+from server.projects import project_not_found
 from server.tasks._facade import Tasks
 from server.tasks._metrics import SUBMITS, WATCH_STREAMS
 

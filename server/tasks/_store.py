@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import ProjectRow, TaskEventRow, TaskOutboxRow, TaskRow
+from core.rpc import AlreadyExists, FailedPrecondition, NotFound
 from core.tasks import _outbox
 from core.tasks._log import Conflict, append, change, now
 from core.tasks._outbox import OutboxItem
@@ -40,7 +41,6 @@ from core.tasks._record import COLUMNS, TaskRecord, load, record_of, utc
 from core.tasks._wire import CANCELLED_STATUS, DOMAIN, TERMINAL_STATES, event_of
 from server import paging as _paging
 from server.projects import reach_condition as project_reach_condition
-from server.rpc import AlreadyExists, FailedPrecondition, NotFound
 
 DEFAULT_PAGE_SIZE = 50
 EVENT_BATCH = 200

@@ -332,3 +332,46 @@ def test_a_bad_policy_refuses_to_start_naming_the_field(tmp_path: Path) -> None:
 
 def _ns_stats(stats: cache_pb2.StatsResponse, namespace: str) -> cache_pb2.NamespaceStats:
     return next(ns for ns in stats.namespaces if ns.namespace == namespace)
+
+
+@pytest.mark.parametrize(
+    ("policy_text", "named"),
+    [
+        # A misspelt namespace: the API server's "projects" is then not configured.
+        (
+            "[namespaces.project]\n"
+            '[namespaces.project_lists]\ninvalidate_namespace_on = ["project.*"]\n',
+            "namespaces.projects",
+        ),
+        # A misspelt event pattern would never invalidate anything.
+        (
+            "[namespaces.projects]\n"
+            'invalidate_keys_on = { "projet.*" = "project_id" }\n'
+            "[namespaces.project_lists]\n",
+            "'projet.*' matches no domain event",
+        ),
+        # The wrong key field: project events carry project_id.
+        (
+            "[namespaces.projects]\n"
+            'invalidate_keys_on = { "project.updated" = "id" }\n'
+            "[namespaces.project_lists]\n",
+            "carries its key in 'project_id'",
+        ),
+    ],
+)
+def test_a_policy_that_breaks_the_contract_refuses_to_start(
+    tmp_path: Path, policy_text: str, named: str
+) -> None:
+    policy = tmp_path / "typo.toml"
+    policy.write_text("[defaults]\nttl_seconds = 60\n" + policy_text)
+    env = {
+        **os.environ,
+        "AGENTIC_CACHE_POLICY_FILE": str(policy),
+        "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
+        "AGENTIC_CACHE_METRICS_PORT": "",
+        "AGENTIC_CACHE_EVENTS": "off",
+    }
+    result = run_module("cache_sidecar", env=env, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr
+    assert "refusing to start" in result.stderr

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from sqlalchemy import text
 
-from server.rpc import UNDECODABLE_MESSAGE
+from core.rpc import UNDECODABLE_MESSAGE
 from tests._identity import bearer, dev_keys
 from tests.conftest import Api
 

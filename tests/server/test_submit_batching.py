@@ -32,8 +32,8 @@ from sqlalchemy.exc import OperationalError
 
 from core.db import TaskEventRow, TaskOutboxRow, TaskRow, make_engine, migrate
 from core.db import _engine as engine_module
+from core.rpc import AlreadyExists
 from core.tasks import BrokerSettings, OutboxItem, TaskPublisher, declare_topology
-from server.rpc import AlreadyExists
 from server.tasks import TaskStore
 from server.tasks._batch import Batcher
 from server.tasks._store import NewTask, Submitted

@@ -25,9 +25,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, migrate
+from core.rpc import NotFound
 from core.tasks import TaskRecord
 from core.tasks._log import append, change
-from server.rpc import NotFound
 from server.tasks import TaskStore
 from server.tasks._feed import RETAIN_EVENTS
 from server.tasks._watch import WatchHub

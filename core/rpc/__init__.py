@@ -1,6 +1,6 @@
 """gRPC plumbing shared by every service: the error taxonomy and the server interceptor."""
 
-from server.rpc._errors import (
+from core.rpc._errors import (
     Aborted,
     AlreadyExists,
     ApiError,
@@ -14,9 +14,9 @@ from server.rpc._errors import (
     Unauthenticated,
     Unavailable,
 )
-from server.rpc._interceptor import UNDECODABLE_MESSAGE, ServiceInterceptor
-from server.rpc._reflection import enable_reflection
-from server.rpc._validation import validate_request
+from core.rpc._interceptor import UNDECODABLE_MESSAGE, ServiceInterceptor
+from core.rpc._reflection import enable_reflection
+from core.rpc._validation import validate_request
 
 __all__ = [
     "UNDECODABLE_MESSAGE",

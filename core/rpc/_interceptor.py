@@ -34,8 +34,8 @@ from typing import Any, Protocol
 import grpc
 from prometheus_client import Counter, Histogram
 
-from server.rpc._errors import ApiError, Internal, InvalidArgument
-from server.rpc._validation import validate_request
+from core.rpc._errors import ApiError, Internal, InvalidArgument
+from core.rpc._validation import validate_request
 
 log = logging.getLogger(__name__)
 

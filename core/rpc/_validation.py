@@ -23,7 +23,7 @@ import protovalidate
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
-from server.rpc._errors import DEFAULT_DOMAIN, FieldViolation, InvalidArgument
+from core.rpc._errors import DEFAULT_DOMAIN, FieldViolation, InvalidArgument
 
 if TYPE_CHECKING:
     from google._upb._message import Descriptor as _UpbDescriptor

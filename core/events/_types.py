@@ -1,0 +1,23 @@
+"""The domain events there are: their routing keys and the field that names their object.
+
+Declared once, here: writers build events from these members, and the cache sidecar
+checks its policy's event patterns and key fields against them when it starts, so a typo
+in either place stops a process with a message instead of silently never invalidating.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class EventType(enum.StrEnum):
+    """A domain event's type, which is also its AMQP routing key."""
+
+    PROJECT_CREATED = "project.created"
+    PROJECT_UPDATED = "project.updated"
+    PROJECT_DELETED = "project.deleted"
+
+    @property
+    def key_field(self) -> str:
+        """The event field holding the id of the object that changed (``project_id``)."""
+        return f"{self.value.split('.', 1)[0]}_id"
