@@ -5,25 +5,48 @@ validated against their proto rules (see server.access and core.rpc); domain err
 are mapped to statuses by the interceptor. Here: object-level reach (a task out of the
 caller's reach is NOT_FOUND, streams included), the per-principal submit rate and the
 per-principal cap on open WatchTask streams.
+
+Every kind's Submit RPC runs the one ``TaskService.submit`` path, so the owner rule, the
+project reach, the rate limit, idempotency and the metric apply to each kind the same
+way; the methods are derived from the protos (``server.tasks._kinds``), never written.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, cast
 
 import grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from google.protobuf.message import Message
 
 from core.tasks._wire import DOMAIN
 from server.access import RateLimiter, StreamSlots, current_principal, owner_for, viewer_of
 from server.auth import Principal
 from server.projects import project_not_found
 from server.tasks._facade import Tasks
+from server.tasks._kinds import SUBMIT_RPCS, SubmitRpc
 from server.tasks._metrics import SUBMITS, WATCH_STREAMS
 
 
+class _SubmitFields(Protocol):
+    """The fields every Submit request has by convention (see ``server.tasks._kinds``)."""
+
+    request_id: str
+    owner_id: str
+    project_id: str
+
+    @property
+    def priority(self) -> int: ...
+
+
 class TaskService(tasks_pb2_grpc.TaskServiceServicer):
-    """agentic.tasks.v1.TaskService over the Tasks facade."""
+    """agentic.tasks.v1.TaskService over the Tasks facade.
+
+    Its ``Submit<Name>`` methods, one per task kind, are attached below from
+    ``SUBMIT_RPCS``: each is the generic ``submit`` path bound to its kind.
+    """
 
     def __init__(
         self,
@@ -38,30 +61,31 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         self._watches = watches
         self._project_reach = project_reach
 
-    async def SubmitProbe(
-        self, request: tasks_pb2.SubmitProbeRequest, context: grpc.aio.ServicerContext
-    ) -> tasks_pb2.SubmitProbeResponse:
-        """Accept a probe task (idempotent on request_id) owned by the caller."""
+    async def submit(self, rpc: SubmitRpc, request: Message) -> Message:
+        """The one submit path of every kind: owner rule, project reach, rate limit,
+        idempotent durable submit, metric; ``rpc`` says where the kind's fields are."""
+        # The fields exist with these types: SUBMIT_RPCS checked the protos at import.
+        fields = cast(_SubmitFields, request)
         principal = current_principal()
         # Filled in before hashing: the idempotency key then covers the owner too, so
         # another principal reusing a request_id never gets this task back.
-        request.owner_id = owner_for(
-            principal, request.owner_id, action="submit a task", domain=DOMAIN
+        fields.owner_id = owner_for(
+            principal, fields.owner_id, action="submit a task", domain=DOMAIN
         )
-        if request.project_id and not await self._project_reach(request.project_id, principal):
-            raise project_not_found(request.project_id)  # as if it did not exist
+        if fields.project_id and not await self._project_reach(fields.project_id, principal):
+            raise project_not_found(fields.project_id)  # as if it did not exist
         self._submits.acquire(principal.subject)
         task = await self._tasks.submit(
-            kind=tasks_pb2.TASK_KIND_PROBE,
-            spec=request.probe,
+            kind=rpc.kind,
+            spec=rpc.spec(request),
             request=request,
-            owner_id=request.owner_id,
-            priority=request.priority,
-            request_id=request.request_id,
-            project_id=request.project_id,
+            owner_id=fields.owner_id,
+            priority=fields.priority,
+            request_id=fields.request_id,
+            project_id=fields.project_id,
         )
-        SUBMITS.labels("probe").inc()
-        return tasks_pb2.SubmitProbeResponse(task=task)
+        SUBMITS.labels(rpc.name).inc()
+        return rpc.response_type(task=task)
 
     async def GetTask(
         self, request: tasks_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
@@ -103,3 +127,24 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
                     yield item
             finally:
                 WATCH_STREAMS.dec()
+
+
+Handler = Callable[[TaskService, Message, grpc.aio.ServicerContext], Awaitable[Message]]
+
+
+def _submit_handler(rpc: SubmitRpc) -> Handler:
+    async def handler(
+        self: TaskService, request: Message, context: grpc.aio.ServicerContext
+    ) -> Message:
+        return await self.submit(rpc, request)
+
+    handler.__name__ = rpc.method
+    handler.__qualname__ = f"{TaskService.__qualname__}.{rpc.method}"
+    # The proto's comment on the RPC, which codegen copies onto the generated base method.
+    documented = inspect.getdoc(getattr(tasks_pb2_grpc.TaskServiceServicer, rpc.method, None))
+    handler.__doc__ = documented or f"Accept a {rpc.name} task owned by the caller."
+    return handler
+
+
+for _rpc in SUBMIT_RPCS:
+    setattr(TaskService, _rpc.method, _submit_handler(_rpc))
