@@ -31,50 +31,37 @@ import threading
 import time as _time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from agentic.tasks.v1 import tasks_pb2 as S
 from google.rpc import code_pb2
 from sqlalchemy import (
-    BigInteger,
     Connection,
-    DateTime,
     Engine,
-    LargeBinary,
     Table,
     bindparam,
-    insert,
     select,
     update,
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.expression import Executable
 
-from core.db import TaskEventRow, TaskRow
+from core.db import TaskRow
 from core.rpc import Aborted
 from core.tasks import _outbox
 from core.tasks._log import MAX_CONFLICTS, Conflict, append, change, now
 from core.tasks._outbox import OutboxItem
-from core.tasks._record import COLUMNS, TaskRecord, load, record_of
-from core.tasks._wire import CANCELLED_STATUS, DOMAIN, TERMINAL_STATES, error_status, event_of
+from core.tasks._record import TaskRecord, load, record_of
+from core.tasks._wire import CANCELLED_STATUS, DOMAIN, TERMINAL_STATES, error_status
 
 _ACTIVE = (S.TASK_STATE_RUNNING, S.TASK_STATE_CANCELLING)
 # A thread's kept connection unused this long goes back to the pool and the next call
 # checks one out again (with the pool's pre-ping): after a quiet spell the database may
 # have restarted, while a busy worker uses its connection far more often than this.
 _IDLE_SECONDS = 10.0
-_EVENT_COLUMNS = ("task_id", "sequence", "time", "data")
 _TASKS = cast(Table, TaskRow.__table__)
-_EVENTS = cast(Table, TaskEventRow.__table__)
-_INSERT_EVENT = insert(_EVENTS).values(
-    task_id=bindparam("task_id"),
-    sequence=bindparam("event_sequence"),
-    time=bindparam("event_time"),
-    data=bindparam("event_data"),
-)
 _CANCEL_REQUESTED = select(_TASKS.c.cancel_requested).where(_TASKS.c.id == bindparam("task_id"))
 
 T = TypeVar("T")
@@ -130,7 +117,6 @@ class AttemptStore:
         self._one_statement = engine.dialect.name == "postgresql"
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._kept = threading.local()
-        self._write_statements: dict[tuple[str, ...], Executable] = {}
 
     # --- connections ----------------------------------------------------------------
 
@@ -175,68 +161,9 @@ class AttemptStore:
 
     # --- the optimistic write -------------------------------------------------------
 
-    def _append(
-        self, connection: Connection, before: TaskRecord, time: datetime, **changes: Any
-    ) -> TaskRecord:
-        """``core.tasks._log.append`` on a Core connection: Conflict when ``before`` is
-        stale. On PostgreSQL the update and the event insert are one statement."""
-        after = replace(before, **changes, update_time=time, last_sequence=before.last_sequence + 1)
-        names = tuple(name for name in COLUMNS if getattr(after, name) != getattr(before, name))
-        params = {f"new_{name}": getattr(after, name) for name in names}
-        params.update(
-            task_id=before.id,
-            read_sequence=before.last_sequence,
-            event_sequence=after.last_sequence,
-            event_time=time,
-            event_data=event_of(after, time).SerializeToString(),
-        )
-        statement = self._write_statements.get(names)
-        if statement is None:
-            statement = self._write_statements.setdefault(names, self._write_statement(names))
-        if self._one_statement:
-            # RETURNING rather than rowcount: the driver reports -1 for this statement.
-            if connection.execute(statement, params).first() is None:
-                raise Conflict(before.id)
-            return after
-        if connection.execute(statement, params).rowcount != 1:
-            raise Conflict(before.id)
-        connection.execute(_INSERT_EVENT, params)
-        return after
-
-    def _write_statement(self, names: tuple[str, ...]) -> Executable:
-        """The conditional update of the columns ``names`` (and on PostgreSQL the event
-        insert with it), with bound parameters only: built once per set of columns, so
-        SQLAlchemy compiles it once and the driver prepares it once."""
-        changed = (
-            update(_TASKS)
-            .where(
-                _TASKS.c.id == bindparam("task_id"),
-                _TASKS.c.last_sequence == bindparam("read_sequence"),
-            )
-            .values({name: bindparam(f"new_{name}", type_=_TASKS.c[name].type) for name in names})
-        )
-        if not self._one_statement:
-            return changed
-        # The INSERT selects from the UPDATE's RETURNING: no row updated (a lost race), no
-        # event inserted, and the statement is atomic on its own.
-        cte = changed.returning(_TASKS.c.id).cte("changed")
-        return (
-            insert(_EVENTS)
-            .from_select(
-                _EVENT_COLUMNS,
-                select(
-                    cte.c.id,
-                    bindparam("event_sequence", type_=BigInteger),
-                    bindparam("event_time", type_=DateTime(timezone=True)),
-                    bindparam("event_data", type_=LargeBinary),
-                ),
-            )
-            .returning(_EVENTS.c.sequence)
-        )
-
     def _change(self, task_id: str, decide: Decide[T], known: TaskRecord | None = None) -> T:
         """Run ``decide`` on ``known`` (or a fresh read), again on a fresh read whenever
-        its write hits a Conflict. ``decide`` calls ``_append`` at most once."""
+        its write hits a Conflict. ``decide`` calls ``append`` at most once."""
         for _ in range(MAX_CONFLICTS):
             with self._connection() as connection:
                 record = known if known is not None else load(connection, task_id)
@@ -276,7 +203,7 @@ class AttemptStore:
                 # The holder died (its lease ran out). Cancellation lives in the database,
                 # so a task cancelled while its worker was gone ends here.
                 if record.state == S.TASK_STATE_CANCELLING:
-                    after = self._append(
+                    after = append(
                         connection,
                         record,
                         time,
@@ -288,7 +215,7 @@ class AttemptStore:
                     )
                     return Claim(ClaimOutcome.DONE, after)
                 if record.deliveries >= max_deliveries:
-                    after = self._append(
+                    after = append(
                         connection,
                         record,
                         time,
@@ -304,7 +231,7 @@ class AttemptStore:
                     )
                     return Claim(ClaimOutcome.POISONED, after)
             # PENDING or RETRY_SCHEDULED, or a takeover of an abandoned claim.
-            after = self._append(
+            after = append(
                 connection,
                 record,
                 time,
@@ -363,7 +290,7 @@ class AttemptStore:
         ) -> TaskRecord | None:
             if record is None or not _holds(record, attempt, worker):
                 return None
-            return self._append(
+            return append(
                 connection,
                 record,
                 time,
@@ -408,7 +335,7 @@ class AttemptStore:
                 "end_time": time,
             }
             if cancelled or record.state == S.TASK_STATE_CANCELLING:
-                return self._append(
+                return append(
                     connection,
                     record,
                     time,
@@ -417,10 +344,10 @@ class AttemptStore:
                     **released,
                 )
             if error is not None:
-                return self._append(
+                return append(
                     connection, record, time, state=S.TASK_STATE_FAILED, error=error, **released
                 )
-            return self._append(
+            return append(
                 connection,
                 record,
                 time,

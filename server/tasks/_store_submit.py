@@ -14,16 +14,16 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from agentic.tasks.v1 import tasks_pb2
-from sqlalchemy import Connection, Engine, Insert, Table, insert, select
+from sqlalchemy import Connection, Engine, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.db import TaskEventRow, TaskOutboxRow, TaskRow
 from core.rpc import AlreadyExists
 from core.tasks import _outbox
-from core.tasks._log import now
+from core.tasks._log import event_data, insert_events, now
 from core.tasks._outbox import OutboxItem
 from core.tasks._record import COLUMNS, TaskRecord, record_of
-from core.tasks._wire import DOMAIN, event_of
+from core.tasks._wire import DOMAIN
 
 S = tasks_pb2  # states and kinds read better as S.TASK_STATE_RUNNING
 
@@ -80,9 +80,6 @@ def _new_record(request: NewTask, time: datetime) -> TaskRecord:
     )
 
 
-_INSERT_EVENT = insert(TaskEventRow)
-
-
 def _insert_new_tasks(dialect: str) -> Insert:
     """``INSERT INTO tasks ... ON CONFLICT (request_id) DO NOTHING RETURNING id``."""
     table = cast(Table, TaskRow.__table__)
@@ -106,7 +103,8 @@ def _postgresql_submit() -> str:
     (outbox id, task id) of each. Every value arrives as an array parameter unnested into
     rows, so the text is the same whatever the batch size (psycopg prepares it once), and
     the columns follow ``TaskRecord`` and the table mappings. One statement is atomic on
-    its own: it runs in autocommit, one round trip per batch.
+    its own: it runs in autocommit, one round trip per batch. ``new_events`` is
+    ``core.tasks._log.insert_events`` in set form (its data from ``_log.event_data``).
     """
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
     tasks = cast(Table, TaskRow.__table__)
@@ -251,19 +249,7 @@ class Submits:
             )
         )
         new = [r for r in fresh if r.id in inserted]
-        if new:
-            connection.execute(
-                _INSERT_EVENT,
-                [
-                    {
-                        "task_id": r.id,
-                        "sequence": r.last_sequence,
-                        "time": time,
-                        "data": event_of(r, time).SerializeToString(),
-                    }
-                    for r in new
-                ],
-            )
+        insert_events(connection, new, time)
         return _outbox.add_many(connection, new, not_before=time)
 
     @staticmethod
@@ -274,7 +260,7 @@ class Submits:
         params: dict[str, object] = {
             f"t_{name}": [getattr(r, name) for r in fresh] for name in COLUMNS
         }
-        params["event_data"] = [event_of(r, time).SerializeToString() for r in fresh]
+        params["event_data"] = [event_data(r, time) for r in fresh]
         params["time"] = time
         params["relay_time"] = time + timedelta(seconds=_outbox.FAST_PATH_GRACE_SECONDS)
         by_id = {r.id: r for r in fresh}
