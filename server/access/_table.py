@@ -5,8 +5,10 @@ through ``PUBLIC_METHODS`` (health and reflection, reachable without a token so 
 balancers and ``grpcurl describe`` work). A test walks every RPC of every service and
 fails when one is missing here, so a new RPC cannot ship open by accident.
 
-The README renders this table; ``tests/server/test_access_matrix.py`` checks every
-cell against real calls.
+The README's roles table is rendered from this one (``roles_table_markdown``; rewrite it
+with ``python -m server.access``), a test fails when the two differ, and
+``tests/server/test_access_matrix.py`` checks every cell against real calls. A new task
+kind's ``Submit<Name>`` needs its entry here like any other RPC.
 """
 
 from __future__ import annotations
@@ -15,13 +17,28 @@ from collections.abc import Mapping
 
 from server.auth import Role
 
-__all__ = ["PUBLIC_PREFIXES", "RPC_ROLES", "allowed_roles", "is_public"]
+__all__ = [
+    "PUBLIC_PREFIXES",
+    "ROLE_TITLES",
+    "RPC_ROLES",
+    "allowed_roles",
+    "is_public",
+    "roles_table_markdown",
+]
 
 _ADMIN = Role.ADMINISTRATOR
 _PM = Role.PROJECT_MANAGER
 _TL = Role.TECHNICAL_LEAD
 _SE = Role.SUPPORT_ENGINEER
 _EVERYONE = frozenset({_ADMIN, _PM, _TL, _SE})
+
+ROLE_TITLES: Mapping[Role, str] = {
+    _ADMIN: "Administrator",
+    _PM: "Project Manager",
+    _TL: "Technical Lead",
+    _SE: "Support Engineer",
+}
+"""The README's column heading of each role, in column order."""
 
 RPC_ROLES: Mapping[str, frozenset[Role]] = {
     # Projects: managers create and delete; leads edit; everybody may read what they reach.
@@ -57,3 +74,16 @@ def is_public(method: str) -> bool:
 def allowed_roles(method: str) -> frozenset[Role]:
     """The roles that may call ``method``; empty (nobody) when it is not in the table."""
     return RPC_ROLES.get(method, frozenset())
+
+
+def roles_table_markdown(table: Mapping[str, frozenset[Role]] = RPC_ROLES) -> str:
+    """The README's roles table: one row per RPC in ``table`` order, yes/no per role."""
+    lines = [
+        "| RPC | " + " | ".join(ROLE_TITLES.values()) + " |",
+        "| --- |" + " --- |" * len(ROLE_TITLES),
+    ]
+    for method, roles in table.items():
+        service, name = method.strip("/").split("/")
+        cells = " | ".join("yes" if role in roles else "no" for role in ROLE_TITLES)
+        lines.append(f"| `{service.rsplit('.', 1)[-1]}/{name}` | {cells} |")
+    return "\n".join(lines) + "\n"

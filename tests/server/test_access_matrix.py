@@ -1,7 +1,8 @@
 """The authorization matrix: 4 roles x every RPC x {own object, another's, a missing one}.
 
-The expected role table is read from README.md (between the ``roles-table`` markers), so
-the documentation and the behaviour cannot drift apart: every cell is a real call against
+The expected role table is read from README.md (between the ``roles-table`` markers, a
+block rendered from ``server/access/_table.py`` by ``python -m server.access``), so the
+documentation and the behaviour cannot drift apart: every cell is a real call against
 a real server process (SQLite and PostgreSQL), and the table must name every RPC of both
 services.
 
@@ -37,6 +38,7 @@ from agentic.tasks.v1 import tasks_pb2_grpc
 from google.protobuf import field_mask_pb2
 
 from server.access import RPC_ROLES
+from server.access._table import roles_table_markdown
 from server.auth import Role
 from tests._identity import authorized_channel
 from tests._support import REPO
@@ -52,12 +54,17 @@ ROLE_COLUMNS = {
 STRANGER = "stranger"
 
 
-def documented_table() -> dict[str, frozenset[Role]]:
-    """README's role table: ``/package.Service/Method`` -> roles marked yes."""
+def documented_block() -> str:
+    """The text between README's ``roles-table`` markers."""
     text = (REPO / "README.md").read_text()
     block = re.search(r"<!-- roles-table: begin -->\n(.*?)<!-- roles-table: end -->", text, re.S)
     assert block, "README.md has no roles-table block"
-    lines = [line for line in block.group(1).splitlines() if line.startswith("|")]
+    return block.group(1)
+
+
+def documented_table() -> dict[str, frozenset[Role]]:
+    """README's role table: ``/package.Service/Method`` -> roles marked yes."""
+    lines = [line for line in documented_block().splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     roles = [ROLE_COLUMNS[name] for name in header[1:]]
     table: dict[str, frozenset[Role]] = {}
@@ -84,8 +91,17 @@ def every_rpc() -> list[str]:
 
 
 def test_the_documented_table_is_the_enforced_table_and_covers_every_rpc() -> None:
+    missing = sorted(set(every_rpc()) - set(RPC_ROLES))
+    assert not missing, f"add {missing} to server/access/_table.py (deny by default)"
     assert set(TABLE) == set(every_rpc()), "README's role table must list every RPC"
     assert dict(RPC_ROLES) == TABLE, "server/access/_table.py and README.md disagree"
+
+
+def test_the_readme_table_is_rendered_from_the_enforced_table() -> None:
+    assert documented_block() == roles_table_markdown(), (
+        "README's roles table is not what server/access/_table.py renders: "
+        "run python -m server.access"
+    )
 
 
 # --- the world each cell runs in ---------------------------------------------------------
