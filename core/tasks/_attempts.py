@@ -33,18 +33,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from agentic.tasks.v1 import tasks_pb2 as S
 from google.rpc import code_pb2
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Table,
-    bindparam,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,8 +54,6 @@ _ACTIVE = (S.TASK_STATE_RUNNING, S.TASK_STATE_CANCELLING)
 # checks one out again (with the pool's pre-ping): after a quiet spell the database may
 # have restarted, while a busy worker uses its connection far more often than this.
 _IDLE_SECONDS = 10.0
-_TASKS = cast(Table, TaskRow.__table__)
-_CANCEL_REQUESTED = select(_TASKS.c.cancel_requested).where(_TASKS.c.id == bindparam("task_id"))
 
 T = TypeVar("T")
 Decide = Callable[[Connection, TaskRecord | None, datetime], T]

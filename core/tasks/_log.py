@@ -93,13 +93,6 @@ def insert_events(connection: Connection, records: Sequence[TaskRecord], time: d
         connection.execute(_INSERT_EVENT, [_event_params(r, time) for r in records])
 
 
-def insert_new(session: Session, record: TaskRecord, time: datetime) -> None:
-    """Insert a new task (``last_sequence`` 1) and its first event."""
-    connection = session.connection()
-    connection.execute(insert(_TASKS).values({name: getattr(record, name) for name in COLUMNS}))
-    insert_events(connection, [record], time)
-
-
 def append(
     db: Session | Connection, before: TaskRecord, time: datetime, **changes: Any
 ) -> TaskRecord:

@@ -95,10 +95,6 @@ class StreamSlots:
             else:
                 del self._open[key]
 
-    def open_for(self, key: str) -> int:
-        """Streams ``key`` holds now."""
-        return self._open.get(key, 0)
-
 
 class ConcurrencyLimit:
     """At most ``limit`` RPCs in flight on this server."""

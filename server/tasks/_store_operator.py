@@ -6,7 +6,6 @@ lost race.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from agentic.tasks.v1 import tasks_pb2
@@ -15,20 +14,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.rpc import FailedPrecondition
 from core.tasks import _outbox
 from core.tasks._log import append, change
-from core.tasks._outbox import OutboxItem
 from core.tasks._record import TaskRecord
 from core.tasks._wire import CANCELLED_STATUS, DOMAIN, TERMINAL_STATES
 from server.tasks._store_reads import task_not_found
+from server.tasks._store_submit import Written
 
 S = tasks_pb2  # states and kinds read better as S.TASK_STATE_RUNNING
-
-
-@dataclass(frozen=True, slots=True)
-class Changed:
-    """A task after CancelTask/RetryTask, and the publish to attempt, if any."""
-
-    record: TaskRecord
-    publish: OutboxItem | None
 
 
 class OperatorActions:
@@ -37,13 +28,13 @@ class OperatorActions:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
 
-    def cancel(self, task_id: str) -> Changed:
+    def cancel(self, task_id: str) -> Written:
         """PENDING/RETRY_SCHEDULED: CANCELLED now. RUNNING: CANCELLING (the worker stops it).
 
         CANCELLING stays as it is; an ended task is FAILED_PRECONDITION.
         """
 
-        def decide(session: Session, record: TaskRecord | None, time: datetime) -> Changed:
+        def decide(session: Session, record: TaskRecord | None, time: datetime) -> Written:
             if record is None:
                 raise task_not_found(task_id)
             if record.state in TERMINAL_STATES:
@@ -54,7 +45,7 @@ class OperatorActions:
                     metadata={"id": task_id, "state": S.TaskState.Name(record.state)},  # type: ignore[arg-type]
                 )
             if record.state == S.TASK_STATE_CANCELLING:
-                return Changed(record, None)
+                return Written(record, None)
             if record.state == S.TASK_STATE_RUNNING:
                 after = append(
                     session,
@@ -64,7 +55,7 @@ class OperatorActions:
                     cancel_requested=True,
                     cancel_time=time,
                 )
-                return Changed(after, None)
+                return Written(after, None)
             # Not started (or waiting for a retry): it never runs. A message still in the
             # queue finds it CANCELLED when a worker claims it.
             _outbox.remove_for_task(session, task_id)
@@ -78,14 +69,14 @@ class OperatorActions:
                 error=CANCELLED_STATUS,
                 end_time=time,
             )
-            return Changed(after, None)
+            return Written(after, None)
 
         return change(self._sessions, task_id, decide)
 
-    def retry(self, task_id: str) -> Changed:
+    def retry(self, task_id: str) -> Written:
         """A FAILED or CANCELLED task becomes PENDING again as attempt + 1."""
 
-        def decide(session: Session, record: TaskRecord | None, time: datetime) -> Changed:
+        def decide(session: Session, record: TaskRecord | None, time: datetime) -> Written:
             if record is None:
                 raise task_not_found(task_id)
             if record.state not in (S.TASK_STATE_FAILED, S.TASK_STATE_CANCELLED):
@@ -115,6 +106,6 @@ class OperatorActions:
                 start_time=None,
                 end_time=None,
             )
-            return Changed(after, _outbox.add(session, after, not_before=time))
+            return Written(after, _outbox.add(session, after, not_before=time))
 
         return change(self._sessions, task_id, decide)

@@ -29,8 +29,9 @@ S = tasks_pb2  # states and kinds read better as S.TASK_STATE_RUNNING
 
 
 @dataclass(frozen=True, slots=True)
-class Submitted:
-    """The task a submit resolved to, and the publish to attempt (None on a resubmit)."""
+class Written:
+    """A task as a write left it (a submit, CancelTask, RetryTask), and the publish to
+    attempt (None when there is nothing to publish: a resubmit, a cancel)."""
 
     record: TaskRecord
     publish: OutboxItem | None
@@ -161,7 +162,7 @@ class Submits:
         request_id: str,
         request_hash: str,
         project_id: str | None = None,
-    ) -> Submitted:
+    ) -> Written:
         """Create the task, its first event and its outbox row in one transaction.
 
         The same request_id with the same request hash returns the existing task; with a
@@ -173,13 +174,13 @@ class Submits:
             raise result
         return result
 
-    def submit_many(self, requests: Sequence[NewTask]) -> list[Submitted | AlreadyExists]:
+    def submit_many(self, requests: Sequence[NewTask]) -> list[Written | AlreadyExists]:
         """``submit`` for many requests at once: one transaction, one statement per table.
 
         Each result is what ``submit`` would give (or raise) for its request, alone. A
         request_id twice in ``requests`` is a resubmit of the first occurrence.
         """
-        results: list[Submitted | AlreadyExists | None] = [None] * len(requests)
+        results: list[Written | AlreadyExists | None] = [None] * len(requests)
         todo = list(range(len(requests)))
         for _ in range(3):
             if self._submit_sql is not None:
@@ -200,7 +201,7 @@ class Submits:
         connection: Connection,
         requests: Sequence[NewTask],
         todo: list[int],
-        results: list[Submitted | AlreadyExists | None],
+        results: list[Written | AlreadyExists | None],
     ) -> list[int]:
         """Insert what is new, resolve the rest against the rows holding their request_id;
         the indexes left unresolved (their row vanished meanwhile: try again)."""
@@ -224,7 +225,7 @@ class Submits:
             if record is None:
                 left.append(i)
             elif record.id in items and first[request.request_id] == i:
-                results[i] = Submitted(record, items[record.id])
+                results[i] = Written(record, items[record.id])
             elif record.request_hash != request.request_hash:
                 results[i] = AlreadyExists(
                     f"request_id {request.request_id} was used for a different request",
@@ -233,7 +234,7 @@ class Submits:
                     metadata={"request_id": request.request_id, "task_id": record.id},
                 )
             else:
-                results[i] = Submitted(record, None)
+                results[i] = Written(record, None)
         return left
 
     def _insert_statements(
