@@ -344,7 +344,18 @@ class Messages:
             # Fields with rules are picked twice as often: they are what the server reads
             # (the others are mostly output-only), so that is where bad values must be caught.
             ruled = [i for i, slot in enumerate(slots) if _has_rules(slot)]
-            return st.sampled_from([*range(len(slots)), *ruled]).flatmap(slot_values)
+            # Text fields with rules once more: free text is where a NUL or a control
+            # character slips through to storage (PostgreSQL refuses NUL at the INSERT).
+            texts = [
+                i
+                for i in ruled
+                if isinstance(slots[i], FieldDescriptor)
+                and slots[i].type == FieldDescriptor.TYPE_STRING
+                and not _rules(slots[i]).string.uuid
+            ]
+            return st.sampled_from([*range(len(slots)), *ruled, *texts, *texts]).flatmap(
+                slot_values
+            )
         return slot_values(None)
 
     def slot(self, slot: Any, depth: int, mode: Mode) -> st.SearchStrategy[Any]:
