@@ -84,7 +84,7 @@ def _with_metadata(details: Any, extra: Sequence[tuple[str, str]]) -> Any:
     return details._replace(metadata=[*existing, *extra])
 
 
-class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
+class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]  # grpc is untyped: an Any base
     def __init__(self, details: Any, extra: Sequence[tuple[str, str]]) -> None:
         existing = list(details.metadata or ())
         if not any(key == "authorization" for key, _ in existing):
@@ -98,8 +98,8 @@ class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
 
 
 class _AddToken(
-    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]  # grpc is untyped: an Any base
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]  # grpc is untyped: an Any base
 ):
     def __init__(self, extra: Sequence[tuple[str, str]]) -> None:
         self._extra = extra
@@ -134,7 +134,7 @@ def token_channel(
     return grpc.intercept_channel(channel, _AddToken((("authorization", bearer(value)),)))
 
 
-class _AioUnaryToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _AioUnaryToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # grpc is untyped: an Any base
     def __init__(self, extra: Sequence[tuple[str, str]]) -> None:
         self._extra = extra
 
@@ -144,7 +144,7 @@ class _AioUnaryToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc
         return await continuation(_with_metadata(details, self._extra), request)
 
 
-class _AioStreamToken(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class _AioStreamToken(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]  # grpc is untyped: an Any base
     # A separate class: grpc.aio files each interceptor under the first kind it is an
     # instance of, so one object implementing both would never see streams.
     def __init__(self, extra: Sequence[tuple[str, str]]) -> None:

@@ -52,7 +52,7 @@ def _ping_after_idle(engine: Engine) -> None:
             try:
                 dialect.do_ping(dbapi_connection)
             except Exception as error:
-                if dialect.is_disconnect(error, dbapi_connection, None):  # type: ignore[arg-type]
+                if dialect.is_disconnect(error, dbapi_connection, None):  # type: ignore[arg-type]  # wants the DBAPI Error type; any exception may be one
                     # The pool discards this connection and checks out (or opens) another.
                     raise exc.DisconnectionError() from error
                 raise

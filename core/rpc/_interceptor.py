@@ -129,7 +129,7 @@ def _final_code(context: grpc.aio.ServicerContext, exc: BaseException | None) ->
     return "OK" if exc is None else "UNKNOWN"
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped: an Any base
     """Wraps every handler with metrics, validation (``validate_prefixes``) and error mapping."""
 
     def __init__(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from agentic.tasks.v1 import tasks_pb2
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
@@ -14,12 +15,16 @@ from core.db import TaskRow
 
 @dataclass(frozen=True, slots=True)
 class TaskRecord:
-    """Every column of ``tasks``; see ``core.db.TaskRow`` for their meaning."""
+    """Every column of ``tasks``; see ``core.db.TaskRow`` for their meaning.
+
+    ``kind``, ``state`` and ``priority`` are stored as the numbers of their proto enums,
+    and typed as those enums, so they go to the wire and to ``Name()`` as they are.
+    """
 
     id: str
-    kind: int
-    state: int
-    priority: int
+    kind: tasks_pb2.TaskKind.ValueType
+    state: tasks_pb2.TaskState.ValueType
+    priority: tasks_pb2.Priority.ValueType
     owner_id: str
     request_id: str
     request_hash: str

@@ -104,13 +104,13 @@ def to_proto(record: TaskRecord) -> tasks_pb2.Task:
     """The wire form of a stored task."""
     task = tasks_pb2.Task(
         id=record.id,
-        kind=record.kind,  # type: ignore[arg-type]  # stored as the enum's number
-        state=record.state,  # type: ignore[arg-type]
+        kind=record.kind,
+        state=record.state,
         progress=tasks_pb2.Progress(
             fraction=record.progress_fraction, message=record.progress_message
         ),
         attempt=record.attempt,
-        priority=record.priority,  # type: ignore[arg-type]
+        priority=record.priority,
         owner_id=record.owner_id,
         project_id=record.project_id or "",
         request_id=record.request_id,

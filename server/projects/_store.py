@@ -276,7 +276,7 @@ class ProjectStore:
                     .values(**values)
                     .execution_options(synchronize_session=False)
                 )
-                if result.rowcount != 1:  # type: ignore[attr-defined]
+                if result.rowcount != 1:  # type: ignore[attr-defined]  # Session.execute is typed Result; DML gives a CursorResult
                     # Another writer won between our read and our write.
                     raise _stale(project_id)
                 if member_ids is not None:
@@ -308,7 +308,7 @@ class ProjectStore:
                 .where(ProjectRow.id == project_id, ProjectRow.version == row.version)
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            if result.rowcount != 1:  # type: ignore[attr-defined]  # Session.execute is typed Result; DML gives a CursorResult
                 raise _stale(project_id)
             return _event(session, events.EventType.PROJECT_DELETED, project_id)
 

@@ -42,7 +42,7 @@ class OperatorActions:
                     f"task {task_id} already ended",
                     reason="TASK_ALREADY_ENDED",
                     domain=DOMAIN,
-                    metadata={"id": task_id, "state": S.TaskState.Name(record.state)},  # type: ignore[arg-type]
+                    metadata={"id": task_id, "state": S.TaskState.Name(record.state)},
                 )
             if record.state == S.TASK_STATE_CANCELLING:
                 return Written(record, None)
@@ -84,7 +84,7 @@ class OperatorActions:
                     f"task {task_id} is neither failed nor cancelled",
                     reason="TASK_NOT_RETRYABLE",
                     domain=DOMAIN,
-                    metadata={"id": task_id, "state": S.TaskState.Name(record.state)},  # type: ignore[arg-type]
+                    metadata={"id": task_id, "state": S.TaskState.Name(record.state)},
                 )
             after = append(
                 session,

@@ -128,7 +128,9 @@ class Relay:
         queued = 0
         for record in records:
             with self._sessions.begin() as session:
-                moved = session.execute(
+                # Core on the session's connection: same transaction, and the result is a
+                # CursorResult, whose rowcount is typed.
+                moved = session.connection().execute(
                     update(TaskRow)
                     .where(
                         TaskRow.id == record.id,
@@ -136,9 +138,8 @@ class Relay:
                         *still(record),
                     )
                     .values(**mark)
-                    .execution_options(synchronize_session=False)
                 )
-                if moved.rowcount == 1:  # type: ignore[attr-defined]
+                if moved.rowcount == 1:
                     _outbox.add(session, record, not_before=due)
                     queued += 1
         return queued

@@ -51,11 +51,12 @@ class NewTask:
 
 
 def _new_record(request: NewTask, time: datetime) -> TaskRecord:
+    # NewTask carries the facade's plain numbers; the record types them as their enums.
     return TaskRecord(
         id=str(uuid.uuid4()),
-        kind=request.kind,
+        kind=S.TaskKind.ValueType(request.kind),
         state=S.TASK_STATE_PENDING,
-        priority=request.priority or S.PRIORITY_NORMAL,
+        priority=S.Priority.ValueType(request.priority or S.PRIORITY_NORMAL),
         owner_id=request.owner_id,
         project_id=request.project_id,
         request_id=request.request_id,

@@ -294,8 +294,12 @@ def test_submit_fails_unavailable_when_the_database_is_down(
         # Health reflects it: with no database nothing can be served.
         address = s.servers[-1].address
         for service in ("", "dependency:database", "agentic.tasks.v1.TaskService"):
+
+            def not_serving(service: str = service) -> bool:
+                return health_status(address, service) == "NOT_SERVING"
+
             wait_for(
-                lambda service=service: health_status(address, service) == "NOT_SERVING",  # type: ignore[misc]
+                not_serving,
                 timeout=10,
                 message=f"health {service!r} to turn NOT_SERVING without the database",
             )

@@ -255,7 +255,8 @@ def test_lost_notification_is_recovered_by_one_reread_per_task(engine: Engine) -
 def test_slow_consumer_neither_blocks_others_nor_loses_events(engine: Engine) -> None:
     async def body(h: Harness) -> None:
         task_id = await h.submit()
-        slow = Stream(go=asyncio.Event())
+        go = asyncio.Event()
+        slow = Stream(go=go)
         slow_task = asyncio.create_task(slow.consume(h.watch(task_id)))
         fast, fast_tasks = start(h, task_id, 10)
         await eventually(lambda: slow.sequences == [1], "the slow stream's first event")
@@ -263,7 +264,7 @@ def test_slow_consumer_neither_blocks_others_nor_loses_events(engine: Engine) ->
         last = await h.progress(task_id, RETAIN_EVENTS + 50)
         await eventually(lambda: all(s.sequences[-1:] == [last] for s in fast), "fast streams")
         assert slow.sequences == [1]
-        slow.go.set()  # type: ignore[union-attr]
+        go.set()
         await eventually(lambda: slow.sequences[-1:] == [last], "the slow stream catching up")
         assert slow.sequences == list(range(1, last + 1))
         assert all(s.sequences == list(range(1, last + 1)) for s in fast)

@@ -82,7 +82,7 @@ class Db:
             "kill_self": lambda: None,
             **overrides,
         }
-        runtime = Runtime(**options)  # type: ignore[arg-type]
+        runtime = Runtime(**options)  # type: ignore[arg-type]  # a dict of mixed values: object
         self.runtimes.append(runtime)
         return runtime
 
