@@ -17,11 +17,11 @@ def main() -> None:
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from workers._registry import REGISTRY, check_registry
+    from workers._registry import check_registry, load_registry
 
     try:
         check_registry(
-            REGISTRY,
+            load_registry(config.task_kind_modules),
             consumer_timeout_seconds=config.consumer_timeout_seconds,
             claim_lease_seconds=config.claim_lease_seconds,
         )

@@ -66,6 +66,9 @@ class WorkerConfig:
     without_gossip: bool = True
     """AGENTIC_WORKER_WITHOUT_GOSSIP: no gossip, mingle or event heartbeats between workers
     (they coordinate through the database, not through Celery's cluster chatter)."""
+    task_kind_modules: tuple[str, ...] = ()
+    """AGENTIC_TASK_KIND_MODULES: comma-separated modules whose ``REGISTRATIONS`` (a sequence
+    of ``workers.Registration``) add task kinds to the built-in ones at start."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -94,6 +97,11 @@ class WorkerConfig:
             ready_file=e.get("AGENTIC_READY_FILE", d.ready_file),
             log_level=e.get("AGENTIC_LOG_LEVEL", d.log_level).upper(),
             without_gossip=env_bool(e, "AGENTIC_WORKER_WITHOUT_GOSSIP", d.without_gossip),
+            task_kind_modules=tuple(
+                name.strip()
+                for name in e.get("AGENTIC_TASK_KIND_MODULES", "").split(",")
+                if name.strip()
+            ),
         )
         if config.claim_lease_seconds < 1:
             raise ConfigError("AGENTIC_CLAIM_LEASE_SECONDS must be >= 1")

@@ -1,9 +1,17 @@
-"""The kinds a worker runs: kind -> (spec type, result type, function, limits, retry policy)."""
+"""The kinds a worker runs: kind -> (spec type, result type, function, limits, retry policy).
+
+The built-in kinds are the entries of ``REGISTRY``. Modules named in
+``AGENTIC_TASK_KIND_MODULES`` add theirs (``load_registry``): each exposes
+``REGISTRATIONS: Sequence[Registration[Any, Any]]``, merged in at worker start and then
+checked like the built-ins (``check_registry``). That is how a kind can live outside this
+repository, or in a test's temporary directory.
+"""
 
 from __future__ import annotations
 
+import importlib
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -83,6 +91,42 @@ REGISTRY: Mapping[int, Registration[Any, Any]] = {
         ),
     )
 }
+
+
+def load_registry(
+    modules: Sequence[str], builtin: Mapping[int, Registration[Any, Any]] = REGISTRY
+) -> dict[int, Registration[Any, Any]]:
+    """``builtin`` plus the ``REGISTRATIONS`` of each of ``modules`` (imported here).
+
+    Raises ValueError when a module cannot be imported, has no ``REGISTRATIONS`` sequence
+    of ``Registration`` entries, or registers a kind that is registered already.
+    """
+    merged = dict(builtin)
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(f"task kind module {name!r} cannot be imported: {exc}") from exc
+        entries = getattr(module, "REGISTRATIONS", None)
+        if not isinstance(entries, Sequence) or not all(
+            isinstance(entry, Registration) for entry in entries
+        ):
+            raise ValueError(
+                f"task kind module {name!r} needs REGISTRATIONS: Sequence[Registration]"
+            )
+        for entry in entries:
+            if entry.kind not in tasks_pb2.TaskKind.values():
+                raise ValueError(
+                    f"task kind module {name!r} registers kind {entry.kind}, which TaskKind "
+                    "does not define (are its generated protos on the path?)"
+                )
+            if entry.kind in merged:
+                raise ValueError(
+                    f"task kind module {name!r} registers "
+                    f"{tasks_pb2.TaskKind.Name(entry.kind)}, which is registered already"
+                )
+            merged[entry.kind] = entry
+    return merged
 
 
 def check_registry(

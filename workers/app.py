@@ -45,7 +45,7 @@ from core.tasks._broker import events_exchange
 from workers._config import WorkerConfig
 from workers._execute import Runtime, Verdict, execute
 from workers._notify import Notifier
-from workers._registry import REGISTRY, Registration, check_registry
+from workers._registry import Registration, check_registry, load_registry
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ config = WorkerConfig.from_env()
 settings = BrokerSettings(
     url=config.broker_url, queue=config.task_queue, events_exchange=config.task_events_exchange
 )
+# The built-in kinds plus those of AGENTIC_TASK_KIND_MODULES; checked before consuming.
+kinds = load_registry(config.task_kind_modules)
 app = Celery("agentic")
 configure_celery(app, settings)
 app.conf.update(worker_concurrency=config.concurrency, worker_pool="prefork")
@@ -141,13 +143,13 @@ def _register(kind: int, registration: Registration[Any, Any]) -> None:
     )(run)
 
 
-for _kind, _registration in REGISTRY.items():
+for _kind, _registration in kinds.items():
     _register(_kind, _registration)
 
 
 def _on_worker_init(**_: Any) -> None:
     check_registry(
-        REGISTRY,
+        kinds,
         consumer_timeout_seconds=config.consumer_timeout_seconds,
         claim_lease_seconds=config.claim_lease_seconds,
     )
