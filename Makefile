@@ -9,13 +9,14 @@ BIN := $(VENV)/bin
 PROTOS := $(shell find protos -name '*.proto')
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv system-deps gen lint typecheck test test-fast bench run dev-ca lock breaking clean
+.PHONY: help venv system-deps gen docs lint typecheck test test-fast bench run dev-ca lock breaking clean
 
 help:
 	@echo "make run        start the whole stack on embedded defaults"
 	@echo "make test       lint, typecheck and the full test suite (what CI runs)"
 	@echo "make bench      benchmarks side by side with their raw building blocks"
 	@echo "make gen        regenerate Python code and stubs from protos/"
+	@echo "make docs       render the README configuration tables from the config dataclasses"
 	@echo "make lint       buf format/lint, ruff check/format"
 	@echo "make typecheck  mypy --strict on hand-written code"
 
@@ -53,6 +54,11 @@ build/.gen: $(VENV)/.installed protos/codegen.py $(PROTOS)
 	@touch $@
 
 gen: build/.gen
+
+# The README's configuration tables, rendered from the config dataclasses (tests/test_docs.py
+# fails when they are stale).
+docs: $(VENV)/.installed
+	$(PY) -m devtools.configdocs
 
 lint: gen breaking
 	$(BIN)/buf format -d --exit-code protos

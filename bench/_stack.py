@@ -92,7 +92,7 @@ def _api_env(database_url: str, cache_address: str) -> dict[str, str]:
         "AGENTIC_METRICS_ADDRESS": "127.0.0.1:0",
         "DATABASE_URL": database_url,
         "AGENTIC_CACHE_ADDRESS": cache_address,
-        "AGENTIC_EVENTS_URL": "",
+        "AGENTIC_EVENTS_ENABLED": "false",
         "AGENTIC_SHUTDOWN_GRACE_SECONDS": "2",
     }
 
@@ -120,7 +120,7 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
             {
                 "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
                 "AGENTIC_MEMCACHED_SERVERS": memcached,
-                "AGENTIC_CACHE_METRICS_PORT": "0",
+                "AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0",
                 "AGENTIC_CACHE_EVENTS": "off",
                 "AGENTIC_CACHE_SHUTDOWN_GRACE_SECONDS": "1",
             },

@@ -1,51 +1,30 @@
 """Process configuration, read once from the environment at start-up.
 
-===========================================  =========================================
-Variable                                     Meaning (default)
-===========================================  =========================================
-AGENTIC_CACHE_LISTEN_ADDRESS                 gRPC host:port (127.0.0.1:50052; port 0 =
-                                             any free port)
-AGENTIC_MEMCACHED_SERVERS                    comma-separated host:port list
-                                             (127.0.0.1:11211)
-AGENTIC_CACHE_POLICY_FILE                    namespace policy TOML (the shipped
-                                             cache_sidecar/namespaces.toml)
-AGENTIC_CACHE_METRICS_PORT                   Prometheus port on 127.0.0.1 (9465; 0 = any
-                                             free port; set but empty = off)
-AGENTIC_AMQP_URL                             broker of domain events
-                                             (amqp://guest:guest@127.0.0.1:5672//)
-AGENTIC_CACHE_EVENTS                         on/off: event-driven invalidation (on)
-AGENTIC_CACHE_EVENTS_EXCHANGE                topic exchange (agentic.events)
-AGENTIC_CACHE_EVENTS_QUEUE                   durable queue (unset: derived from the
-                                             node set, agentic.cache.invalidations.<hash>)
-AGENTIC_MEMCACHED_CONNECT_TIMEOUT_SECONDS    per connect (0.05)
-AGENTIC_MEMCACHED_TIMEOUT_SECONDS            per read/write (0.1)
-AGENTIC_MEMCACHED_IO_THREADS                 threads doing Memcached I/O (8)
-AGENTIC_CACHE_BREAKER_FAILURE_THRESHOLD      consecutive failures that open a node's
-                                             breaker (3)
-AGENTIC_CACHE_BREAKER_RESET_SECONDS          open time before a recovery trial (1.0)
-AGENTIC_CACHE_SHUTDOWN_GRACE_SECONDS         grace for in-flight RPCs on SIGTERM (5.0)
-AGENTIC_READY_FILE                           if set, JSON {"grpc_port", "metrics_port"}
-                                             is written here once serving (unset);
-                                             metrics_port is null when metrics are off
-AGENTIC_CACHE_TLS_CERT_FILE                  PEM certificate chain: serve TLS (unset:
-                                             plaintext); needs the key file
-AGENTIC_CACHE_TLS_KEY_FILE                   PEM private key of that certificate (unset)
-AGENTIC_CACHE_TLS_CLIENT_CA_FILE             PEM CA(s): require client certificates
-                                             issued by them, mTLS (unset: no client
-                                             certificate asked); needs cert and key
-===========================================  =========================================
-
-Nothing else in the package reads the environment: the Config is passed down.
+Each field of :class:`Config` declares its variable, default and meaning once
+(``core.config.setting``); the README's "Cache sidecar" table is rendered from these
+declarations (``make docs``). Nothing else in the package reads the environment: the Config
+is passed down.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+
+from core.config import (
+    Alias,
+    ConfigError,
+    address,
+    address_list,
+    boolean,
+    integer,
+    number,
+    path,
+    read_env,
+    setting,
+)
 
 __all__ = ["DEFAULT_POLICY_FILE", "EVENTS_QUEUE_PREFIX", "Config", "ConfigError", "node_set_queue"]
 
@@ -55,53 +34,142 @@ DEFAULT_POLICY_FILE = Path(__file__).with_name("namespaces.toml")
 EVENTS_QUEUE_PREFIX = "agentic.cache.invalidations."
 """Start of every derived event queue name; a hash of the node set follows."""
 
-_T = TypeVar("_T")
+_POSITIVE_SECONDS = number(positive=True)
+_POSITIVE_INT = integer(minimum=1)
 
 
-class ConfigError(ValueError):
-    """An environment variable has a value the sidecar cannot use; names the variable."""
+def _metrics_port_as_address(raw: str) -> str:
+    # The former variable was a port on 127.0.0.1 (empty: off); say it as host:port.
+    return f"127.0.0.1:{raw.strip()}" if raw.strip() else ""
 
 
 @dataclass(frozen=True)
 class Config:
     """Everything the sidecar process needs to start, with units in the names."""
 
-    listen_address: str = "127.0.0.1:50052"
-    """gRPC listen address; port 0 picks a free port (create_server returns it)."""
-    memcached_servers: tuple[str, ...] = ("127.0.0.1:11211",)
-    """Memcached nodes (host:port); keys are spread by rendezvous hashing."""
-    policy_file: Path = field(default=DEFAULT_POLICY_FILE)
-    """Namespace policy TOML; a bad file stops the start with a clear message."""
-    metrics_port: int | None = 9465
-    """Prometheus exposition port on 127.0.0.1; 0 picks a free port, None disables metrics."""
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672//"
-    """Broker carrying domain events."""
-    events_enabled: bool = True
-    """Whether to consume domain events for invalidation."""
-    events_exchange: str = "agentic.events"
-    """Durable topic exchange the domain events are published to."""
-    events_queue: str = ""
-    """Durable queue set explicitly; empty consumes :attr:`node_set_queue` (the normal case)."""
-    memcached_connect_timeout_seconds: float = 0.05
-    """Connect timeout of every Memcached connection."""
-    memcached_timeout_seconds: float = 0.1
-    """Read/write timeout of every Memcached call."""
-    memcached_io_threads: int = 8
-    """Size of the thread pool that runs blocking Memcached calls."""
-    breaker_failure_threshold: int = 3
-    """Consecutive failures that open a node's circuit breaker (and quarantine it)."""
-    breaker_reset_seconds: float = 1.0
-    """Time a breaker stays open before a recovery trial (a flush)."""
-    shutdown_grace_seconds: float = 5.0
-    """On SIGTERM, time in-flight RPCs get before they are cancelled."""
-    ready_file: str = ""
-    """If set, the bound ports are written here as JSON once serving (supervisors, tests)."""
-    tls_cert_file: str = ""
-    """PEM certificate chain the gRPC port presents; empty serves plaintext."""
-    tls_key_file: str = ""
-    """PEM private key of ``tls_cert_file``; set together with it."""
-    tls_client_ca_file: str = ""
-    """PEM CA certificates; when set, clients must present a certificate they issued (mTLS)."""
+    listen_address: str = setting(
+        "AGENTIC_CACHE_LISTEN_ADDRESS",
+        "127.0.0.1:50052",
+        parse=address,
+        doc="gRPC listen address (port 0 picks a free port)",
+    )
+    memcached_servers: tuple[str, ...] = setting(
+        "AGENTIC_MEMCACHED_SERVERS",
+        ("127.0.0.1:11211",),
+        parse=address_list,
+        doc="comma-separated `host:port` list; keys are spread by rendezvous hashing",
+    )
+    # setting() returns a dataclasses.field, as field() does; Path merely is not on ruff's list
+    # of immutable types.
+    policy_file: Path = setting(  # noqa: RUF009
+        "AGENTIC_CACHE_POLICY_FILE",
+        DEFAULT_POLICY_FILE,
+        parse=path,
+        shown="`cache_sidecar/namespaces.toml`",
+        doc="the namespace policy (see [The cache](#the-cache)); a bad file stops the sidecar "
+        "with a message naming namespace and field",
+    )
+    metrics_address: str = setting(
+        "AGENTIC_CACHE_METRICS_ADDRESS",
+        "127.0.0.1:9465",
+        parse=address,
+        when_empty="",
+        aliases=(
+            Alias(
+                "AGENTIC_CACHE_METRICS_PORT",
+                convert=_metrics_port_as_address,
+                doc="a port on 127.0.0.1",
+            ),
+        ),
+        doc="host:port of the Prometheus `/metrics` endpoint; port 0 picks a free port "
+        "(reported in the ready file); set but empty disables it",
+    )
+    broker_url: str = setting(
+        "AGENTIC_BROKER_URL",
+        "amqp://guest:guest@127.0.0.1:5672//",
+        when_empty="",
+        aliases=(Alias("AGENTIC_AMQP_URL", convert=lambda raw: raw.strip() or None),),
+        doc="the broker whose domain events the sidecar consumes (the same variable as the "
+        "server's and the workers'); set but empty: no event consumer",
+    )
+    events_enabled: bool = setting(
+        "AGENTIC_CACHE_EVENTS",
+        True,
+        parse=boolean,
+        shown="`on`",
+        doc="event-driven invalidation on/off",
+    )
+    events_exchange: str = setting(
+        "AGENTIC_CACHE_EVENTS_EXCHANGE",
+        "agentic.events",
+        doc="durable topic exchange the domain events arrive on",
+    )
+    events_queue: str = setting(
+        "AGENTIC_CACHE_EVENTS_QUEUE",
+        "",
+        shown="(unset: `agentic.cache.invalidations.<hash of the node list>`)",
+        doc="durable queue the sidecar consumes. Leave it unset: the derived name is shared "
+        "exactly by the sidecars on the same Memcached nodes (see [The cache](#the-cache)); "
+        "an explicit name wins, with a warning at start when it is not the derived one",
+    )
+    memcached_connect_timeout_seconds: float = setting(
+        "AGENTIC_MEMCACHED_CONNECT_TIMEOUT_SECONDS",
+        0.05,
+        parse=_POSITIVE_SECONDS,
+        doc="connect timeout of every Memcached connection",
+    )
+    memcached_timeout_seconds: float = setting(
+        "AGENTIC_MEMCACHED_TIMEOUT_SECONDS",
+        0.1,
+        parse=_POSITIVE_SECONDS,
+        doc="read/write timeout of every Memcached call",
+    )
+    memcached_io_threads: int = setting(
+        "AGENTIC_MEMCACHED_IO_THREADS",
+        8,
+        parse=_POSITIVE_INT,
+        doc="threads doing Memcached I/O (pymemcache is blocking; the event loop never is)",
+    )
+    breaker_failure_threshold: int = setting(
+        "AGENTIC_CACHE_BREAKER_FAILURE_THRESHOLD",
+        3,
+        parse=_POSITIVE_INT,
+        doc="consecutive failures that open a node's circuit breaker (and quarantine it)",
+    )
+    breaker_reset_seconds: float = setting(
+        "AGENTIC_CACHE_BREAKER_RESET_SECONDS",
+        1.0,
+        parse=_POSITIVE_SECONDS,
+        doc="how long a breaker stays open before a recovery trial (a flush)",
+    )
+    shutdown_grace_seconds: float = setting(
+        "AGENTIC_CACHE_SHUTDOWN_GRACE_SECONDS",
+        5.0,
+        parse=_POSITIVE_SECONDS,
+        doc="on SIGTERM, time in-flight RPCs get before they are cancelled",
+    )
+    ready_file: str = setting(
+        "AGENTIC_READY_FILE",
+        "",
+        doc='as for the server: `{"grpc_port": …, "metrics_port": …}`, the ports actually '
+        "bound (`metrics_port` is `null` when metrics are off), written once serving",
+    )
+    tls_cert_file: str = setting(
+        "AGENTIC_CACHE_TLS_CERT_FILE",
+        "",
+        doc="PEM certificate (chain) the sidecar serves TLS with; unset: plaintext. Needs "
+        "the key file",
+    )
+    tls_key_file: str = setting(
+        "AGENTIC_CACHE_TLS_KEY_FILE",
+        "",
+        doc="PEM private key of that certificate (unencrypted)",
+    )
+    tls_client_ca_file: str = setting(
+        "AGENTIC_CACHE_TLS_CLIENT_CA_FILE",
+        "",
+        doc="clients must present a certificate issued by this CA (mTLS); needs cert and key",
+    )
 
     @property
     def node_set_queue(self) -> str:
@@ -115,6 +183,11 @@ class Config:
         Sidecars on one queue are competing consumers: each event is applied by one of them.
         """
         return self.events_queue or self.node_set_queue
+
+    @property
+    def consumes_events(self) -> bool:
+        """Whether to run the event consumer: events on and a broker configured."""
+        return self.events_enabled and bool(self.broker_url)
 
     @property
     def queue_mismatch(self) -> str | None:
@@ -136,66 +209,9 @@ class Config:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Build a Config from AGENTIC_* variables; raise ConfigError naming a bad one."""
-        env = os.environ if environ is None else environ
-        d = cls()
-
-        def get(name: str, parse: Callable[[str], _T], default: _T) -> _T:
-            raw = env.get(name)
-            if raw is None or raw.strip() == "":
-                return default
-            try:
-                return parse(raw.strip())
-            except ValueError as exc:
-                raise ConfigError(f"{name}={raw!r}: {exc}") from None
-
-        def off_or_get(name: str, parse: Callable[[str], _T], default: _T | None) -> _T | None:
-            # Set but empty turns the feature off (as AGENTIC_METRICS_ADDRESS does for the
-            # server), so 0 can stay a port number that picks a free port.
-            raw = env.get(name)
-            if raw is not None and raw.strip() == "":
-                return None
-            return get(name, parse, default)
-
-        tls_cert_file = get("AGENTIC_CACHE_TLS_CERT_FILE", str, d.tls_cert_file)
-        tls_key_file = get("AGENTIC_CACHE_TLS_KEY_FILE", str, d.tls_key_file)
-        tls_client_ca_file = get("AGENTIC_CACHE_TLS_CLIENT_CA_FILE", str, d.tls_client_ca_file)
-        _check_tls(tls_cert_file, tls_key_file, tls_client_ca_file)
-        return cls(
-            listen_address=get("AGENTIC_CACHE_LISTEN_ADDRESS", _address, d.listen_address),
-            memcached_servers=get("AGENTIC_MEMCACHED_SERVERS", _servers, d.memcached_servers),
-            policy_file=get("AGENTIC_CACHE_POLICY_FILE", Path, d.policy_file),
-            metrics_port=off_or_get("AGENTIC_CACHE_METRICS_PORT", _port, d.metrics_port),
-            amqp_url=get("AGENTIC_AMQP_URL", str, d.amqp_url),
-            events_enabled=get("AGENTIC_CACHE_EVENTS", _switch, d.events_enabled),
-            events_exchange=get("AGENTIC_CACHE_EVENTS_EXCHANGE", str, d.events_exchange),
-            events_queue=get("AGENTIC_CACHE_EVENTS_QUEUE", str, d.events_queue),
-            memcached_connect_timeout_seconds=get(
-                "AGENTIC_MEMCACHED_CONNECT_TIMEOUT_SECONDS",
-                _seconds,
-                d.memcached_connect_timeout_seconds,
-            ),
-            memcached_timeout_seconds=get(
-                "AGENTIC_MEMCACHED_TIMEOUT_SECONDS", _seconds, d.memcached_timeout_seconds
-            ),
-            memcached_io_threads=get(
-                "AGENTIC_MEMCACHED_IO_THREADS", _positive_int, d.memcached_io_threads
-            ),
-            breaker_failure_threshold=get(
-                "AGENTIC_CACHE_BREAKER_FAILURE_THRESHOLD",
-                _positive_int,
-                d.breaker_failure_threshold,
-            ),
-            breaker_reset_seconds=get(
-                "AGENTIC_CACHE_BREAKER_RESET_SECONDS", _seconds, d.breaker_reset_seconds
-            ),
-            shutdown_grace_seconds=get(
-                "AGENTIC_CACHE_SHUTDOWN_GRACE_SECONDS", _seconds, d.shutdown_grace_seconds
-            ),
-            ready_file=get("AGENTIC_READY_FILE", str, d.ready_file),
-            tls_cert_file=tls_cert_file,
-            tls_key_file=tls_key_file,
-            tls_client_ca_file=tls_client_ca_file,
-        )
+        config = read_env(cls, environ)
+        _check_tls(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+        return config
 
 
 def node_set_queue(servers: Iterable[str]) -> str:
@@ -229,47 +245,3 @@ def _check_tls(cert_file: str, key_file: str, client_ca_file: str) -> None:
             "AGENTIC_CACHE_TLS_CLIENT_CA_FILE needs AGENTIC_CACHE_TLS_CERT_FILE and "
             "AGENTIC_CACHE_TLS_KEY_FILE: client certificates are checked only over TLS"
         )
-
-
-def _address(raw: str) -> str:
-    host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError("must be host:port")
-    return raw
-
-
-def _servers(raw: str) -> tuple[str, ...]:
-    servers = tuple(_address(part.strip()) for part in raw.split(",") if part.strip())
-    if not servers:
-        raise ValueError("must list at least one host:port")
-    return servers
-
-
-def _port(raw: str) -> int:
-    port = int(raw)
-    if not 0 <= port <= 65535:
-        raise ValueError("must be a port number from 0 to 65535")
-    return port
-
-
-def _switch(raw: str) -> bool:
-    value = raw.lower()
-    if value in ("on", "true", "1", "yes"):
-        return True
-    if value in ("off", "false", "0", "no"):
-        return False
-    raise ValueError("must be on or off")
-
-
-def _seconds(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
-        raise ValueError("must be a positive number of seconds")
-    return value
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError("must be a positive integer")
-    return value

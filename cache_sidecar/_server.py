@@ -81,9 +81,10 @@ class CacheSidecar:
         self._maintenance = asyncio.create_task(self._maintain(), name="cache-maintenance")
         if self._consumer is not None:
             self._consumer.start()
-        if self.config.metrics_port is not None:
+        if self.config.metrics_address:
+            host, _, port = self.config.metrics_address.rpartition(":")
             self._metrics_server, _ = start_http_server(
-                self.config.metrics_port, addr="127.0.0.1", registry=self.metrics.registry
+                int(port), addr=host, registry=self.metrics.registry
             )
             self.metrics_port = self._metrics_server.server_port
 
@@ -165,9 +166,9 @@ def create_server(config: Config) -> tuple[CacheSidecar, int]:
     )
     cache = ReadCache(policy, store, counters, executor)
     consumer = None
-    if config.events_enabled:
+    if config.consumes_events:
         consumer = EventConsumer(
-            url=config.amqp_url,
+            url=config.broker_url,
             exchange=config.events_exchange,
             queue=config.consumed_queue,
             binding_keys=policy.event_patterns(),

@@ -165,7 +165,7 @@ def main() -> None:
                 "AGENTIC_CACHE_LISTEN_ADDRESS", "127.0.0.1:50052"
             ),
             "AGENTIC_MEMCACHED_SERVERS": memcached.address,
-            "AGENTIC_AMQP_URL": broker_url,
+            "AGENTIC_BROKER_URL": broker_url,
         }
         sidecar = start_python("sidecar", "cache_sidecar", sidecar_env)
         processes.append(sidecar)
@@ -176,7 +176,6 @@ def main() -> None:
             "AGENTIC_LISTEN_ADDRESS": os.environ.get("AGENTIC_LISTEN_ADDRESS", "127.0.0.1:50051"),
             "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{VAR / 'agentic.db'}"),
             "AGENTIC_CACHE_ADDRESS": f"127.0.0.1:{sidecar.ready['grpc_port']}",
-            "AGENTIC_EVENTS_URL": broker_url,
             "AGENTIC_BROKER_URL": broker_url,
         }
         api = start_python("api", "server", api_env)

@@ -14,13 +14,16 @@ from server.auth import JwksError
 
 def main() -> None:
     """Entry point."""
+    # Logging first, so that a deprecated variable's warning is formatted like the rest;
+    # the configured level applies from the moment the configuration is read.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         config = ServerConfig.from_env()
     except ConfigError as exc:
         sys.exit(f"server: bad configuration: {exc}")
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.getLogger().setLevel(config.log_level)
     try:
         asyncio.run(serve(config))
     except (JwksError, TlsConfigError) as exc:

@@ -1,149 +1,360 @@
-"""Server configuration: a frozen dataclass read from the environment once, at start-up."""
+"""Server configuration: a frozen dataclass read from the environment once, at start-up.
+
+Each field declares its variable, default and meaning once (``core.config.setting``); the
+README's "API server" table is rendered from these declarations (``make docs``).
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from core.config import (
     DEFAULT_DATABASE_URL,
+    Alias,
     ConfigError,
-    env_bool,
-    env_float,
-    env_int,
-    env_positive,
+    address,
+    boolean,
+    integer,
+    number,
+    read_env,
+    setting,
+    upper,
 )
 
 __all__ = ["DEFAULT_DATABASE_URL", "ConfigError", "ServerConfig"]
 
+_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+_NONNEGATIVE = number()
+_POSITIVE = number(positive=True)
+
+# AGENTIC_EVENTS_URL, the former broker of the domain events: a URL now names the one broker
+# (when AGENTIC_BROKER_URL is unset); empty switched the events off, as
+# AGENTIC_EVENTS_ENABLED=false does now.
+_EVENTS_URL_AS_BROKER = Alias(
+    "AGENTIC_EVENTS_URL",
+    convert=lambda raw: raw.strip() or None,
+    doc="the former broker of domain events; empty means `AGENTIC_EVENTS_ENABLED=false`",
+    advice="set AGENTIC_BROKER_URL (one broker for tasks and events) instead; "
+    "AGENTIC_EVENTS_ENABLED=false switches domain events off",
+)
+_EVENTS_URL_AS_SWITCH = Alias(
+    "AGENTIC_EVENTS_URL",
+    convert=lambda raw: None if raw.strip() else "false",
+    doc="set but empty switches domain events off",
+    advice=_EVENTS_URL_AS_BROKER.advice,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Everything the API server reads from its environment. README documents each."""
+    """Everything the API server reads from its environment."""
 
-    listen_address: str = "127.0.0.1:50051"
-    """AGENTIC_LISTEN_ADDRESS: host:port of the gRPC server (port 0 picks a free port)."""
-    database_url: str = DEFAULT_DATABASE_URL
-    """DATABASE_URL: SQLAlchemy URL; SQLite file by default, postgresql://... for PostgreSQL."""
-    db_auto_migrate: bool = True
-    """AGENTIC_DB_AUTO_MIGRATE: run Alembic migrations to head at start-up."""
-    db_pool_size: int = 8
-    """AGENTIC_DB_POOL_SIZE: database connections, and threads that run database calls."""
-    metrics_address: str = "127.0.0.1:9464"
-    """AGENTIC_METRICS_ADDRESS: host:port of the Prometheus endpoint; empty disables it."""
-    max_receive_message_bytes: int = 4 * 1024 * 1024
-    """AGENTIC_MAX_RECEIVE_MESSAGE_BYTES: largest request accepted."""
-    max_send_message_bytes: int = 4 * 1024 * 1024
-    """AGENTIC_MAX_SEND_MESSAGE_BYTES: largest response sent."""
-    keepalive_time_seconds: int = 60
-    """AGENTIC_KEEPALIVE_TIME_SECONDS: ping an idle client connection this often."""
-    keepalive_timeout_seconds: int = 20
-    """AGENTIC_KEEPALIVE_TIMEOUT_SECONDS: drop a connection whose ping is not answered."""
-    shutdown_grace_seconds: float = 10.0
-    """AGENTIC_SHUTDOWN_GRACE_SECONDS: on SIGTERM, time in-flight RPCs get to finish."""
-    cache_address: str = "127.0.0.1:50052"
-    """AGENTIC_CACHE_ADDRESS: the cache sidecar beside this server; empty: no cache."""
-    cache_timeout_seconds: float = 1.0
-    """AGENTIC_CACHE_TIMEOUT_SECONDS: deadline of a cache read; past it the database answers.
+    listen_address: str = setting(
+        "AGENTIC_LISTEN_ADDRESS",
+        "127.0.0.1:50051",
+        doc="gRPC listen address (port 0 picks a free port)",
+    )
+    database_url: str = setting(
+        "DATABASE_URL",
+        DEFAULT_DATABASE_URL,
+        doc="SQLAlchemy URL; `postgresql://user@host:5432/db` uses PostgreSQL through psycopg 3",
+    )
+    db_auto_migrate: bool = setting(
+        "AGENTIC_DB_AUTO_MIGRATE",
+        True,
+        parse=boolean,
+        doc="run Alembic migrations to head at start-up",
+    )
+    db_pool_size: int = setting(
+        "AGENTIC_DB_POOL_SIZE",
+        8,
+        parse=integer(minimum=1),
+        doc="database connections, and the threads that run database calls",
+    )
+    metrics_address: str = setting(
+        "AGENTIC_METRICS_ADDRESS",
+        "127.0.0.1:9464",
+        parse=address,
+        when_empty="",
+        doc="host:port of the Prometheus `/metrics` endpoint (port 0 picks a free port, "
+        "reported in the ready file); set but empty disables it",
+    )
+    max_receive_message_bytes: int = setting(
+        "AGENTIC_MAX_RECEIVE_MESSAGE_BYTES",
+        4 * 1024 * 1024,
+        parse=integer(minimum=1024),
+        doc="largest request accepted (larger: RESOURCE_EXHAUSTED)",
+    )
+    max_send_message_bytes: int = setting(
+        "AGENTIC_MAX_SEND_MESSAGE_BYTES",
+        4 * 1024 * 1024,
+        parse=integer(minimum=1024),
+        doc="largest response sent",
+    )
+    keepalive_time_seconds: int = setting(
+        "AGENTIC_KEEPALIVE_TIME_SECONDS",
+        60,
+        parse=integer(minimum=1),
+        doc="ping idle client connections this often",
+    )
+    keepalive_timeout_seconds: int = setting(
+        "AGENTIC_KEEPALIVE_TIMEOUT_SECONDS",
+        20,
+        parse=integer(minimum=1),
+        doc="drop a connection whose ping goes unanswered",
+    )
+    shutdown_grace_seconds: float = setting(
+        "AGENTIC_SHUTDOWN_GRACE_SECONDS",
+        10.0,
+        parse=_NONNEGATIVE,
+        doc="on SIGTERM: health turns NOT_SERVING, then in-flight RPCs get this long",
+    )
+    cache_address: str = setting(
+        "AGENTIC_CACHE_ADDRESS",
+        "127.0.0.1:50052",
+        when_empty="",
+        doc="the cache sidecar beside this server; set but empty: every read goes to the database",
+    )
+    # It bounds how long a reader waits for another reader's fill of a cold key. Shorter than
+    # a database load under load, and waiters give up and stampede the database (measured:
+    # 0.25 s let 7-193 of 500 concurrent readers through on 2 cores; 1 s let through none).
+    cache_timeout_seconds: float = setting(
+        "AGENTIC_CACHE_TIMEOUT_SECONDS",
+        1.0,
+        parse=_NONNEGATIVE,
+        doc="deadline of a cache read (including a wait for another reader's fill); past it "
+        "the database answers",
+    )
+    cache_invalidate_timeout_seconds: float = setting(
+        "AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS",
+        2.0,
+        parse=_NONNEGATIVE,
+        doc="the longest a write waits for its synchronous invalidation through the sidecar, "
+        "retries included (the caller's deadline may cut it shorter); no wait at all while "
+        "the sidecar is known to be unreachable. What is not delivered is redelivered in the "
+        "background, and this server reads the database until then. See [The cache](#the-cache)",
+    )
+    origin_concurrency: int = setting(
+        "AGENTIC_ORIGIN_CONCURRENCY",
+        32,
+        parse=integer(minimum=1),
+        doc="database reads in flight at once on the read path (protects the database when "
+        "the cache is down)",
+    )
+    broker_url: str = setting(
+        "AGENTIC_BROKER_URL",
+        _BROKER,
+        when_empty="",
+        aliases=(_EVENTS_URL_AS_BROKER,),
+        doc="RabbitMQ of the task pipeline and of the domain events (the one broker every "
+        "process uses); set but empty: no broker, so tasks are accepted into the outbox but "
+        "not published, WatchTask polls the database only, and no domain events go out",
+    )
+    events_enabled: bool = setting(
+        "AGENTIC_EVENTS_ENABLED",
+        True,
+        parse=boolean,
+        aliases=(_EVENTS_URL_AS_SWITCH,),
+        doc="publish domain events (`project.created/updated/deleted`) to the broker; "
+        "`false` drops them (other hosts' caches then learn of writes only by expiry)",
+    )
+    events_exchange: str = setting(
+        "AGENTIC_EVENTS_EXCHANGE",
+        "agentic.events",
+        doc="topic exchange of the domain events",
+    )
+    event_relay_interval_seconds: float = setting(
+        "AGENTIC_EVENT_RELAY_INTERVAL_SECONDS",
+        0.5,
+        parse=_POSITIVE,
+        doc="how often each replica publishes domain events from the `event_outbox` table "
+        "that the broker has not confirmed yet (any replica's)",
+    )
+    tasks_enabled: bool = setting(
+        "AGENTIC_TASKS_ENABLED",
+        True,
+        parse=boolean,
+        doc="publish tasks to the broker and listen for their notifications; `false` (a "
+        "replica that only serves projects, or a test) keeps tasks in the outbox, as an "
+        "empty `AGENTIC_BROKER_URL` does, while domain events still go out",
+    )
+    task_queue: str = setting(
+        "AGENTIC_TASK_QUEUE",
+        "agentic.tasks",
+        doc="the durable work queue the server publishes to and the workers consume",
+    )
+    task_events_exchange: str = setting(
+        "AGENTIC_TASK_EVENTS_EXCHANGE",
+        "agentic.task-events",
+        doc="fanout exchange of task-event notifications (each server replica binds its own queue)",
+    )
+    watch_heartbeat_seconds: float = setting(
+        "AGENTIC_WATCH_HEARTBEAT_SECONDS",
+        5.0,
+        parse=_POSITIVE,
+        doc="WatchTask heartbeat interval while idle; also how often a watcher re-reads the "
+        "event log as a backstop (in case a notification was lost)",
+    )
+    outbox_relay_interval_seconds: float = setting(
+        "AGENTIC_OUTBOX_RELAY_INTERVAL_SECONDS",
+        0.5,
+        parse=_POSITIVE,
+        doc="how often the relay re-publishes outbox rows the broker has not confirmed",
+    )
+    task_reap_after_seconds: float = setting(
+        "AGENTIC_TASK_REAP_AFTER_SECONDS",
+        60.0,
+        parse=_POSITIVE,
+        doc="a RUNNING task whose claim lease expired this long ago with no message left to "
+        "run it is re-queued (backstop for lost messages)",
+    )
+    task_pending_recover_seconds: float = setting(
+        "AGENTIC_TASK_PENDING_RECOVER_SECONDS",
+        600.0,
+        parse=_POSITIVE,
+        doc="a PENDING task nobody claimed this long after submit (or its last re-queue) is "
+        "queued again: the backstop for a confirmed message the broker later lost (a purged "
+        "queue). A task merely waiting in a long queue gets a harmless duplicate: its claim "
+        "lets one copy run",
+    )
+    auth_enabled: bool = setting(
+        "AGENTIC_AUTH_ENABLED",
+        True,
+        parse=boolean,
+        doc="require a bearer JWT on every RPC except health and reflection; `false` only for "
+        "local experiments (every call then runs as an Administrator)",
+    )
+    auth_jwks: str = setting(
+        "AGENTIC_AUTH_JWKS",
+        "",
+        shown="(unset; `make run` sets `var/dev-auth/jwks.json`)",
+        doc="JWKS file path or `http(s)://` URL with the RS256 public keys (selected by "
+        "`kid`); required while authentication is on. A JWKS that cannot be read stops the "
+        "start",
+    )
+    auth_issuer: str = setting(
+        "AGENTIC_AUTH_ISSUER", "agentic-dev", doc="required `iss` of every token"
+    )
+    auth_audience: str = setting(
+        "AGENTIC_AUTH_AUDIENCE", "agentic-backend", doc="required `aud` of every token"
+    )
+    auth_leeway_seconds: float = setting(
+        "AGENTIC_AUTH_LEEWAY_SECONDS",
+        30.0,
+        parse=_NONNEGATIVE,
+        doc="clock skew tolerated on `exp`, `nbf`, `iat`",
+    )
+    auth_jwks_refresh_seconds: float = setting(
+        "AGENTIC_AUTH_JWKS_REFRESH_SECONDS",
+        30.0,
+        parse=_POSITIVE,
+        doc="an unknown `kid` re-reads the JWKS at most once per this interval (rotation); a "
+        "failed re-read keeps the old keys",
+    )
+    auth_jwks_max_age_seconds: float = setting(
+        "AGENTIC_AUTH_JWKS_MAX_AGE_SECONDS",
+        300.0,
+        parse=_POSITIVE,
+        doc="the JWKS is also re-read this often, so a key removed from it (retired, "
+        "compromised) stops being trusted within this time (plus the token cache) even when "
+        "no token names an unknown `kid`",
+    )
+    auth_token_cache_seconds: float = setting(
+        "AGENTIC_AUTH_TOKEN_CACHE_SECONDS",
+        60.0,
+        parse=_NONNEGATIVE,
+        doc="a verified token is trusted this long without a new signature check (never past "
+        "its `exp`); also how long a key removed from the JWKS still admits tokens already "
+        "seen",
+    )
+    tls_cert_file: str = setting(
+        "AGENTIC_TLS_CERT_FILE",
+        "",
+        doc="PEM certificate of the API server; with the key, the server speaks TLS only",
+    )
+    tls_key_file: str = setting(
+        "AGENTIC_TLS_KEY_FILE", "", doc="PEM private key of that certificate"
+    )
+    tls_client_ca_file: str = setting(
+        "AGENTIC_TLS_CLIENT_CA_FILE",
+        "",
+        doc="when set, API clients must present a certificate of this CA (mTLS)",
+    )
+    cache_server_ca_file: str = setting(
+        "AGENTIC_CACHE_SERVER_CA_FILE",
+        "",
+        doc="CA of the sidecar's certificate: set it to talk TLS to the sidecar",
+    )
+    cache_client_cert_file: str = setting(
+        "AGENTIC_CACHE_CLIENT_CERT_FILE",
+        "",
+        doc="this server's client certificate towards a sidecar that requires mTLS",
+    )
+    cache_client_key_file: str = setting(
+        "AGENTIC_CACHE_CLIENT_KEY_FILE", "", doc="the key of that client certificate"
+    )
+    cache_server_name: str = setting(
+        "AGENTIC_CACHE_SERVER_NAME",
+        "",
+        doc="name to check the sidecar's certificate against when it is not the host of "
+        "`AGENTIC_CACHE_ADDRESS`",
+    )
+    max_concurrent_rpcs: int = setting(
+        "AGENTIC_MAX_CONCURRENT_RPCS",
+        512,
+        parse=integer(minimum=1),
+        doc="unary calls in flight at once; more get RESOURCE_EXHAUSTED with a RetryInfo",
+    )
+    max_pending_requests: int = setting(
+        "AGENTIC_MAX_PENDING_REQUESTS",
+        20_000,
+        parse=integer(minimum=1),
+        doc="calls gRPC may hold before the server picks them up (a burst of reconnecting "
+        "watchers); gRPC cancels calls beyond it (its own default is 1,000)",
+    )
+    max_watch_streams_per_principal: int = setting(
+        "AGENTIC_MAX_WATCH_STREAMS_PER_PRINCIPAL",
+        100,
+        parse=integer(minimum=1),
+        doc="open WatchTask streams one principal may hold; more get RESOURCE_EXHAUSTED with a "
+        "RetryInfo",
+    )
+    submit_rate_per_second: float = setting(
+        "AGENTIC_SUBMIT_RATE_PER_SECOND",
+        20.0,
+        parse=_POSITIVE,
+        doc="sustained task submits per principal (token bucket)",
+    )
+    submit_burst: int = setting(
+        "AGENTIC_SUBMIT_BURST",
+        100,
+        parse=integer(minimum=1),
+        doc="submits a principal may make at once above that rate; beyond: RESOURCE_EXHAUSTED "
+        "with the wait in a RetryInfo",
+    )
+    ready_file: str = setting(
+        "AGENTIC_READY_FILE",
+        "",
+        doc='write `{"grpc_port": …, "metrics_port": …}` here once serving (used by '
+        "`make run` and tests)",
+    )
+    log_level: str = setting("AGENTIC_LOG_LEVEL", "INFO", parse=upper, doc="Python logging level")
 
-    It bounds how long a reader waits for another reader's fill of a cold key. Shorter than
-    a database load under load, and waiters give up and stampede the database (measured:
-    0.25 s let 7-193 of 500 concurrent readers through on 2 cores; 1 s let through none).
-    """
-    cache_invalidate_timeout_seconds: float = 2.0
-    """AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS: the longest a write waits for the sidecar to
-    take its invalidations (retries included; the caller's deadline may cut it shorter).
-    A write does not wait at all while the sidecar is known to be unreachable; what is not
-    delivered is redelivered in the background, and this server reads the database until
-    then."""
-    origin_concurrency: int = 32
-    """AGENTIC_ORIGIN_CONCURRENCY: database reads in flight at once on the read path."""
-    events_url: str = "amqp://guest:guest@127.0.0.1:5672//"
-    """AGENTIC_EVENTS_URL: broker for domain events; empty disables publishing."""
-    events_exchange: str = "agentic.events"
-    """AGENTIC_EVENTS_EXCHANGE: topic exchange the domain events go to."""
-    event_relay_interval_seconds: float = 0.5
-    """AGENTIC_EVENT_RELAY_INTERVAL_SECONDS: how often this replica publishes domain events
-    from the event outbox that the broker has not confirmed yet (any replica's)."""
-    broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
-    """AGENTIC_BROKER_URL: RabbitMQ of the task pipeline; empty: tasks are accepted into the
-    outbox but not published, and WatchTask polls the database only."""
-    task_queue: str = "agentic.tasks"
-    """AGENTIC_TASK_QUEUE: the durable work queue (workers must use the same name)."""
-    task_events_exchange: str = "agentic.task-events"
-    """AGENTIC_TASK_EVENTS_EXCHANGE: fanout exchange of task event notifications."""
-    watch_heartbeat_seconds: float = 5.0
-    """AGENTIC_WATCH_HEARTBEAT_SECONDS: an idle WatchTask stream gets a heartbeat this often
-    (and re-reads the database, in case a notification was lost)."""
-    outbox_relay_interval_seconds: float = 0.5
-    """AGENTIC_OUTBOX_RELAY_INTERVAL_SECONDS: how often unconfirmed publishes are retried."""
-    task_reap_after_seconds: float = 60.0
-    """AGENTIC_TASK_REAP_AFTER_SECONDS: a running task whose claim lease expired this long ago
-    with no message left to run it is queued again (backstop for lost messages)."""
-    auth_enabled: bool = True
-    """AGENTIC_AUTH_ENABLED: require a bearer JWT on every RPC except health and reflection.
-    Off only for local experiments: every call then runs as an administrator."""
-    auth_jwks: str = ""
-    """AGENTIC_AUTH_JWKS: JWKS file path or http(s) URL with the token-signing public keys
-    (RS256, selected by kid); required while authentication is on."""
-    auth_issuer: str = "agentic-dev"
-    """AGENTIC_AUTH_ISSUER: required ``iss`` of every token."""
-    auth_audience: str = "agentic-backend"
-    """AGENTIC_AUTH_AUDIENCE: required ``aud`` of every token."""
-    auth_leeway_seconds: float = 30.0
-    """AGENTIC_AUTH_LEEWAY_SECONDS: clock skew tolerated on exp, nbf and iat."""
-    auth_jwks_refresh_seconds: float = 30.0
-    """AGENTIC_AUTH_JWKS_REFRESH_SECONDS: at most one JWKS re-read per this interval, done
-    when a token names an unknown kid (key rotation); a failed re-read keeps the old keys."""
-    auth_jwks_max_age_seconds: float = 300.0
-    """AGENTIC_AUTH_JWKS_MAX_AGE_SECONDS: the JWKS is also re-read this often, so a key
-    removed from it (retired, compromised) stops being trusted within this time even when
-    no token names an unknown kid."""
-    auth_token_cache_seconds: float = 60.0
-    """AGENTIC_AUTH_TOKEN_CACHE_SECONDS: a verified token is trusted this long without a new
-    signature check (never past its exp); also how long a key removed from the JWKS keeps
-    admitting tokens already seen."""
-    tls_cert_file: str = ""
-    """AGENTIC_TLS_CERT_FILE: PEM certificate of the API server; set with the key to serve TLS."""
-    tls_key_file: str = ""
-    """AGENTIC_TLS_KEY_FILE: PEM private key of the API server."""
-    tls_client_ca_file: str = ""
-    """AGENTIC_TLS_CLIENT_CA_FILE: when set, API clients must present a certificate of this CA."""
-    cache_server_ca_file: str = ""
-    """AGENTIC_CACHE_SERVER_CA_FILE: CA of the sidecar's certificate; set to talk mTLS to it."""
-    cache_client_cert_file: str = ""
-    """AGENTIC_CACHE_CLIENT_CERT_FILE: this server's client certificate towards the sidecar."""
-    cache_client_key_file: str = ""
-    """AGENTIC_CACHE_CLIENT_KEY_FILE: the key of that client certificate."""
-    cache_server_name: str = ""
-    """AGENTIC_CACHE_SERVER_NAME: name to check the sidecar's certificate against, when it
-    is not the host of AGENTIC_CACHE_ADDRESS."""
-    max_concurrent_rpcs: int = 512
-    """AGENTIC_MAX_CONCURRENT_RPCS: unary calls in flight at once; more are RESOURCE_EXHAUSTED."""
-    max_pending_requests: int = 20_000
-    """AGENTIC_MAX_PENDING_REQUESTS: calls gRPC may hold waiting to be picked up (a burst of
-    reconnecting watchers); gRPC cancels calls beyond it (its own default is 1,000)."""
-    max_watch_streams_per_principal: int = 100
-    """AGENTIC_MAX_WATCH_STREAMS_PER_PRINCIPAL: open WatchTask streams one principal may hold."""
-    submit_rate_per_second: float = 20.0
-    """AGENTIC_SUBMIT_RATE_PER_SECOND: sustained task submits per principal."""
-    submit_burst: int = 100
-    """AGENTIC_SUBMIT_BURST: submits a principal may make at once above the sustained rate."""
-    task_pending_recover_seconds: float = 600.0
-    """AGENTIC_TASK_PENDING_RECOVER_SECONDS: a PENDING task nobody claimed this long after
-    submit (or after its last re-queue) is queued again: the backstop for a confirmed
-    message the broker later lost. A task merely waiting in a long queue gets a duplicate
-    message, which its claim in the database makes harmless."""
-    ready_file: str = ""
-    """AGENTIC_READY_FILE: if set, JSON with the bound ports is written here once serving."""
-    log_level: str = "INFO"
-    """AGENTIC_LOG_LEVEL: Python logging level."""
+    @property
+    def events_broker_url(self) -> str:
+        """The broker domain events go to; empty when they are switched off."""
+        return self.broker_url if self.events_enabled else ""
+
+    @property
+    def tasks_broker_url(self) -> str:
+        """The broker of the task pipeline; empty when tasks are not published."""
+        return self.broker_url if self.tasks_enabled else ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
         """Read and check every setting; raise ConfigError naming the bad variable."""
-        config = cls._read(os.environ if env is None else env)
+        config = read_env(cls, env)
         config._check()
         return config
 
@@ -177,101 +388,3 @@ class ServerConfig:
             )
         if self.cache_client_cert_file and not self.cache_server_ca_file:
             raise ConfigError("AGENTIC_CACHE_CLIENT_CERT_FILE needs AGENTIC_CACHE_SERVER_CA_FILE")
-
-    @classmethod
-    def _read(cls, e: Mapping[str, str]) -> ServerConfig:
-        d = cls()
-        return cls(
-            listen_address=e.get("AGENTIC_LISTEN_ADDRESS", d.listen_address),
-            database_url=e.get("DATABASE_URL", "") or d.database_url,
-            db_auto_migrate=env_bool(e, "AGENTIC_DB_AUTO_MIGRATE", d.db_auto_migrate),
-            db_pool_size=env_int(e, "AGENTIC_DB_POOL_SIZE", d.db_pool_size, minimum=1),
-            metrics_address=e.get("AGENTIC_METRICS_ADDRESS", d.metrics_address),
-            max_receive_message_bytes=env_int(
-                e, "AGENTIC_MAX_RECEIVE_MESSAGE_BYTES", d.max_receive_message_bytes, minimum=1024
-            ),
-            max_send_message_bytes=env_int(
-                e, "AGENTIC_MAX_SEND_MESSAGE_BYTES", d.max_send_message_bytes, minimum=1024
-            ),
-            keepalive_time_seconds=env_int(
-                e, "AGENTIC_KEEPALIVE_TIME_SECONDS", d.keepalive_time_seconds, minimum=1
-            ),
-            keepalive_timeout_seconds=env_int(
-                e, "AGENTIC_KEEPALIVE_TIMEOUT_SECONDS", d.keepalive_timeout_seconds, minimum=1
-            ),
-            shutdown_grace_seconds=env_float(
-                e, "AGENTIC_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
-            ),
-            cache_address=e.get("AGENTIC_CACHE_ADDRESS", d.cache_address),
-            cache_timeout_seconds=env_float(
-                e, "AGENTIC_CACHE_TIMEOUT_SECONDS", d.cache_timeout_seconds
-            ),
-            cache_invalidate_timeout_seconds=env_float(
-                e, "AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS", d.cache_invalidate_timeout_seconds
-            ),
-            origin_concurrency=env_int(
-                e, "AGENTIC_ORIGIN_CONCURRENCY", d.origin_concurrency, minimum=1
-            ),
-            events_url=e.get("AGENTIC_EVENTS_URL", d.events_url),
-            events_exchange=e.get("AGENTIC_EVENTS_EXCHANGE", d.events_exchange),
-            event_relay_interval_seconds=env_positive(
-                e, "AGENTIC_EVENT_RELAY_INTERVAL_SECONDS", d.event_relay_interval_seconds
-            ),
-            broker_url=e.get("AGENTIC_BROKER_URL", d.broker_url),
-            task_queue=e.get("AGENTIC_TASK_QUEUE", "") or d.task_queue,
-            task_events_exchange=e.get("AGENTIC_TASK_EVENTS_EXCHANGE", "")
-            or d.task_events_exchange,
-            watch_heartbeat_seconds=env_positive(
-                e, "AGENTIC_WATCH_HEARTBEAT_SECONDS", d.watch_heartbeat_seconds
-            ),
-            outbox_relay_interval_seconds=env_positive(
-                e, "AGENTIC_OUTBOX_RELAY_INTERVAL_SECONDS", d.outbox_relay_interval_seconds
-            ),
-            task_reap_after_seconds=env_positive(
-                e, "AGENTIC_TASK_REAP_AFTER_SECONDS", d.task_reap_after_seconds
-            ),
-            auth_enabled=env_bool(e, "AGENTIC_AUTH_ENABLED", d.auth_enabled),
-            auth_jwks=e.get("AGENTIC_AUTH_JWKS", d.auth_jwks).strip(),
-            auth_issuer=e.get("AGENTIC_AUTH_ISSUER", "") or d.auth_issuer,
-            auth_audience=e.get("AGENTIC_AUTH_AUDIENCE", "") or d.auth_audience,
-            auth_leeway_seconds=env_float(e, "AGENTIC_AUTH_LEEWAY_SECONDS", d.auth_leeway_seconds),
-            auth_jwks_refresh_seconds=env_positive(
-                e, "AGENTIC_AUTH_JWKS_REFRESH_SECONDS", d.auth_jwks_refresh_seconds
-            ),
-            auth_jwks_max_age_seconds=env_positive(
-                e, "AGENTIC_AUTH_JWKS_MAX_AGE_SECONDS", d.auth_jwks_max_age_seconds
-            ),
-            auth_token_cache_seconds=env_float(
-                e, "AGENTIC_AUTH_TOKEN_CACHE_SECONDS", d.auth_token_cache_seconds
-            ),
-            tls_cert_file=e.get("AGENTIC_TLS_CERT_FILE", d.tls_cert_file),
-            tls_key_file=e.get("AGENTIC_TLS_KEY_FILE", d.tls_key_file),
-            tls_client_ca_file=e.get("AGENTIC_TLS_CLIENT_CA_FILE", d.tls_client_ca_file),
-            cache_server_ca_file=e.get("AGENTIC_CACHE_SERVER_CA_FILE", d.cache_server_ca_file),
-            cache_client_cert_file=e.get(
-                "AGENTIC_CACHE_CLIENT_CERT_FILE", d.cache_client_cert_file
-            ),
-            cache_client_key_file=e.get("AGENTIC_CACHE_CLIENT_KEY_FILE", d.cache_client_key_file),
-            cache_server_name=e.get("AGENTIC_CACHE_SERVER_NAME", d.cache_server_name),
-            max_concurrent_rpcs=env_int(
-                e, "AGENTIC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs, minimum=1
-            ),
-            max_pending_requests=env_int(
-                e, "AGENTIC_MAX_PENDING_REQUESTS", d.max_pending_requests, minimum=1
-            ),
-            max_watch_streams_per_principal=env_int(
-                e,
-                "AGENTIC_MAX_WATCH_STREAMS_PER_PRINCIPAL",
-                d.max_watch_streams_per_principal,
-                minimum=1,
-            ),
-            submit_rate_per_second=env_positive(
-                e, "AGENTIC_SUBMIT_RATE_PER_SECOND", d.submit_rate_per_second
-            ),
-            submit_burst=env_int(e, "AGENTIC_SUBMIT_BURST", d.submit_burst, minimum=1),
-            task_pending_recover_seconds=env_positive(
-                e, "AGENTIC_TASK_PENDING_RECOVER_SECONDS", d.task_pending_recover_seconds
-            ),
-            ready_file=e.get("AGENTIC_READY_FILE", d.ready_file),
-            log_level=e.get("AGENTIC_LOG_LEVEL", d.log_level).upper(),
-        )

@@ -73,7 +73,7 @@ def start_service(
     ready_file = workdir / f"{module}-{tag}.ready.json"
     log_path = workdir / f"{module}-{tag}.log"
     # Tests reach the shared broker only when they opt in (with their own vhost or names).
-    quiet = {"AGENTIC_BROKER_URL": "", "AGENTIC_EVENTS_URL": ""}
+    quiet = {"AGENTIC_BROKER_URL": ""}
     if module == "server":
         # API servers trust the test process's development keys unless told otherwise.
         from tests._identity import auth_env

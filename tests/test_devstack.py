@@ -40,7 +40,7 @@ def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path, broker_names: dict
         "AGENTIC_LISTEN_ADDRESS": "127.0.0.1:0",
         "AGENTIC_METRICS_ADDRESS": "127.0.0.1:0",
         "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
-        "AGENTIC_CACHE_METRICS_PORT": "0",
+        "AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0",
         "AGENTIC_MEMCACHED_PORT": str(free_port()),
     }
     proc = subprocess.Popen(

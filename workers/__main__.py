@@ -10,18 +10,21 @@ from workers._config import ConfigError, WorkerConfig
 
 def main() -> None:
     """Entry point."""
+    # Logging first, so that a deprecated variable's warning is formatted like the rest;
+    # the configured level applies from the moment the configuration is read.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         config = WorkerConfig.from_env()
     except ConfigError as exc:
         sys.exit(f"workers: bad configuration: {exc}")
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from workers._registry import check_registry, load_registry
+    logging.getLogger().setLevel(config.log_level)
+    from workers._registry import REGISTRY, check_registry
 
     try:
         check_registry(
-            load_registry(config.task_kind_modules),
+            REGISTRY,
             consumer_timeout_seconds=config.consumer_timeout_seconds,
             claim_lease_seconds=config.claim_lease_seconds,
         )

@@ -45,7 +45,7 @@ class Publisher(Protocol):
 
 
 class NullPublisher:
-    """Events are switched off (AGENTIC_EVENTS_URL is empty): every event is dropped."""
+    """Events are switched off (no broker, or AGENTIC_EVENTS_ENABLED=false): all are dropped."""
 
     def publish(self, event: DomainEvent) -> bool:
         """Drop the event; nothing will ever publish it."""

@@ -111,11 +111,11 @@ class Tasks:
     ) -> Tasks:
         """Tasks on ``engine`` with the broker and timings of ``config``."""
         settings = BrokerSettings(
-            url=config.broker_url,
+            url=config.tasks_broker_url,
             queue=config.task_queue,
             events_exchange=config.task_events_exchange,
         )
-        enabled = bool(config.broker_url)
+        enabled = bool(config.tasks_broker_url)
         store = TaskStore(engine)
         return cls(
             store,

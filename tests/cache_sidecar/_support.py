@@ -45,7 +45,7 @@ lease_wait_seconds = 1.0
 # Fast failure detection so outage tests take fractions of a second, not seconds.
 SIDECAR_ENV = {
     "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
-    "AGENTIC_CACHE_METRICS_PORT": "0",
+    "AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0",
     "AGENTIC_CACHE_EVENTS": "off",
     "AGENTIC_MEMCACHED_CONNECT_TIMEOUT_SECONDS": "0.05",
     "AGENTIC_MEMCACHED_TIMEOUT_SECONDS": "0.1",

@@ -98,10 +98,10 @@ def test_domain_events_invalidate_even_while_memcached_is_down(
         [memcached],
         {
             "AGENTIC_CACHE_EVENTS": "on",
-            "AGENTIC_AMQP_URL": AMQP_URL,
+            "AGENTIC_BROKER_URL": AMQP_URL,
             "AGENTIC_CACHE_EVENTS_EXCHANGE": broker.exchange,
             "AGENTIC_CACHE_EVENTS_QUEUE": broker.queue,
-            "AGENTIC_CACHE_METRICS_PORT": str(metrics_port),
+            "AGENTIC_CACHE_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
         },
     )
 
@@ -200,7 +200,7 @@ def vhost_broker() -> Iterator[Broker]:
 
 
 def _events_env(broker: Broker) -> dict[str, str]:
-    return {"AGENTIC_CACHE_EVENTS": "on", "AGENTIC_AMQP_URL": broker.url}
+    return {"AGENTIC_CACHE_EVENTS": "on", "AGENTIC_BROKER_URL": broker.url}
 
 
 async def _connected(stack: AsyncExitStack, sidecars: list[Service]) -> list[CacheClient]:

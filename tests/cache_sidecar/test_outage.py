@@ -39,7 +39,8 @@ def test_killed_memcached_degrades_to_load_no_fill_and_recovers_without_old_valu
     memcached: Memcached, sidecar_factory: SidecarFactory
 ) -> None:
     metrics_port = free_port()
-    sidecar = sidecar_factory([memcached], {"AGENTIC_CACHE_METRICS_PORT": str(metrics_port)})
+    metrics = {"AGENTIC_CACHE_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}"}
+    sidecar = sidecar_factory([memcached], metrics)
     keys = [b"project-%d" % i for i in range(20)]
 
     async def scenario() -> None:

@@ -11,7 +11,7 @@ from tests.cache_sidecar._support import SidecarFactory
 def test_metrics_port_0_picks_a_free_port_that_the_ready_file_reports(
     memcached: Memcached, sidecar_factory: SidecarFactory
 ) -> None:
-    sidecar = sidecar_factory([memcached], {"AGENTIC_CACHE_METRICS_PORT": "0"})
+    sidecar = sidecar_factory([memcached], {"AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0"})
     port = sidecar.ready["metrics_port"]
     assert isinstance(port, int)
     assert port > 0
@@ -25,6 +25,6 @@ def test_metrics_port_0_picks_a_free_port_that_the_ready_file_reports(
 def test_an_empty_metrics_port_turns_metrics_off(
     memcached: Memcached, sidecar_factory: SidecarFactory
 ) -> None:
-    sidecar = sidecar_factory([memcached], {"AGENTIC_CACHE_METRICS_PORT": ""})
+    sidecar = sidecar_factory([memcached], {"AGENTIC_CACHE_METRICS_ADDRESS": ""})
     assert sidecar.ready["metrics_port"] is None
     assert sidecar.ready["grpc_port"] > 0

@@ -27,7 +27,7 @@ def test_health_tracks_memcached_while_get_answers_load_no_fill(
         listen_address="127.0.0.1:0",
         memcached_servers=(memcached.address,),
         policy_file=policy_file,
-        metrics_port=0,
+        metrics_address="127.0.0.1:0",
         events_enabled=False,
         breaker_failure_threshold=1,
         breaker_reset_seconds=0.1,

@@ -321,7 +321,7 @@ def test_a_bad_policy_refuses_to_start_naming_the_field(tmp_path: Path) -> None:
         **os.environ,
         "AGENTIC_CACHE_POLICY_FILE": str(policy),
         "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
-        "AGENTIC_CACHE_METRICS_PORT": "0",
+        "AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0",
         "AGENTIC_CACHE_EVENTS": "off",
     }
     result = run_module("cache_sidecar", env=env, timeout=30)
@@ -368,7 +368,7 @@ def test_a_policy_that_breaks_the_contract_refuses_to_start(
         **os.environ,
         "AGENTIC_CACHE_POLICY_FILE": str(policy),
         "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
-        "AGENTIC_CACHE_METRICS_PORT": "",
+        "AGENTIC_CACHE_METRICS_ADDRESS": "",
         "AGENTIC_CACHE_EVENTS": "off",
     }
     result = run_module("cache_sidecar", env=env, timeout=30)

@@ -71,7 +71,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             "AGENTIC_CACHE_ADDRESS": f"127.0.0.1:{sidecar_port}",
             "AGENTIC_CACHE_TIMEOUT_SECONDS": "0.5",
             "AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS": "0.5",
-            "AGENTIC_EVENTS_URL": "",
             "AGENTIC_SHUTDOWN_GRACE_SECONDS": "2",
         },
         tmp_path / "api",

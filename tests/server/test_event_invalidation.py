@@ -45,7 +45,8 @@ def api(tmp: Path, name: str, db: Path, sidecar_port: int, exchange: str) -> Ser
         "AGENTIC_CACHE_ADDRESS": f"127.0.0.1:{sidecar_port}",
         "AGENTIC_CACHE_TIMEOUT_SECONDS": "0.5",
         "AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS": "0.3",
-        "AGENTIC_EVENTS_URL": BROKER,
+        "AGENTIC_BROKER_URL": BROKER,
+        "AGENTIC_TASKS_ENABLED": "false",  # domain events only: no task traffic
         "AGENTIC_EVENTS_EXCHANGE": exchange,
         "AGENTIC_SHUTDOWN_GRACE_SECONDS": "1",
     }
@@ -58,7 +59,7 @@ def test_event_reaches_the_other_hosts_cache_when_sync_invalidation_fails(
     exchange, queue = names
     events = {
         "AGENTIC_CACHE_EVENTS": "on",
-        "AGENTIC_AMQP_URL": BROKER,
+        "AGENTIC_BROKER_URL": BROKER,
         "AGENTIC_CACHE_EVENTS_EXCHANGE": exchange,
         "AGENTIC_CACHE_EVENTS_QUEUE": queue,
     }

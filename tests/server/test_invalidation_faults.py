@@ -142,7 +142,7 @@ class Fleet:
             sidecar_port,
             sidecar_env={
                 "AGENTIC_CACHE_EVENTS": "on",
-                "AGENTIC_AMQP_URL": self.broker.url,
+                "AGENTIC_BROKER_URL": self.broker.url,
                 "AGENTIC_CACHE_EVENTS_EXCHANGE": self.exchange,
                 # One queue per host's memcached: every event reaches every cache.
                 "AGENTIC_CACHE_EVENTS_QUEUE": f"{self.exchange}.{name}",
@@ -154,7 +154,8 @@ class Fleet:
                 "AGENTIC_CACHE_ADDRESS": f"127.0.0.1:{sidecar_port}",
                 "AGENTIC_CACHE_TIMEOUT_SECONDS": "0.5",
                 "AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS": str(invalidate_timeout),
-                "AGENTIC_EVENTS_URL": self.broker.url,
+                "AGENTIC_BROKER_URL": self.broker.url,
+                "AGENTIC_TASKS_ENABLED": "false",  # domain events only
                 "AGENTIC_EVENTS_EXCHANGE": self.exchange,
                 "AGENTIC_SHUTDOWN_GRACE_SECONDS": "1",
             },

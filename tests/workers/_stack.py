@@ -97,7 +97,7 @@ class Stack:
             "AGENTIC_LISTEN_ADDRESS": "127.0.0.1:0",
             "AGENTIC_METRICS_ADDRESS": "",
             "AGENTIC_CACHE_ADDRESS": "",
-            "AGENTIC_EVENTS_URL": "",
+            "AGENTIC_EVENTS_ENABLED": "false",
             "AGENTIC_SHUTDOWN_GRACE_SECONDS": "2",
             **extra,
         }
