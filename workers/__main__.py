@@ -20,11 +20,11 @@ def main() -> None:
     except ConfigError as exc:
         sys.exit(f"workers: bad configuration: {exc}")
     logging.getLogger().setLevel(config.log_level)
-    from workers._registry import REGISTRY, check_registry
+    from workers._registry import check_registry, load_registry
 
     try:
         check_registry(
-            REGISTRY,
+            load_registry(config.task_kind_modules),
             consumer_timeout_seconds=config.consumer_timeout_seconds,
             claim_lease_seconds=config.claim_lease_seconds,
         )
