@@ -61,8 +61,8 @@ def _invalidations(project_id: str | None) -> list[Invalidation]:
     return stale
 
 
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    # The caller may be gone (cancelled); the outcome is then only worth a log line.
+def _log_orphan(task: asyncio.Task[Any]) -> None:
+    # The caller is gone (cancelled); the outcome is only worth a log line now.
     if not task.cancelled() and task.exception() is not None:
         log.warning("project write after its caller left: %s", task.exception())
 
@@ -111,8 +111,11 @@ class Projects:
             return value
 
         task = asyncio.ensure_future(commit_invalidate_publish())
-        task.add_done_callback(_retrieve)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_log_orphan)
+            raise
 
     async def get(self, project_id: str, principal: Principal) -> projects_pb2.Project:
         """The project, from the cache when it holds it.

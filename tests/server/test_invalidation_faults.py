@@ -42,9 +42,11 @@ from tests.server.test_lifecycle import metric
 TIMEOUT = 10.0
 # The longest a write may wait for its sidecar (AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS).
 INVALIDATE_BOUND_SECONDS = 1.0
-# Once the broker is reachable again, another replica drops the old value within this:
-# the publisher's 1 s cool-down, a 0.5 s relay interval, the sidecar consumer's reconnect
-# backoff (up to 5 s) and the delivery. Measured figures are printed.
+# The stated bound: once the broker is reachable again (or the write is committed, with the
+# broker up), another replica drops the old value within this. It covers the 1 s fast-path
+# grace before a relay takes a row, the publisher's 1 s cool-down, a 0.5 s relay interval,
+# the sidecar consumer's reconnect backoff (up to 5 s) and the delivery, with room for two
+# busy cores. The measured figures (about 0.01-1.5 s) are printed.
 PROPAGATION_BOUND_SECONDS = 10.0
 
 
@@ -261,7 +263,9 @@ def test_a_write_cut_by_its_deadline_still_invalidates_the_other_replica(fleet: 
             timeout=TIMEOUT,
             message="the cut update to be committed all the same",
         )
-        seconds = fresh_within(b, project.id, fleet.committed_etag(project.id), 5.0)
+        seconds = fresh_within(
+            b, project.id, fleet.committed_etag(project.id), PROPAGATION_BOUND_SECONDS
+        )
         print(f"\ncut deadline: replica B fresh {seconds:.2f}s after the commit was visible")
     finally:
         a.signal_sidecar(signal.SIGCONT)
@@ -315,7 +319,9 @@ def test_a_writer_killed_after_its_commit_still_invalidates_the_other_replica(
     writer.join(TIMEOUT)
     assert errors, "the write should have died with its server"
     # B's relay publishes the event A left in the outbox.
-    seconds = fresh_within(b, project.id, fleet.committed_etag(project.id), 5.0)
+    seconds = fresh_within(
+        b, project.id, fleet.committed_etag(project.id), PROPAGATION_BOUND_SECONDS
+    )
     print(f"\nwriter killed: replica B fresh {seconds:.2f}s after the kill")
 
 
