@@ -35,6 +35,7 @@ from kombu.entity import Exchange, Queue, binding
 from cache_sidecar._metrics import Counter, Counters
 from cache_sidecar._policy import Policy
 from cache_sidecar._store import Store
+from core.backoff import Backoff
 
 __all__ = ["EventApplier", "EventConsumer", "parse_event"]
 
@@ -44,8 +45,7 @@ _log = logging.getLogger(__name__)
 _DRAIN_SECONDS = 0.5
 _HEARTBEAT_SECONDS = 10
 _CONNECT_TIMEOUT_SECONDS = 2.0
-_RECONNECT_FIRST_SECONDS = 0.2
-_RECONNECT_MAX_SECONDS = 5.0
+_RECONNECT = Backoff(first_seconds=0.2, max_seconds=5.0)
 # After the applier itself failed (a bug, not an outage), pause before the redelivery.
 _REQUEUE_PAUSE_SECONDS = 0.5
 _PREFETCH = 32
@@ -147,19 +147,19 @@ class EventConsumer:
             self._thread.join(timeout_seconds)
 
     def _run(self) -> None:
-        delay = _RECONNECT_FIRST_SECONDS
+        delays = _RECONNECT.delays()
         while not self._stop.is_set():
+            delay = next(delays)
             try:
                 self._consume()
-                delay = _RECONNECT_FIRST_SECONDS
+                delays = _RECONNECT.delays()  # it was consuming: a new outage starts afresh
             except Exception as exc:
                 # Broker down, connection reset, channel error: the queue is durable,
                 # so nothing published meanwhile is lost; reconnect with backoff.
                 _log.warning("event consumer disconnected (%r); retrying in %.1fs", exc, delay)
             finally:
                 self._connected = False
-            self._stop.wait(delay)
-            delay = min(delay * 2, _RECONNECT_MAX_SECONDS)
+            self._stop.wait(delay)  # a stop request ends the wait at once
 
     def _consume(self) -> None:
         with Connection(

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,8 @@ from agentic.cache.v1 import cache_pb2, cache_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from prometheus_client import Counter
+
+from core.backoff import Backoff
 
 __all__ = [
     "CHANNEL_OPTIONS",
@@ -69,8 +70,9 @@ _REJECTED = frozenset(
 # Worth another attempt for idempotent calls: the request most likely never ran, or
 # the server asked us to back off.
 _TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
-_BACKOFF_FIRST_SECONDS = 0.02
-_BACKOFF_MAX_SECONDS = 0.5
+# Retries of an invalidation inside its deadline (2 s by default): the sidecar runs beside
+# its server, so a short first wait; the cap leaves several attempts within the deadline.
+_RETRY = Backoff(first_seconds=0.02, max_seconds=0.5)
 _WARN_INTERVAL_SECONDS = 60.0
 
 # The sidecar runs beside its server, so reconnecting is cheap: retry every 100-500 ms
@@ -377,20 +379,19 @@ class CacheClient:
     async def _retrying(self, method: Any, request: Any) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._bounded(self._invalidate_timeout)
-        delay = _BACKOFF_FIRST_SECONDS
+        delays = _RETRY.delays()
         while True:
             remaining = deadline - loop.time()
             try:
                 return await self._call(method, request, remaining)
             except CacheUnavailable as exc:
                 # Full jitter keeps a crowd of writers from retrying in lockstep.
-                pause = random.uniform(0, delay)
+                pause = next(delays)
                 if exc.code not in _TRANSIENT or loop.time() + pause >= deadline:
                     raise
                 if not self.reachable():
                     raise  # the connection was refused: a retry now cannot do better
             await asyncio.sleep(pause)
-            delay = min(delay * 2, _BACKOFF_MAX_SECONDS)
 
 
 def _translate(exc: grpc.RpcError) -> CacheClientError:

@@ -37,6 +37,7 @@ from celery import Celery
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from core.backoff import Backoff
 from core.tasks._outbox import OutboxItem
 from core.tasks._wire import celery_task_name
 
@@ -47,7 +48,9 @@ _CONNECT_TIMEOUT_SECONDS = 2.0
 _PUBLISH_TIMEOUT_SECONDS = 5.0
 _COOL_DOWN_SECONDS = 1.0
 _DRAIN_SECONDS = 0.5
-_RECONNECT_MAX_SECONDS = 5.0
+# The notification listener's reconnects (the publisher instead cools down for a fixed
+# _COOL_DOWN_SECONDS: the outbox relay retries what it did not confirm on its own interval).
+_RECONNECT = Backoff(first_seconds=0.2, max_seconds=5.0)
 # Publishes per confirm wait: bounds what one broken batch leaves to the relay.
 _MAX_BATCH = 256
 
@@ -402,17 +405,16 @@ class NotificationListener:
             self._deliver(*parsed)
 
     def _run(self) -> None:
-        delay = 0.2
+        delays = _RECONNECT.delays()
         while not self._stop.is_set():
             try:
                 self._consume()
-                delay = 0.2
+                delays = _RECONNECT.delays()  # it was consuming: a new outage starts afresh
             except Exception:
                 log.warning("task event notifications: broker connection lost", exc_info=True)
             self._connected.clear()
-            if self._stop.wait(delay):
+            if self._stop.wait(next(delays)):  # a stop request ends the wait at once
                 return
-            delay = min(delay * 2, _RECONNECT_MAX_SECONDS)
 
     def _consume(self) -> None:
         exchange = events_exchange(self._settings.events_exchange)

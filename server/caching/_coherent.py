@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 
 from prometheus_client import Counter, Gauge
 
+from core.backoff import Backoff
 from core.cache import CacheClient, CacheClientError, Invalidation
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,9 @@ PENDING_INVALIDATIONS = Gauge(
     "Undelivered cache invalidations; while above 0 this server reads the database only.",
 )
 
-# Redelivery backoff: full jitter between these, doubling; capped low so that reads come
-# back to the cache within about a second of the sidecar answering again.
-_RETRY_FIRST_SECONDS = 0.05
-_RETRY_MAX_SECONDS = 1.0
+# Redelivery backoff; capped low so that reads come back to the cache within about a
+# second of the sidecar answering again.
+_REDELIVERY = Backoff(first_seconds=0.05, max_seconds=1.0)
 
 _Item = tuple[str, bytes | None]  # (namespace, key); key None: the whole namespace
 
@@ -128,7 +127,7 @@ class CoherentCache:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            delay = _RETRY_FIRST_SECONDS
+            delays = _REDELIVERY.delays()
             while self._pending:
                 log.warning(
                     "%d cache invalidation(s) undelivered; reading from the database meanwhile",
@@ -136,10 +135,13 @@ class CoherentCache:
                 )
                 if await self._deliver_pending():
                     break
-                await asyncio.sleep(random.uniform(0, _RETRY_FIRST_SECONDS))
-                # Back at once when the channel reconnects, else after the backoff.
-                await self._cache.wait_ready(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, _RETRY_MAX_SECONDS)
+                pause = next(delays)
+                if self._cache.reachable():
+                    # Connected, yet the batch failed: wait the backoff out.
+                    await asyncio.sleep(pause)
+                else:
+                    # Back at once when the channel reconnects, else after the backoff.
+                    await self._cache.wait_ready(pause)
             if not self._pending:
                 log.info("pending cache invalidations delivered; reading through the cache again")
 
