@@ -34,7 +34,7 @@ from core.tasks._record import TaskRecord
 from core.tasks._wire import DOMAIN, to_proto
 from server._config import ServerConfig
 from server.tasks._batch import Batcher, LoopInbox
-from server.tasks._store import Gauges, NewTask, Submitted, TaskStore
+from server.tasks._store import Gauges, NewTask, TaskStore, Written
 from server.tasks._watch import WatchHub
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class Tasks:
         self._pending_recover_seconds = pending_recover_seconds
         self._stopping = asyncio.Event()
         self._relay: asyncio.Task[None] | None = None
-        self._submits: Batcher[NewTask, Submitted] = Batcher(
+        self._submits: Batcher[NewTask, Written] = Batcher(
             self._submit_batch, max_batch=_SUBMIT_BATCH, max_concurrent=_SUBMIT_FLUSHES
         )
         self._forgets: Batcher[list[int], None] = Batcher(
@@ -192,7 +192,7 @@ class Tasks:
         await self._db(self._store.publish_failed, ids, _RELAY_RETRY_SECONDS)
         return [None] * len(batches)
 
-    async def _submit_batch(self, requests: list[NewTask]) -> list[Submitted | Exception]:
+    async def _submit_batch(self, requests: list[NewTask]) -> list[Written | Exception]:
         # One transaction for every submit that arrived while the previous ones committed;
         # a request_id reused for another request fails that submit alone.
         try:

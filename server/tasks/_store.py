@@ -20,10 +20,6 @@ from server.tasks._store_reads import Gauges, Page, Reads, task_not_found
 from server.tasks._store_relay import Relay
 from server.tasks._store_submit import NewTask, Submits, Written
 
-# The facade's and the submit tests' name for a submit's outcome, from before submits
-# and operator actions shared one type; goes once those say ``Written``.
-Submitted = Written
-
 
 class TaskStore:
     """Task operations of the API server on one SQLAlchemy engine.
@@ -58,7 +54,6 @@ __all__ = [
     "Gauges",
     "NewTask",
     "Page",
-    "Submitted",
     "TaskStore",
     "Written",
     "task_not_found",

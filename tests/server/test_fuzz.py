@@ -249,12 +249,16 @@ def plausible_string(rules: validate_pb2.StringRules, harvest: Harvest) -> st.Se
         return st.one_of(harvest.strategy(lambda v: UUID.fullmatch(v) is not None, fresh), fresh)
     if rules.pattern:
         pattern = re.compile(rules.pattern)
-        fits: Callable[[str], bool] = lambda v: (  # noqa: E731 - a predicate, used twice
-            low <= len(v) <= high and pattern.search(v) is not None
-        )
+
+        def fits(v: str) -> bool:
+            return low <= len(v) <= high and pattern.search(v) is not None
+
         drawn = st.from_regex(pattern).map(lambda v: v[: min(high, 40)]).filter(fits)
         return st.one_of(harvest.strategy(fits, drawn), drawn)
-    fits_length: Callable[[str], bool] = lambda v: low <= len(v) <= high  # noqa: E731
+
+    def fits_length(v: str) -> bool:
+        return low <= len(v) <= high
+
     text = st.text(PRINTABLE, min_size=max(low, 1), max_size=max(min(high, 40), low, 1))
     return st.one_of(harvest.strategy(fits_length, text), text)
 

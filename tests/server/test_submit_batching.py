@@ -36,7 +36,7 @@ from core.rpc import AlreadyExists
 from core.tasks import BrokerSettings, OutboxItem, TaskPublisher, declare_topology
 from server.tasks import TaskStore
 from server.tasks._batch import Batcher
-from server.tasks._store import NewTask, Submitted
+from server.tasks._store import NewTask, Written
 from tests._identity import authorized_aio_channel
 from tests._support import postgres_database
 from tests.workers._stack import Stack, private_vhost, stack
@@ -161,9 +161,9 @@ def test_submit_many_resolves_each_request_like_a_lone_submit(engine: Engine) ->
     store = TaskStore(engine)
     old_same, old_other, new, twice = (str(uuid.uuid4()) for _ in range(4))
     earlier = store.submit_many([_new(old_same), _new(old_other)])
-    assert all(isinstance(r, Submitted) and r.publish is not None for r in earlier)
+    assert all(isinstance(r, Written) and r.publish is not None for r in earlier)
     # Every one of them, as asserted; the comprehension narrows the type for mypy.
-    old = [r for r in earlier if isinstance(r, Submitted)]
+    old = [r for r in earlier if isinstance(r, Written)]
 
     results = store.submit_many(
         [
@@ -176,20 +176,20 @@ def test_submit_many_resolves_each_request_like_a_lone_submit(engine: Engine) ->
         ]
     )
     resubmit, reused, fresh, first, second, third = results
-    assert isinstance(resubmit, Submitted)
+    assert isinstance(resubmit, Written)
     assert resubmit.publish is None
     assert resubmit.record == old[0].record
     for refused in (reused, third):
         assert isinstance(refused, AlreadyExists)
         assert refused.reason == "REQUEST_ID_REUSED"
-    assert isinstance(fresh, Submitted)
+    assert isinstance(fresh, Written)
     assert fresh.publish is not None
     assert fresh.record.priority == pb.PRIORITY_HIGH
     assert fresh.publish.task_id == fresh.record.id
     assert fresh.publish.attempt == 1
-    assert isinstance(first, Submitted)
+    assert isinstance(first, Written)
     assert first.publish is not None
-    assert isinstance(second, Submitted)
+    assert isinstance(second, Written)
     assert second.publish is None
     assert second.record.id == first.record.id
 
@@ -205,7 +205,7 @@ def test_submit_many_resolves_each_request_like_a_lone_submit(engine: Engine) ->
 def test_concurrent_submit_many_of_one_request_id_makes_one_task(engine: Engine) -> None:
     store = TaskStore(engine)
     request_id = str(uuid.uuid4())
-    results: list[Submitted | AlreadyExists] = []
+    results: list[Written | AlreadyExists] = []
     lock = threading.Lock()
 
     def submit(hash_: str) -> None:
@@ -219,7 +219,7 @@ def test_concurrent_submit_many_of_one_request_id_makes_one_task(engine: Engine)
     for thread in threads:
         thread.join(30)
     assert len(results) == 8
-    accepted = [r for r in results if isinstance(r, Submitted)]
+    accepted = [r for r in results if isinstance(r, Written)]
     refused = [r for r in results if isinstance(r, AlreadyExists)]
     assert len(accepted) == 4
     assert len(refused) == 4

@@ -203,14 +203,14 @@ def submit(
     step_millis: int = 10,
     fail_at_step: int = 0,
     owner: str = "alice",
-    priority: int = pb.PRIORITY_UNSPECIFIED,
+    priority: pb.Priority.ValueType = pb.PRIORITY_UNSPECIFIED,
     request_id: str | None = None,
 ) -> pb.Task:
     """Submit a probe; the accepted task."""
     request = pb.SubmitProbeRequest(
         request_id=request_id or str(uuid.uuid4()),
         owner_id=owner,
-        priority=priority,  # type: ignore[arg-type]
+        priority=priority,
         probe=pb.ProbeSpec(steps=steps, step_millis=step_millis, fail_at_step=fail_at_step),
     )
     task: pb.Task = stub.SubmitProbe(request, timeout=TIMEOUT).task
