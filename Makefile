@@ -55,10 +55,12 @@ build/.gen: $(VENV)/.installed protos/codegen.py $(PROTOS)
 
 gen: build/.gen
 
-# The README's configuration tables, rendered from the config dataclasses (tests/test_docs.py
-# fails when they are stale).
-docs: $(VENV)/.installed
+# The README's configuration tables, rendered from the config dataclasses, and its roles table,
+# rendered from server/access/_table.py (tests/test_docs.py and test_access_matrix.py fail
+# when they are stale).
+docs: gen
 	$(PY) -m devtools.configdocs
+	$(PY) -m server.access
 
 lint: gen breaking
 	$(BIN)/buf format -d --exit-code protos
