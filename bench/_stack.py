@@ -15,7 +15,8 @@ from pathlib import Path
 
 from devtools.memcached import Memcached
 from devtools.ports import free_port
-from tests._support import Service, postgres_database, start_service
+from tests._processes import Service, start_service
+from tests._support import postgres_database
 
 __all__ = ["Stack", "running_stack"]
 

@@ -25,7 +25,7 @@ from bench._tasks_cpu import TreeMeter, listener_pid
 from bench._tasks_load import closed_loop
 from bench._tasks_report import CPU_ROLES, TaskCheck, TaskFigure
 from tests._identity import SERVICE_ACCOUNT_LIMITS
-from tests._support import Service
+from tests._processes import Service
 from tests.workers._stack import Stack
 
 __all__ = [

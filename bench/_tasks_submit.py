@@ -28,7 +28,7 @@ from bench._tasks_plan import (
 )
 from bench._tasks_raw import publish_noop
 from bench._tasks_report import TaskCheck, TaskFigure
-from tests.workers._stack import Worker
+from tests._processes import Worker
 
 __all__ = ["drain_phase", "submit_phase"]
 

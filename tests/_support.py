@@ -1,23 +1,20 @@
-"""Helpers the test fixtures share: bounded waits and real processes on loopback."""
+"""Helpers the test fixtures share: bounded waits, health checks and databases.
+
+Starting our processes is ``tests._processes``'s job.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-# Re-exported (explicitly, for mypy) until tests written against it import devtools.ports.
-from devtools.ports import free_port as free_port
+from devtools.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,94 +28,6 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, message: str) -> 
             raise AssertionError(f"timed out after {timeout}s: {message}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
-
-
-@dataclass
-class Service:
-    """A child process of ours with the ports it reported in its ready file."""
-
-    process: subprocess.Popen[bytes]
-    ready: dict[str, Any]
-    log_path: Path
-
-    @property
-    def port(self) -> int:
-        return int(self.ready["grpc_port"])
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        """Send ``sig`` and wait for exit; kill after ``timeout``. Returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        return int(self.process.returncode)
-
-
-def start_service(
-    module: str, env: Mapping[str, str], workdir: Path, *, timeout: float = 30.0
-) -> Service:
-    """Run ``python -m module`` with ``env``; return once it wrote its ready file."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    ready_file = workdir / f"{module}-{tag}.ready.json"
-    log_path = workdir / f"{module}-{tag}.log"
-    # Tests reach the shared broker only when they opt in (with their own vhost or names).
-    quiet = {"AGENTIC_BROKER_URL": ""}
-    if module == "server":
-        # API servers trust the test process's development keys unless told otherwise.
-        from tests._identity import auth_env
-
-        quiet.update(auth_env())
-    full_env = {**os.environ, **quiet, **env, "AGENTIC_READY_FILE": str(ready_file)}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", module],
-            cwd=REPO,
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"{module} exited with {process.returncode} before it was ready:\n"
-                + log_path.read_text(errors="replace")
-            )
-        return ready_file.exists()
-
-    try:
-        wait_for(ready, timeout=timeout, message=f"{module} to write {ready_file}")
-    except BaseException:
-        process.kill()
-        process.wait(5)
-        raise
-    return Service(process=process, ready=json.loads(ready_file.read_text()), log_path=log_path)
-
-
-def run_module(
-    module: str, *args: str, env: Mapping[str, str] | None = None, timeout: float = 30.0
-) -> subprocess.CompletedProcess[str]:
-    """``python -m module *args`` from the repository, to completion: its exit code and output."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO,
-        env=None if env is None else dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def health_status(address: str, service: str = "") -> str:

@@ -18,7 +18,8 @@ from sqlalchemy import Engine
 
 from core.db import make_engine
 from tests._identity import SERVICE_ACCOUNT_LIMITS, authorized_channel
-from tests._support import Service, postgres_database, start_service
+from tests._processes import Service, start_service
+from tests._support import postgres_database
 
 
 @dataclass

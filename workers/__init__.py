@@ -67,10 +67,10 @@ Every file a new kind touches:
 
 4. **``server/access/_table.py``**, one entry: who may submit the kind,
    ``"/agentic.tasks.v1.TaskService/Submit<Name>": frozenset({...})``. Without it every
-   caller is denied (deny by default) and ``tests/server/test_access_matrix.py`` fails. Then
+   caller is denied (deny by default) and ``tests/server/access/test_access_matrix.py`` fails. Then
    ``python -m server.access`` rewrites the README's roles table from the table.
 
-5. **Tests**: in ``tests/server/test_access_matrix.py`` an action for ``Submit<Name>`` in
+5. **Tests**: in ``tests/server/access/test_access_matrix.py`` an action for ``Submit<Name>`` in
    ``ACTIONS`` and its name in ``CREATES`` (``test_every_rpc_has_an_action`` fails until then;
    the fuzz test picks the new RPC up by itself); the function's outcomes (result,
    permanent and transient failures, cancellation) through ``workers._execute.execute``, as

@@ -2,7 +2,7 @@
 
 The block between ``<!-- roles-table: begin -->`` and ``<!-- roles-table: end -->`` is
 replaced by ``roles_table_markdown()``; ``--check`` changes nothing and exits 1 when the
-README differs (``tests/server/test_access_matrix.py`` checks the same).
+README differs (``tests/server/access/test_access_matrix.py`` checks the same).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ fails when one is missing here, so a new RPC cannot ship open by accident.
 
 The README's roles table is rendered from this one (``roles_table_markdown``; rewrite it
 with ``python -m server.access``), a test fails when the two differ, and
-``tests/server/test_access_matrix.py`` checks every cell against real calls. A new task
+``tests/server/access/test_access_matrix.py`` checks every cell against real calls. A new task
 kind's ``Submit<Name>`` needs its entry here like any other RPC.
 """
 

@@ -1,17 +1,15 @@
-"""Real processes for the cache sidecar tests: sidecars over private memcached servers
-(``devtools.memcached``)."""
+"""What the cache sidecar tests share: the test policy, fixture types, async helpers
+(the processes themselves start through ``tests._processes``)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-# Memcached is re-exported (explicitly, for mypy) until every test imports devtools.memcached.
-from devtools.memcached import Memcached as Memcached
-from tests._support import Service, start_service
+from devtools.memcached import Memcached
+from tests._processes import Service
 
 T = TypeVar("T")
 
@@ -42,18 +40,6 @@ lease_wait_seconds = 0.2
 lease_wait_seconds = 1.0
 """
 
-# Fast failure detection so outage tests take fractions of a second, not seconds.
-SIDECAR_ENV = {
-    "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
-    "AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0",
-    "AGENTIC_CACHE_EVENTS": "off",
-    "AGENTIC_MEMCACHED_CONNECT_TIMEOUT_SECONDS": "0.05",
-    "AGENTIC_MEMCACHED_TIMEOUT_SECONDS": "0.1",
-    "AGENTIC_CACHE_BREAKER_FAILURE_THRESHOLD": "2",
-    "AGENTIC_CACHE_BREAKER_RESET_SECONDS": "0.2",
-    "AGENTIC_CACHE_SHUTDOWN_GRACE_SECONDS": "1",
-}
-
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
     """Run a test scenario on a fresh event loop, bounded in time."""
@@ -78,19 +64,3 @@ MemcachedFactory = Callable[[], Memcached]
 """Fixture type: starts one more private memcached."""
 SidecarFactory = Callable[..., Service]
 """Fixture type: starts one more sidecar on the given memcached servers (and env)."""
-
-
-def start_sidecar(
-    workdir: Path,
-    servers: Sequence[Memcached],
-    policy_file: Path,
-    env: Mapping[str, str] | None = None,
-) -> Service:
-    """Start ``python -m cache_sidecar`` on a free port; return once it is serving."""
-    full_env = {
-        **SIDECAR_ENV,
-        "AGENTIC_MEMCACHED_SERVERS": ",".join(m.address for m in servers),
-        "AGENTIC_CACHE_POLICY_FILE": str(policy_file),
-        **(env or {}),
-    }
-    return start_service("cache_sidecar", full_env, workdir)

@@ -13,13 +13,8 @@ import pytest
 
 from devtools.memcached import Memcached
 from devtools.ports import free_port
-from tests._support import Service
-from tests.cache_sidecar._support import (
-    TEST_POLICY,
-    MemcachedFactory,
-    SidecarFactory,
-    start_sidecar,
-)
+from tests._processes import Service, start_sidecar
+from tests.cache_sidecar._support import TEST_POLICY, MemcachedFactory, SidecarFactory
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from cache_sidecar._config import node_set_queue
 from core.cache import CacheClient, Outcome
 from devtools.memcached import Memcached
 from devtools.ports import free_port
-from tests._support import Service
+from tests._processes import Service
 from tests.cache_sidecar._support import MemcachedFactory, SidecarFactory, eventually, run
 from tests.workers._stack import private_vhost
 

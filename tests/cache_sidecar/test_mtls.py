@@ -29,15 +29,8 @@ from devtools.devca import DevCa, ensure_dev_ca
 from devtools.devca.__main__ import main as devca_main
 from devtools.memcached import Memcached
 from devtools.ports import free_port
-from tests._support import run_module
-from tests.cache_sidecar._support import (
-    SIDECAR_ENV,
-    TEST_POLICY,
-    MemcachedFactory,
-    SidecarFactory,
-    run,
-    start_sidecar,
-)
+from tests._processes import SIDECAR_ENV, run_module, start_sidecar
+from tests.cache_sidecar._support import TEST_POLICY, MemcachedFactory, SidecarFactory, run
 
 # Every RPC here has a deadline: a handshake that hangs instead of failing shows up as
 # DEADLINE_EXCEEDED, not as a stuck test.

@@ -20,8 +20,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from core.cache import CacheClient, CacheRejected, FillResult, Outcome
-from tests._support import free_port, run_module
-from tests.cache_sidecar._support import TEST_POLICY, Memcached, eventually, run, start_sidecar
+from tests._processes import Memcached, free_port, run_module, start_sidecar
+from tests.cache_sidecar._support import TEST_POLICY, eventually, run
 
 
 @dataclass

@@ -50,8 +50,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests._identity import SERVICE_ACCOUNT_LIMITS, Role, bearer, token
-from tests._support import Service, free_port, health_status, postgres_database, start_service
-from tests.cache_sidecar._support import TEST_POLICY, Memcached, start_sidecar
+from tests._processes import Memcached, Service, free_port, start_service, start_sidecar
+from tests._support import health_status, postgres_database
+from tests.cache_sidecar._support import TEST_POLICY
 
 EXAMPLES_PER_RPC = 75
 """Field-value examples per RPC and server (27 RPC-server pairs: ~2k calls)."""

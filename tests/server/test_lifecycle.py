@@ -17,7 +17,8 @@ from agentic.projects.v1 import projects_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests._identity import authorized_channel
-from tests._support import run_module, start_service, wait_for
+from tests._processes import run_module, start_service
+from tests._support import wait_for
 from tests.conftest import Api
 
 
@@ -47,15 +48,26 @@ def test_grpc_server_metrics_count_codes(api: Api) -> None:
             api.projects.GetProject(missing, timeout=5)
     with pytest.raises(grpc.RpcError):
         api.projects.GetProject(pb.GetProjectRequest(id="bad"), timeout=5)
-    after = scrape(api)
     started = "grpc_server_started_total"
     handled = "grpc_server_handled_total"
+    expected = {"NOT_FOUND": 3, "INVALID_ARGUMENT": 1}
+
+    def deltas(after: str) -> dict[str, float]:
+        return {
+            code: metric(after, handled, grpc_code=code, **labels)
+            - metric(before, handled, grpc_code=code, **labels)
+            for code in expected
+        }
+
+    # The client has its status before the server's interceptor counts the call: wait for
+    # the count rather than read it at once (it raced on a busy machine).
+    wait_for(
+        lambda: deltas(scrape(api)) == expected,
+        timeout=5,
+        message=f"handled counts {expected} (last: {deltas(scrape(api))})",
+    )
+    after = scrape(api)
     assert metric(after, started, **labels) - metric(before, started, **labels) == 4
-    for code, n in (("NOT_FOUND", 3), ("INVALID_ARGUMENT", 1)):
-        delta = metric(after, handled, grpc_code=code, **labels) - metric(
-            before, handled, grpc_code=code, **labels
-        )
-        assert delta == n, code
     assert metric(after, "grpc_server_handling_seconds_count", **labels) >= 4
 
 

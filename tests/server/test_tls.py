@@ -27,8 +27,8 @@ from devtools.devca import DevCa, ensure_dev_ca
 from devtools.memcached import Memcached
 from devtools.ports import free_port
 from tests._identity import metadata
-from tests._support import REPO, Service, run_module, start_service
-from tests.cache_sidecar._support import start_sidecar
+from tests._processes import Service, run_module, start_service, start_sidecar
+from tests._support import REPO
 from tests.server.test_lifecycle import metric
 
 POLICY = REPO / "cache_sidecar" / "namespaces.toml"  # the namespaces the API server uses

@@ -8,13 +8,10 @@ group, so a test can kill -9 a whole worker (parent and pool children) like a cr
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +23,8 @@ from sqlalchemy import Engine, func, select
 from core.db import TaskEventRow, TaskRow, make_engine
 from server.tasks import TaskStore, request_hash
 from tests._identity import SERVICE_ACCOUNT_LIMITS, authorized_channel
-from tests._support import REPO, Service, start_service, wait_for
+from tests._processes import Service, Worker, start_service, start_worker
+from tests._support import wait_for
 
 BROKER_HOST = "127.0.0.1:5672"
 TIMEOUT = 10.0
@@ -46,36 +44,6 @@ def private_vhost() -> Iterator[str]:
         yield f"amqp://guest:guest@{BROKER_HOST}/{name}"
     finally:
         _rabbitmqctl("delete_vhost", name)
-
-
-@dataclass
-class Worker:
-    """A ``python -m workers`` process group."""
-
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def kill(self) -> None:
-        """kill -9 the whole worker: the parent and its pool children, like a crash."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM (warm shutdown), then kill after ``timeout``; the exit code."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        # Pool children normally exit with their parent; make sure none is left behind.
-        with suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        return int(self.process.returncode)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @dataclass
@@ -117,38 +85,15 @@ class Stack:
         **extra: str,
     ) -> Worker:
         """Start ``python -m workers`` (or ``command``); return once it consumes its queue."""
-        workdir = self.workdir / "workers"
-        workdir.mkdir(parents=True, exist_ok=True)
-        tag = uuid.uuid4().hex[:8]
-        ready = workdir / f"worker-{tag}.ready.json"
-        log_path = workdir / f"worker-{tag}.log"
-        env = {
-            **os.environ,
-            **self.env,
-            "AGENTIC_WORKER_CONCURRENCY": str(concurrency),
-            "AGENTIC_WORKER_NAME": f"w{tag}@test",
-            "AGENTIC_READY_FILE": str(ready),
-            **extra,
-        }
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command or [sys.executable, "-m", "workers"],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: kill -9 takes the children too
-            )
-        worker = Worker(process, log_path)
+        worker = start_worker(
+            {**self.env, **extra},
+            self.workdir / "workers",
+            concurrency=concurrency,
+            timeout=timeout,
+            wait=wait,
+            command=command,
+        )
         self.workers.append(worker)
-
-        def started() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"worker exited with {process.returncode}:\n{worker.log()}")
-            return ready.exists()
-
-        if wait:
-            wait_for(started, timeout=timeout, message=f"worker to write {ready}")
         return worker
 
     def db(self) -> Engine:

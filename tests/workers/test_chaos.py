@@ -19,8 +19,9 @@ from agentic.tasks.v1 import tasks_pb2 as pb
 from sqlalchemy import func, select
 
 from core.db import TaskEventRow, TaskRow
+from tests._processes import Worker
 from tests._support import postgres_database, wait_for
-from tests.workers._stack import Worker, private_vhost, stack, submit
+from tests.workers._stack import private_vhost, stack, submit
 
 TASKS = 300
 KILLS = 8

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests._identity import Role, auth_env, token
-from tests._support import REPO, start_service
+from tests._processes import start_service
+from tests._support import REPO
 from tests.workers._stack import private_vhost, stack
 
 SUBMIT_ECHO = "/agentic.tasks.v1.TaskService/SubmitEcho"

@@ -35,7 +35,8 @@ from devtools.devkeys import DEV_AUDIENCE, DEV_ISSUER
 from server.auth import Role
 from tests._auth import bad_tokens
 from tests._identity import authorized_channel, dev_keys, token_channel
-from tests._support import Service, health_status, postgres_database, start_service, wait_for
+from tests._processes import Service, start_service
+from tests._support import health_status, postgres_database, wait_for
 from tests.conftest import Api
 
 TIMEOUT = 10

@@ -15,7 +15,8 @@ from agentic.projects.v1 import projects_pb2_grpc
 from devtools.devkeys import DevKeys
 from server.auth import Role
 from tests._identity import token_channel
-from tests._support import start_service, wait_for
+from tests._processes import start_service
+from tests._support import wait_for
 
 TIMEOUT = 10
 

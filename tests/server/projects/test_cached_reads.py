@@ -20,8 +20,8 @@ from devtools.memcached import Memcached
 from devtools.ports import free_port
 from server.auth import Role
 from tests._identity import authorized_channel
-from tests._support import REPO, Service, start_service, wait_for
-from tests.cache_sidecar._support import start_sidecar
+from tests._processes import Service, start_service, start_sidecar
+from tests._support import REPO, wait_for
 from tests.server.test_lifecycle import metric
 
 POLICY = REPO / "cache_sidecar" / "namespaces.toml"  # the shipped policy: same namespaces

@@ -33,10 +33,10 @@ from devtools.memcached import Memcached
 from devtools.ports import free_port
 from server.projects._store import etag_of
 from tests._identity import authorized_channel
+from tests._processes import Service, start_service, start_sidecar
 from tests._rabbitmq import PrivateRabbit
-from tests._support import Service, postgres_database, start_service, wait_for
-from tests.cache_sidecar._support import start_sidecar
-from tests.server.test_cached_reads import POLICY
+from tests._support import postgres_database, wait_for
+from tests.server.projects.test_cached_reads import POLICY
 from tests.server.test_lifecycle import metric
 
 TIMEOUT = 10.0

@@ -29,7 +29,7 @@ from server.auth import (
 )
 from server.auth._keys import describe_source
 from tests._auth import EXPECTED_REASONS, JwksServer, bad_tokens, bearer, claims
-from tests._support import run_module
+from tests._processes import run_module
 
 T = TypeVar("T")
 

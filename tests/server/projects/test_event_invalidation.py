@@ -18,9 +18,9 @@ from kombu.entity import Exchange, Queue
 from devtools.memcached import Memcached
 from devtools.ports import free_port
 from tests._identity import authorized_channel
-from tests._support import Service, start_service, wait_for
-from tests.cache_sidecar._support import start_sidecar
-from tests.server.test_cached_reads import POLICY
+from tests._processes import Service, start_service, start_sidecar
+from tests._support import wait_for
+from tests.server.projects.test_cached_reads import POLICY
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 
