@@ -4,13 +4,49 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from agentic.tasks.v1 import tasks_pb2
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from core.db import TaskRow
+
+
+class AttemptReset(TypedDict):
+    """The fields a new attempt starts from (a submit's first, or RetryTask's next)."""
+
+    progress_fraction: float
+    progress_message: str
+    result: bytes | None
+    error: bytes | None
+    cancel_requested: bool
+    cancel_time: datetime | None
+    claim_worker: str | None
+    claim_expire_time: datetime | None
+    claim_time: datetime | None
+    deliveries: int
+    auto_retries: int
+    start_time: datetime | None
+    end_time: datetime | None
+
+
+FRESH_ATTEMPT: AttemptReset = {
+    "progress_fraction": 0.0,
+    "progress_message": "",
+    "result": None,
+    "error": None,
+    "cancel_requested": False,
+    "cancel_time": None,
+    "claim_worker": None,
+    "claim_expire_time": None,
+    "claim_time": None,
+    "deliveries": 0,
+    "auto_retries": 0,
+    "start_time": None,
+    "end_time": None,
+}
+"""A fresh attempt: no progress, no outcome, no claim, no cancel, a full retry budget."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.rpc import FailedPrecondition
 from core.tasks import _outbox
 from core.tasks._log import append, change
-from core.tasks._record import TaskRecord
+from core.tasks._record import FRESH_ATTEMPT, TaskRecord
 from core.tasks._wire import CANCELLED_STATUS, DOMAIN, TERMINAL_STATES
 from server.tasks._store_reads import task_not_found
 from server.tasks._store_submit import Written
@@ -92,19 +92,7 @@ class OperatorActions:
                 time,
                 state=S.TASK_STATE_PENDING,
                 attempt=record.attempt + 1,
-                progress_fraction=0.0,
-                progress_message="",
-                result=None,
-                error=None,
-                cancel_requested=False,
-                cancel_time=None,
-                claim_worker=None,
-                claim_expire_time=None,
-                claim_time=None,
-                deliveries=0,
-                auto_retries=0,
-                start_time=None,
-                end_time=None,
+                **FRESH_ATTEMPT,
             )
             return Written(after, _outbox.add(session, after, not_before=time))
 

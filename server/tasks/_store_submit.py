@@ -22,7 +22,7 @@ from core.rpc import AlreadyExists
 from core.tasks import _outbox
 from core.tasks._log import event_data, insert_events, now
 from core.tasks._outbox import OutboxItem
-from core.tasks._record import COLUMNS, TaskRecord, record_of
+from core.tasks._record import COLUMNS, FRESH_ATTEMPT, TaskRecord, record_of
 from core.tasks._wire import DOMAIN
 
 S = tasks_pb2  # states and kinds read better as S.TASK_STATE_RUNNING
@@ -63,21 +63,9 @@ def _new_record(request: NewTask, time: datetime) -> TaskRecord:
         request_hash=request.request_hash,
         spec=request.spec,
         attempt=1,
-        progress_fraction=0.0,
-        progress_message="",
-        result=None,
-        error=None,
-        cancel_requested=False,
-        cancel_time=None,
-        claim_worker=None,
-        claim_expire_time=None,
-        claim_time=None,
-        deliveries=0,
-        auto_retries=0,
         create_time=time,
         update_time=time,
-        start_time=None,
-        end_time=None,
+        **FRESH_ATTEMPT,
         last_sequence=1,
     )
 
