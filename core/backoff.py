@@ -31,10 +31,11 @@ not a retry of something that failed.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "CoolDown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +65,29 @@ class Backoff:
         uniform = rng.uniform if rng is not None else random.uniform
         for ceiling in self.ceilings():
             yield uniform(0, ceiling)
+
+
+class CoolDown:
+    """After a failure, skip a dependency for a fixed time instead of waiting on it again.
+
+    The AMQP publishers use it (domain events, task runs, event notifications): a broker
+    that is down must not make every caller wait out a connect timeout, and whatever was
+    not published is retried by its owner (an outbox relay, or nobody for a mere hint).
+    Not thread-safe on its own: the publishers call it under their connection lock.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if seconds <= 0:
+            raise ValueError(f"unusable cool-down of {seconds} s")
+        self.seconds = seconds
+        """How long a failure keeps the dependency skipped."""
+        self._until = 0.0
+
+    @property
+    def active(self) -> bool:
+        """True while the last failure is less than ``seconds`` ago: skip the call."""
+        return time.monotonic() < self._until
+
+    def start(self) -> None:
+        """A call just failed: skip the dependency for ``seconds`` from now."""
+        self._until = time.monotonic() + self.seconds

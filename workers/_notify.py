@@ -23,13 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 from kombu.connection import Connection
 from kombu.entity import Exchange
 from kombu.messaging import Producer
 
+from core.backoff import CoolDown
 from core.tasks import notification
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,11 @@ class Notifier:
         self._connection: Any = None
         self._connecting = False
         self._waiting: dict[str, int] = {}
-        self._skip_until = 0.0
+        self._cool_down = CoolDown(COOL_DOWN_SECONDS)
 
     def notify(self, task_id: str, sequence: int) -> None:
         """Publish a notification if the broker is at hand; never waits for it, never raises."""
-        if time.monotonic() < self._skip_until:
+        if self._cool_down.active:
             return
         if self._pid != os.getpid():  # first use, or forked: nothing of the parent's is ours
             self._pid = os.getpid()
@@ -106,7 +106,7 @@ class Notifier:
             with self._lock:
                 self._connecting = False
                 self._waiting = {}
-                self._skip_until = time.monotonic() + COOL_DOWN_SECONDS
+                self._cool_down.start()
             return
         with self._lock:
             self._connection, self._producer, self._connecting = connection, producer, False
@@ -139,7 +139,7 @@ class Notifier:
     def _fail(self) -> None:
         """(Lock held.) Drop the connection without a closing handshake; cool down."""
         connection, self._connection, self._producer = self._connection, None, None
-        self._skip_until = time.monotonic() + COOL_DOWN_SECONDS
+        self._cool_down.start()
         if connection is not None:
             try:
                 connection.collect()  # closes the socket; sends nothing to the broker

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Protocol
 
 from kombu.connection import Connection
@@ -12,6 +11,7 @@ from kombu.entity import Exchange
 from kombu.messaging import Producer
 from prometheus_client import Counter
 
+from core.backoff import CoolDown
 from core.events._event import DomainEvent
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,12 @@ class AmqpPublisher:
         self._timeout = timeout_seconds
         self._lock = threading.Lock()  # one channel: publishes are serialised
         self._producer: Producer | None = None
-        self._skip_until = 0.0
+        self._cool_down = CoolDown(COOL_DOWN_SECONDS)
 
     def publish(self, event: DomainEvent) -> bool:
         """Publish ``event`` with routing key ``event.type``; True once confirmed."""
         with self._lock:
-            if time.monotonic() < self._skip_until:
+            if self._cool_down.active:
                 PUBLISH_FAILURES.labels(event.type.value).inc()
                 return False
             try:
@@ -98,7 +98,7 @@ class AmqpPublisher:
                 PUBLISH_FAILURES.labels(event.type.value).inc()
                 self._producer = None
                 self._connection.release()
-                self._skip_until = time.monotonic() + COOL_DOWN_SECONDS
+                self._cool_down.start()
                 return False
         PUBLISHED.labels(event.type.value).inc()
         return True

@@ -37,7 +37,7 @@ from celery import Celery
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
-from core.backoff import Backoff
+from core.backoff import Backoff, CoolDown
 from core.tasks._outbox import OutboxItem
 from core.tasks._wire import celery_task_name
 
@@ -206,7 +206,7 @@ class TaskPublisher:
         self._unsettled: dict[int, bool | None] = {}  # tag -> None until (n)acked
         # After a failure, skip the broker for a while: an outage must not make every
         # submit wait out a connect timeout (the relay publishes once it is back).
-        self._skip_until = 0.0
+        self._cool_down = CoolDown(_COOL_DOWN_SECONDS)
 
     @property
     def forgets(self) -> bool:
@@ -285,7 +285,7 @@ class TaskPublisher:
         self._reset()
 
     def _publish_batch(self, items: list[OutboxItem]) -> list[bool]:
-        if time.monotonic() < self._skip_until:
+        if self._cool_down.active:
             return [False] * len(items)
         tags: list[int] = []
         try:
@@ -301,7 +301,7 @@ class TaskPublisher:
         except Exception:
             log.warning("publish of %d task message(s) not confirmed", len(items), exc_info=True)
             self._reset()
-            self._skip_until = time.monotonic() + _COOL_DOWN_SECONDS
+            self._cool_down.start()
             return [False] * len(items)
         if not all(flags):
             log.warning("broker refused %d of %d task message(s)", flags.count(False), len(flags))

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from core.backoff import Backoff
+from core.backoff import Backoff, CoolDown
 
 
 def test_ceilings_double_up_to_the_cap() -> None:
@@ -36,3 +36,17 @@ def test_a_fresh_iterator_is_a_reset() -> None:
 def test_unusable_policies_are_refused(first: float, cap: float) -> None:
     with pytest.raises(ValueError, match="backoff"):
         Backoff(first_seconds=first, max_seconds=cap)
+
+
+def test_a_cool_down_skips_for_its_time_after_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("core.backoff.time.monotonic", lambda: clock[0])
+    cool = CoolDown(1.5)
+    assert not cool.active  # nothing failed yet
+    cool.start()
+    clock[0] += 1.4
+    assert cool.active
+    clock[0] += 0.2
+    assert not cool.active
+    with pytest.raises(ValueError, match="unusable cool-down"):
+        CoolDown(0)
