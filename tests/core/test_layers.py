@@ -55,7 +55,8 @@ def test_a_process_loads_only_the_core_and_itself(entry_points: tuple[str, ...],
 
 def test_the_core_loads_nothing_above_it() -> None:
     core = [
-        "core." + name for name in ("cache", "config", "db", "deadline", "events", "tasks", "tls")
+        "core." + name
+        for name in ("cache", "config", "db", "deadline", "events", "serving", "tasks", "tls")
     ]
     loaded = loaded_by("core", *core)
     assert [m for m in loaded if not m.startswith("core")] == []

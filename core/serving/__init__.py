@@ -1,0 +1,32 @@
+"""How a process serves: one mechanism for the ready file, health and the stop signals.
+
+- ``write_ready_file``: the JSON a supervisor or test polls for, written atomically
+  (the API server and sidecar: ``grpc_port``, ``metrics_port``; a worker: ``pid``).
+- ``DependencyHealth`` and ``Dependency``: grpc.health.v1 that follows real dependencies,
+  each process bringing its own checks, NOT_SERVING from shutdown on.
+- ``start_metrics``: the Prometheus endpoint from a ``host:port`` address.
+- ``wait_for_stop_signal``: SIGTERM/SIGINT handlers, the ready file, then the wait.
+
+Each process keeps ``create_server`` (build: the health object is wired there) apart
+from ``serve`` (run: metrics, the ready file, the wait, the shutdown order).
+"""
+
+from core.serving._health import DEPENDENCY_UP, Dependency, DependencyHealth
+from core.serving._process import (
+    STOP_SIGNALS,
+    MetricsEndpoint,
+    start_metrics,
+    wait_for_stop_signal,
+)
+from core.serving._ready import write_ready_file
+
+__all__ = [
+    "DEPENDENCY_UP",
+    "STOP_SIGNALS",
+    "Dependency",
+    "DependencyHealth",
+    "MetricsEndpoint",
+    "start_metrics",
+    "wait_for_stop_signal",
+    "write_ready_file",
+]
