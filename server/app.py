@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
 from core.cache import CacheClient
 from core.db import install_statement_deadlines, make_engine, migrate
 from core.events import AmqpPublisher, EventRelay, NullPublisher, Publisher
 from core.rpc import ServiceInterceptor, enable_reflection
+from core.serving import Dependency, DependencyHealth, start_metrics, wait_for_stop_signal
 from core.tls import channel_credentials, server_credentials
 from server._config import ServerConfig
-from server._health import DependencyHealth
 from server.access import (
     AccessControl,
     ConcurrencyLimit,
@@ -222,12 +218,13 @@ def create_server(config: ServerConfig) -> App:
     port = _bind(server, config)
     if port == 0:
         raise RuntimeError(f"could not bind {config.listen_address}")
-    dependencies = DependencyHealth(
-        health_servicer,
-        SERVICE_NAMES,
-        database_ok=lambda: _database_answers(engine, executor),
-        broker_ok=tasks.broker_connected if config.broker_url else None,
-    )
+    # Without the database nothing can be served. Without the broker Submit keeps
+    # accepting tasks into the outbox and WatchTask keeps polling the database; work
+    # resumes by itself when the broker is back, so it is reported but not required.
+    checks = [Dependency("database", lambda: _database_answers(engine, executor))]
+    if config.broker_url:
+        checks.append(Dependency("broker", tasks.broker_connected, required=False))
+    dependencies = DependencyHealth(health_servicer, SERVICE_NAMES, checks)
     return App(
         server=server,
         port=port,
@@ -243,26 +240,13 @@ def create_server(config: ServerConfig) -> App:
     )
 
 
-def _start_metrics(address: str) -> int | None:
-    if not address:
-        return None
-    host, _, port = address.rpartition(":")
-    metrics_server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
-    return int(metrics_server.server_port)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # readers never see a half-written file
-
-
 async def serve(config: ServerConfig) -> None:
     """Run until SIGTERM/SIGINT: then NOT_SERVING, and stop with the grace period."""
     app = create_server(config)
     # Registered here, not in create_server: one collector per serving process.
     REGISTRY.register(TaskCollector(app.tasks.gauges, app.tasks.hub))
-    metrics_port = _start_metrics(config.metrics_address)
+    metrics = start_metrics(config.metrics_address)
+    metrics_port = None if metrics is None else metrics.port
     await app.server.start()
     # Background work of a serving app: the outbox relays, event notifications, redelivery.
     app.tasks.start()
@@ -277,15 +261,9 @@ async def serve(config: ServerConfig) -> None:
     await app.set_serving(True)
     host = config.listen_address.rpartition(":")[0]
     log.info("serving gRPC on %s:%d (metrics port %s)", host, app.port, metrics_port)
-    if config.ready_file:
-        ready = {"grpc_port": app.port, "metrics_port": metrics_port}
-        await asyncio.to_thread(_write_atomically, Path(config.ready_file), json.dumps(ready))
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal(
+        config.ready_file, {"grpc_port": app.port, "metrics_port": metrics_port}
+    )
     log.info("shutting down: NOT_SERVING, grace %.1fs", config.shutdown_grace_seconds)
     # Load balancers watching health stop routing here before connections close.
     await app.set_serving(False)
@@ -293,4 +271,6 @@ async def serve(config: ServerConfig) -> None:
         refresher.cancel()
     await app.server.stop(config.shutdown_grace_seconds)
     await app.close()
+    if metrics is not None:
+        await metrics.close()
     log.info("stopped")
