@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import signal
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
 
 import grpc
 from agentic.cache.v1 import cache_pb2, cache_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from prometheus_client import start_http_server
+from grpc_health.v1 import health, health_pb2_grpc
 
 from cache_sidecar._breaker import BreakerSettings
 from cache_sidecar._config import Config
@@ -25,6 +19,13 @@ from cache_sidecar._policy import check_against_contract, load_policy
 from cache_sidecar._service import CacheServicer
 from cache_sidecar._store import Store
 from core.rpc import ServiceInterceptor, enable_reflection
+from core.serving import (
+    Dependency,
+    DependencyHealth,
+    MetricsEndpoint,
+    start_metrics,
+    wait_for_stop_signal,
+)
 from core.tls import server_credentials
 
 __all__ = ["SERVICE_NAME", "CacheSidecar", "create_server", "serve"]
@@ -34,11 +35,9 @@ SERVICE_NAME: str = cache_pb2.DESCRIPTOR.services_by_name["CacheService"].full_n
 
 _log = logging.getLogger(__name__)
 
-# Recovery and health run on this tick: a quarantined node that came back is flushed
-# and serving again within one tick after its breaker allows a trial.
+# Recovery and health checks run on this tick: a quarantined node that came back is
+# flushed and serving again within a tick or two after its breaker allows a trial.
 _MAINTENANCE_TICK_SECONDS = 0.05
-_SERVING = health_pb2.HealthCheckResponse.SERVING
-_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class CacheSidecar:
@@ -50,6 +49,7 @@ class CacheSidecar:
         config: Config,
         server: grpc.aio.Server,
         health_servicer: health.aio.HealthServicer,
+        dependencies: DependencyHealth,
         cache: ReadCache,
         store: Store,
         executor: ThreadPoolExecutor,
@@ -59,13 +59,14 @@ class CacheSidecar:
         self.config = config
         self.server = server
         self.health = health_servicer
+        self.dependencies = dependencies
         self.cache = cache
         self.store = store
         self.metrics = metrics
         self._executor = executor
         self._consumer = consumer
         self._maintenance: asyncio.Task[None] | None = None
-        self._metrics_server: Any = None
+        self._metrics: MetricsEndpoint | None = None
         self.metrics_port: int | None = None
         """Bound Prometheus port after start() (the free one picked for port 0), None when off."""
 
@@ -77,20 +78,16 @@ class CacheSidecar:
             _log.warning("%s", warning)
         if self._consumer is not None and self.config.queue_mismatch is not None:
             _log.warning("%s", self.config.queue_mismatch)
-        await self._set_health(self.store.any_usable())
+        await self.dependencies.start()
         self._maintenance = asyncio.create_task(self._maintain(), name="cache-maintenance")
         if self._consumer is not None:
             self._consumer.start()
-        if self.config.metrics_address:
-            host, _, port = self.config.metrics_address.rpartition(":")
-            self._metrics_server, _ = start_http_server(
-                int(port), addr=host, registry=self.metrics.registry
-            )
-            self.metrics_port = self._metrics_server.server_port
+        self._metrics = start_metrics(self.config.metrics_address, self.metrics.registry)
+        self.metrics_port = None if self._metrics is None else self._metrics.port
 
     async def stop(self, grace_seconds: float | None) -> None:
         """Report NOT_SERVING, let in-flight RPCs finish within the grace, stop the rest."""
-        await self.health.enter_graceful_shutdown()
+        await self.dependencies.stop_serving()
         await self.server.stop(grace_seconds)
         if self._maintenance is not None:
             self._maintenance.cancel()
@@ -98,9 +95,8 @@ class CacheSidecar:
         await self.cache.close()
         if self._consumer is not None:
             await asyncio.to_thread(self._consumer.stop)
-        if self._metrics_server is not None:
-            await asyncio.to_thread(self._metrics_server.shutdown)
-            self._metrics_server.server_close()
+        if self._metrics is not None:
+            await self._metrics.close()
         # In-flight Memcached calls are bounded by their timeouts.
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         self.store.close()
@@ -111,7 +107,6 @@ class CacheSidecar:
 
     async def _maintain(self) -> None:
         loop = asyncio.get_running_loop()
-        serving = self.store.any_usable()
         while True:
             await asyncio.sleep(_MAINTENANCE_TICK_SECONDS)
             try:
@@ -119,16 +114,6 @@ class CacheSidecar:
                     await loop.run_in_executor(self._executor, self.store.recover)
             except Exception:
                 _log.exception("memcached recovery failed")
-            now_serving = self.store.any_usable()
-            if now_serving != serving:
-                serving = now_serving
-                await self._set_health(serving)
-
-    async def _set_health(self, serving: bool) -> None:
-        # NOT_SERVING when no Memcached node is usable; Get still answers LOAD_NO_FILL.
-        status = _SERVING if serving else _NOT_SERVING
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, status)
 
 
 def create_server(config: Config) -> tuple[CacheSidecar, int]:
@@ -197,6 +182,15 @@ def create_server(config: Config) -> tuple[CacheSidecar, int]:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
+    # NOT_SERVING when no Memcached node is usable (Get still answers LOAD_NO_FILL). The
+    # events consumer is reported but not required: reads go on, and its queue is durable,
+    # so the invalidations it misses meanwhile are applied when it reconnects.
+    checks = [Dependency("memcached", store.any_usable)]
+    if consumer is not None:
+        checks.append(Dependency("events", events_connected, required=False))
+    dependencies = DependencyHealth(
+        health_servicer, (SERVICE_NAME,), checks, interval_seconds=_MAINTENANCE_TICK_SECONDS
+    )
     if credentials is None:
         port = server.add_insecure_port(config.listen_address)
     else:
@@ -207,6 +201,7 @@ def create_server(config: Config) -> tuple[CacheSidecar, int]:
         config=config,
         server=server,
         health_servicer=health_servicer,
+        dependencies=dependencies,
         cache=cache,
         store=store,
         executor=executor,
@@ -227,10 +222,6 @@ async def serve(config: Config | None = None) -> None:
     config = config or Config.from_env()
     sidecar, port = create_server(config)
     await sidecar.start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
     host = config.listen_address.rpartition(":")[0]
     _log.info(
         "serving %s on %s:%d (metrics port %s), memcached %s, events %s",
@@ -241,10 +232,9 @@ async def serve(config: Config | None = None) -> None:
         ",".join(config.memcached_servers),
         f"from queue {config.consumed_queue}" if config.events_enabled else "off",
     )
-    if config.ready_file:
-        ready = {"grpc_port": port, "metrics_port": sidecar.metrics_port}
-        await asyncio.to_thread(_write_atomically, Path(config.ready_file), json.dumps(ready))
-    await stopping.wait()
+    await wait_for_stop_signal(
+        config.ready_file, {"grpc_port": port, "metrics_port": sidecar.metrics_port}
+    )
     _log.info("stopping: NOT_SERVING, %.1fs grace", config.shutdown_grace_seconds)
     await sidecar.stop(config.shutdown_grace_seconds)
 
@@ -253,9 +243,3 @@ def _transport(config: Config) -> str:
     if not config.tls_enabled:
         return "plaintext"
     return "mTLS" if config.tls_client_ca_file else "TLS"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # readers never see a half-written file
