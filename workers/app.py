@@ -20,18 +20,17 @@ message (the connection closed) or Celery's parent requeues it (a child died).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from celery import Celery, signals
 from celery.exceptions import Reject
 
 from core.db import make_engine
+from core.serving import write_ready_file
 from core.tasks import (
     AttemptStore,
     BrokerSettings,
@@ -161,10 +160,7 @@ def _on_worker_init(**_: Any) -> None:
 def _on_worker_ready(**_: Any) -> None:
     log.info("worker consuming %s", settings.queue)
     if config.ready_file:
-        path = Path(config.ready_file)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid()}))
-        os.replace(tmp, path)  # readers never see a half-written file
+        write_ready_file(config.ready_file, pid=os.getpid())
 
 
 signals.worker_init.connect(_on_worker_init, weak=False)
