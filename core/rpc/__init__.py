@@ -1,5 +1,8 @@
 """gRPC plumbing shared by every service: the error taxonomy and the server interceptor."""
 
+from typing import TYPE_CHECKING
+
+from core._lazy import lazy_attributes
 from core.rpc._errors import (
     Aborted,
     AlreadyExists,
@@ -14,9 +17,23 @@ from core.rpc._errors import (
     Unauthenticated,
     Unavailable,
 )
-from core.rpc._interceptor import UNDECODABLE_MESSAGE, ServiceInterceptor
-from core.rpc._reflection import enable_reflection
-from core.rpc._validation import validate_request
+
+if TYPE_CHECKING:
+    from core.rpc._interceptor import UNDECODABLE_MESSAGE, ServiceInterceptor
+    from core.rpc._reflection import enable_reflection
+    from core.rpc._validation import validate_request
+
+# The errors are what everyone needs (a worker too); the interceptor, validation and
+# reflection load on first use, since they pull in protovalidate and gRPC's services.
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "UNDECODABLE_MESSAGE": "core.rpc._interceptor",
+        "ServiceInterceptor": "core.rpc._interceptor",
+        "enable_reflection": "core.rpc._reflection",
+        "validate_request": "core.rpc._validation",
+    },
+)
 
 __all__ = [
     "UNDECODABLE_MESSAGE",

@@ -11,14 +11,34 @@ Each process keeps ``create_server`` (build: the health object is wired there) a
 from ``serve`` (run: metrics, the ready file, the wait, the shutdown order).
 """
 
-from core.serving._health import DEPENDENCY_UP, Dependency, DependencyHealth
-from core.serving._process import (
-    STOP_SIGNALS,
-    MetricsEndpoint,
-    start_metrics,
-    wait_for_stop_signal,
-)
+from typing import TYPE_CHECKING
+
+from core._lazy import lazy_attributes
 from core.serving._ready import write_ready_file
+
+if TYPE_CHECKING:
+    from core.serving._health import DEPENDENCY_UP, Dependency, DependencyHealth
+    from core.serving._process import (
+        STOP_SIGNALS,
+        MetricsEndpoint,
+        start_metrics,
+        wait_for_stop_signal,
+    )
+
+# Loaded on first use: a worker needs only the ready file, and the rest pulls in gRPC's
+# health service and the metrics server (PEP 562).
+_LAZY = {
+    "DEPENDENCY_UP": "core.serving._health",
+    "Dependency": "core.serving._health",
+    "DependencyHealth": "core.serving._health",
+    "STOP_SIGNALS": "core.serving._process",
+    "MetricsEndpoint": "core.serving._process",
+    "start_metrics": "core.serving._process",
+    "wait_for_stop_signal": "core.serving._process",
+}
+
+
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "DEPENDENCY_UP",
