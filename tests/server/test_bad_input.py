@@ -16,13 +16,12 @@ import pytest
 from agentic.projects.v1 import projects_pb2 as pb
 from agentic.tasks.v1 import tasks_pb2
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
-from grpc_status import rpc_status
 from sqlalchemy import text
 
 from core.rpc import UNDECODABLE_MESSAGE
 from tests._identity import bearer, dev_keys
+from tests._status import rich_status
 from tests.conftest import Api
 
 TIMEOUT = 10.0
@@ -39,20 +38,8 @@ def snapshot(api: Api) -> list[tuple[Any, ...]]:
 
 def refused(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:
     """Code, ErrorInfo.reason and field violations (field -> reason) of a failed call."""
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no google.rpc.Status details on {error.code()}"
-    reason = ""
-    violations: dict[str, str] = {}
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations = {v.field: v.reason for v in bad.field_violations}
-    return error.code(), reason, violations
+    decoded = rich_status(error)
+    return decoded.code, decoded.reason, decoded.violation_reasons
 
 
 def create(api: Api, description: str = "") -> pb.Project:

@@ -5,54 +5,28 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 from agentic.projects.v1 import projects_pb2 as pb
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from sqlalchemy import select
 
 from core.db import ProjectRow
+from tests._status import RichStatus, rich_status
 from tests.conftest import Api
 
 TIMEOUT = 10.0
 
 
-@dataclass
-class Failure:
-    """A failed call: its code and the google.rpc details it carried."""
-
-    code: grpc.StatusCode
-    message: str
-    reason: str
-    domain: str
-    violations: dict[str, str]
-
-
-def failure(call: Callable[[], Any]) -> Failure:
+def failure(call: Callable[[], Any]) -> RichStatus:
     """Run ``call``, which must fail, and decode its rich status."""
     with pytest.raises(grpc.RpcError) as info:
         call()
-    error = info.value
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no google.rpc.Status details on {error.code()}"
-    reason = domain = ""
-    violations: dict[str, str] = {}
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info_msg = error_details_pb2.ErrorInfo()
-            detail.Unpack(info_msg)
-            reason, domain = info_msg.reason, info_msg.domain
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations = {v.field: v.description for v in bad.field_violations}
-    assert reason, "every error must carry ErrorInfo"
-    return Failure(error.code(), error.details() or "", reason, domain, violations)
+    decoded = rich_status(info.value)
+    assert decoded.reason, "every error must carry ErrorInfo"
+    return decoded
 
 
 def snapshot(api: Api) -> list[tuple[Any, ...]]:

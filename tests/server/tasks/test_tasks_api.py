@@ -15,11 +15,10 @@ import grpc
 import pytest
 from agentic.tasks.v1 import tasks_pb2 as pb
 from agentic.tasks.v1 import tasks_pb2_grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from sqlalchemy import func, select
 
 from core.db import TaskOutboxRow
+from tests._status import rich_status
 from tests._support import health_status, postgres_database, wait_for
 from tests.workers._stack import (
     TIMEOUT,
@@ -61,20 +60,8 @@ def rich_error(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str, dict[str,
     """Run ``call``, which must fail: its code, ErrorInfo reason and field violations."""
     with pytest.raises(grpc.RpcError) as info:
         call()
-    status = rpc_status.from_call(info.value)
-    assert status is not None, "every error carries google.rpc.Status details"
-    reason = ""
-    violations: dict[str, str] = {}
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            error_info = error_details_pb2.ErrorInfo()
-            detail.Unpack(error_info)
-            reason = error_info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations = {v.field: v.description for v in bad.field_violations}
-    return info.value.code(), reason, violations
+    decoded = rich_status(info.value)
+    return decoded.code, decoded.reason, decoded.violations
 
 
 def test_submit_is_durable_and_published(tasks_stack: tuple[Stack, Stub]) -> None:
