@@ -10,6 +10,8 @@ Domain code raises these; the interceptor in ``_interceptor`` turns them into a
     ├── AlreadyExists             ALREADY_EXISTS
     ├── Aborted                   ABORTED (optimistic concurrency: stale etag)
     ├── FailedPrecondition        FAILED_PRECONDITION
+    ├── OutOfRange                OUT_OF_RANGE (an offset past the end, a wrong write offset)
+    ├── DataLoss                  DATA_LOSS (bytes that do not hash to what was promised)
     ├── Unauthenticated           UNAUTHENTICATED
     ├── PermissionDenied          PERMISSION_DENIED
     ├── ResourceExhausted         RESOURCE_EXHAUSTED, with an optional retry delay
@@ -133,6 +135,18 @@ class FailedPrecondition(ApiError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class OutOfRange(ApiError):
+    """An offset or position outside what exists (ByteStream read and write offsets)."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class DataLoss(ApiError):
+    """Bytes are not what they were declared to be (a checksum mismatch)."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
 class Unauthenticated(ApiError):
     """No valid credentials came with the call."""
 
@@ -190,6 +204,8 @@ _CODE_NUMBERS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
     grpc.StatusCode.ABORTED: code_pb2.ABORTED,
     grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE: code_pb2.OUT_OF_RANGE,
+    grpc.StatusCode.DATA_LOSS: code_pb2.DATA_LOSS,
     grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
     grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
     grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,

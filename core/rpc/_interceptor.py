@@ -92,11 +92,11 @@ def _undecodable() -> InvalidArgument:
     return InvalidArgument([], message=UNDECODABLE_MESSAGE, reason="UNDECODABLE_REQUEST")
 
 
-async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """A client stream's messages; raises at the first one that did not parse."""
+async def _decoded(requests: AsyncIterator[Any], guard: _Guard) -> AsyncIterator[Any]:
+    """A client stream's messages, each checked like a unary request (undecodable, then
+    its proto rules); raises at the first one that fails."""
     async for request in requests:
-        if request is UNDECODABLE:
-            raise _undecodable()
+        guard.check_message(request)
         yield request
 
 
@@ -187,12 +187,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
-            # None of our services takes a client stream yet; the first that does still
-            # gets metrics, access and the undecodable-request answer.
+            # ByteStream's Write: every message is validated as it is read.
             return grpc.stream_unary_rpc_method_handler(
                 self._unary(
                     handler.stream_unary,
-                    self._guard(service, name, "client_stream", False),
+                    self._guard(service, name, "client_stream", validate),
                     client_streaming=True,
                 ),
                 request_deserializer=deserializer,
@@ -210,7 +209,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
             # guard sees none of them; _decoded checks each on the way in.
             first = None if client_streaming else request
             async with guard.call(first, context):
-                return await behavior(_decoded(request) if client_streaming else request, context)
+                messages = _decoded(request, guard) if client_streaming else request
+                return await behavior(messages, context)
 
         return wrapped
 
@@ -219,7 +219,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # g
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             first = None if client_streaming else request
             async with guard.call(first, context):
-                messages = _decoded(request) if client_streaming else request
+                messages = _decoded(request, guard) if client_streaming else request
                 result = behavior(messages, context)
                 if hasattr(result, "__aiter__"):
                     async for item in result:
@@ -278,6 +278,13 @@ class _Guard:
         finally:
             HANDLED.labels(*self._labels, _final_code(context, failure)).inc()
             self._histogram.observe(time.perf_counter() - begin)
+
+    def check_message(self, request: Any) -> None:
+        """Refuse one message of a client stream that is undecodable or breaks its rules."""
+        if request is UNDECODABLE:
+            raise _undecodable()
+        if self._validate:
+            validate_request(request, domain=self._domain)
 
     def _check(self, request: Any) -> None:
         """Refuse an undecodable request, then one that breaks its rules.
