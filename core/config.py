@@ -32,6 +32,7 @@ from typing import Any, TypeVar, overload
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
+    "DEFAULT_OBJECT_STORE_URL",
     "Alias",
     "ConfigError",
     "Setting",
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 DEFAULT_DATABASE_URL = "sqlite:///var/agentic.db"
+DEFAULT_OBJECT_STORE_URL = "file:var/objects"
 
 _T = TypeVar("_T")
 _C = TypeVar("_C")

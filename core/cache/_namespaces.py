@@ -17,3 +17,5 @@ class Namespace(enum.StrEnum):
     """One serialized ``agentic.projects.v1.Project`` per project id."""
     PROJECT_LISTS = "project_lists"
     """Pages of ListProjects, per viewer and request."""
+    ARTIFACTS = "artifacts"
+    """One serialized ``agentic.artifacts.v1.Artifact`` per artifact id."""

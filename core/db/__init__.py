@@ -4,6 +4,8 @@ from core.db._calls import in_database_thread
 from core.db._deadline import install_statement_deadlines
 from core.db._engine import make_engine, migrate
 from core.db._schema import (
+    ArtifactRow,
+    ArtifactWorkProductRow,
     Base,
     EventOutboxRow,
     ProjectMemberRow,
@@ -14,6 +16,8 @@ from core.db._schema import (
 )
 
 __all__ = [
+    "ArtifactRow",
+    "ArtifactWorkProductRow",
     "Base",
     "EventOutboxRow",
     "ProjectMemberRow",

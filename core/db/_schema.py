@@ -167,3 +167,62 @@ class EventOutboxRow(Base):
     body: Mapped[str] = mapped_column(Text, nullable=False)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     relay_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ArtifactRow(Base):
+    """A document or dataset of a project; its bytes live in the object store.
+
+    While ``state`` is ``uploading`` the row also carries the upload: ``upload_id`` (the
+    ``uploads/<uuid>`` name), the durable ``committed_size`` with the store's opaque
+    ``store_state`` to continue from, the writer's lease (``writer_id`` until
+    ``writer_expire_time``: one stream at a time) and ``expire_time``. ``declared_size``
+    and ``declared_sha256`` are what CreateUpload promised; ``size_bytes`` and ``sha256``
+    are what finish verified.
+    """
+
+    __tablename__ = "artifacts"
+    __table_args__ = (
+        # ListArtifacts walks a project's artifacts newest first.
+        Index("ix_artifacts_project_create_time_id", "project_id", "create_time", "id"),
+        # Open uploads per principal; the expiry sweep.
+        Index("ix_artifacts_owner_state", "owner_id", "state"),
+        Index("ix_artifacts_state_expire_time", "state", "expire_time"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    owner_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    content_type: Mapped[str] = mapped_column(String(255), nullable=False)
+    format: Mapped[str] = mapped_column(String(16), nullable=False, default="")
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    declared_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    declared_sha256: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    object_key: Mapped[str] = mapped_column(String(512), nullable=False)
+    upload_id: Mapped[str] = mapped_column(String(36), nullable=False, unique=True)
+    committed_size: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    store_state: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    writer_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    writer_expire_time: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    failure_reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+
+class ArtifactWorkProductRow(Base):
+    """An ASPICE work product (``17-11``) a document artifact provides (ListArtifacts filter)."""
+
+    __tablename__ = "artifact_work_products"
+    __table_args__ = (Index("ix_artifact_work_products_work_product", "work_product"),)
+
+    artifact_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    work_product: Mapped[str] = mapped_column(String(5), primary_key=True)

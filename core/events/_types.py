@@ -16,6 +16,10 @@ class EventType(enum.StrEnum):
     PROJECT_CREATED = "project.created"
     PROJECT_UPDATED = "project.updated"
     PROJECT_DELETED = "project.deleted"
+    ARTIFACT_CREATED = "artifact.created"
+    ARTIFACT_UPDATED = "artifact.updated"
+    """Metadata or state changed (an upload finished, failed or was reset)."""
+    ARTIFACT_DELETED = "artifact.deleted"
 
     @property
     def key_field(self) -> str:
