@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from core.config import (
     DEFAULT_DATABASE_URL,
+    DEFAULT_OBJECT_STORE_URL,
     Alias,
     ConfigError,
     address,
@@ -332,6 +333,64 @@ class ServerConfig:
         parse=integer(minimum=1),
         doc="submits a principal may make at once above that rate; beyond: RESOURCE_EXHAUSTED "
         "with the wait in a RetryInfo",
+    )
+    object_store_url: str = setting(
+        "AGENTIC_OBJECT_STORE_URL",
+        DEFAULT_OBJECT_STORE_URL,
+        doc="where artifact bytes live: `file:///path` (a directory; relative as "
+        "`file:var/objects`) or `s3://bucket/prefix` (boto3: endpoint, region and credentials "
+        "from the usual `AWS_*` variables, e.g. `AWS_ENDPOINT_URL` for MinIO). Workers must "
+        "use the same store. See [Artifacts](#artifacts)",
+    )
+    object_store_part_bytes: int = setting(
+        "AGENTIC_OBJECT_STORE_PART_BYTES",
+        8 * 1024 * 1024,
+        parse=integer(minimum=5 * 1024 * 1024),
+        doc="an upload's durable step: the S3 multipart part size, or the bytes the file "
+        "store writes between fsyncs. A killed server loses at most this much of an upload "
+        "in flight (the client resumes from the committed size)",
+    )
+    object_io_threads: int = setting(
+        "AGENTIC_OBJECT_IO_THREADS",
+        8,
+        parse=integer(minimum=1),
+        doc="threads doing object-store IO (apart from the database threads)",
+    )
+    artifact_max_bytes: int = setting(
+        "AGENTIC_ARTIFACT_MAX_BYTES",
+        5 * 1024**3,
+        parse=integer(minimum=1),
+        doc="largest artifact: a larger declared size is INVALID_ARGUMENT, writing past it "
+        "RESOURCE_EXHAUSTED",
+    )
+    project_quota_bytes: int = setting(
+        "AGENTIC_PROJECT_QUOTA_BYTES",
+        100 * 1024**3,
+        parse=integer(minimum=0),
+        doc="artifact bytes a project may hold (ready artifacts, plus each open upload's "
+        "declared or committed size); beyond: RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`",
+    )
+    max_open_uploads: int = setting(
+        "AGENTIC_MAX_OPEN_UPLOADS",
+        20,
+        parse=integer(minimum=1),
+        doc="unfinished uploads one principal may have at once; beyond: RESOURCE_EXHAUSTED "
+        "`TOO_MANY_OPEN_UPLOADS`",
+    )
+    upload_expire_seconds: float = setting(
+        "AGENTIC_UPLOAD_EXPIRE_SECONDS",
+        24 * 3600.0,
+        parse=_POSITIVE,
+        doc="an upload not finished this long after CreateUpload expires: `python -m "
+        "server.artifacts expire` marks it FAILED and removes its bytes",
+    )
+    upload_writer_lease_seconds: float = setting(
+        "AGENTIC_UPLOAD_WRITER_LEASE_SECONDS",
+        15.0,
+        parse=_POSITIVE,
+        doc="how long a Write stream's hold on its upload outlives the stream's last sign of "
+        "life: after a server is killed mid-upload, a resuming client waits at most this long "
+        "(ABORTED `UPLOAD_BUSY` until then)",
     )
     ready_file: str = setting(
         "AGENTIC_READY_FILE",

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
+from agentic.artifacts.v1 import artifacts_pb2, artifacts_pb2_grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -17,6 +18,7 @@ from sqlalchemy import Engine
 from core.cache import CacheClient
 from core.db import install_statement_deadlines, make_engine, migrate
 from core.events import AmqpPublisher, EventRelay, NullPublisher, Publisher
+from core.objects import ObjectStore, ObjectStoreError, open_store
 from core.rpc import ServiceInterceptor, enable_reflection
 from core.serving import Dependency, DependencyHealth, start_metrics, wait_for_stop_signal
 from core.tls import channel_credentials, server_credentials
@@ -28,6 +30,7 @@ from server.access import (
     StreamSlots,
     deadline_remaining,
 )
+from server.artifacts import ArtifactLimits, Artifacts, ArtifactService, ArtifactStore
 from server.auth import JwksKeySet, TokenVerifier
 from server.caching import CoherentCache
 from server.projects import Projects, ProjectService, ProjectStore
@@ -38,6 +41,7 @@ log = logging.getLogger("server")
 
 SERVICE_NAMES = (
     projects_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,
+    artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
 )
 
@@ -50,7 +54,10 @@ class App:
     port: int
     health: health.aio.HealthServicer
     executor: ThreadPoolExecutor
+    io_executor: ThreadPoolExecutor
     projects: Projects
+    artifacts: Artifacts
+    objects: ObjectStore
     cache: CacheClient | None
     publisher: Publisher
     tasks: Tasks
@@ -66,6 +73,7 @@ class App:
             await self.cache.close()
         self.publisher.close()
         self.executor.shutdown(wait=True)
+        self.io_executor.shutdown(wait=True)
         self.engine.dispose()
 
     async def set_serving(self, serving: bool) -> None:
@@ -175,6 +183,44 @@ async def _database_answers(engine: Engine, executor: ThreadPoolExecutor) -> boo
     return await asyncio.get_running_loop().run_in_executor(executor, ping)
 
 
+async def _object_store_answers(objects: ObjectStore, executor: ThreadPoolExecutor) -> bool:
+    try:
+        await asyncio.get_running_loop().run_in_executor(executor, objects.check)
+    except ObjectStoreError:
+        log.warning("object store check failed", exc_info=True)
+        return False
+    return True
+
+
+def _artifacts(
+    config: ServerConfig,
+    engine: Engine,
+    executor: ThreadPoolExecutor,
+    io_executor: ThreadPoolExecutor,
+    objects: ObjectStore,
+    cache: CoherentCache,
+    relay: EventRelay,
+    projects: Projects,
+) -> Artifacts:
+    limits = ArtifactLimits(
+        max_bytes=config.artifact_max_bytes,
+        quota_bytes=config.project_quota_bytes,
+        lease_seconds=config.upload_writer_lease_seconds,
+        max_open_uploads=config.max_open_uploads,
+        expire_seconds=config.upload_expire_seconds,
+    )
+    return Artifacts(
+        ArtifactStore(engine),
+        objects,
+        db=executor,
+        io=io_executor,
+        cache=cache,
+        relay=relay,
+        limits=limits,
+        project_reach=projects.reaches,
+    )
+
+
 def create_server(config: ServerConfig) -> App:
     """Wire storage, servicers, health and reflection onto a bound, unstarted server."""
     engine = make_engine(config.database_url, pool_size=config.db_pool_size)
@@ -189,13 +235,16 @@ def create_server(config: ServerConfig) -> App:
         if config.events_broker_url
         else NullPublisher()
     )
-    projects = Projects(
-        ProjectStore(engine),
-        executor,
-        cache=CoherentCache(cache, origin_concurrency=config.origin_concurrency),
-        relay=EventRelay(
-            engine, executor, publisher, interval_seconds=config.event_relay_interval_seconds
-        ),
+    # One coherent cache (one pending-invalidations set) and one relay for every resource.
+    coherent = CoherentCache(cache, origin_concurrency=config.origin_concurrency)
+    relay = EventRelay(
+        engine, executor, publisher, interval_seconds=config.event_relay_interval_seconds
+    )
+    projects = Projects(ProjectStore(engine), executor, cache=coherent, relay=relay)
+    io_executor = ThreadPoolExecutor(config.object_io_threads, thread_name_prefix="objects")
+    objects = open_store(config.object_store_url, part_bytes=config.object_store_part_bytes)
+    artifacts = _artifacts(
+        config, engine, executor, io_executor, objects, coherent, relay, projects
     )
     tasks = Tasks.from_config(engine, executor, config)
     server = grpc.aio.server(
@@ -212,6 +261,7 @@ def create_server(config: ServerConfig) -> App:
         project_reach=projects.reaches,
     )
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(task_service, server)
+    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactService(artifacts), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))
@@ -221,7 +271,15 @@ def create_server(config: ServerConfig) -> App:
     # Without the database nothing can be served. Without the broker Submit keeps
     # accepting tasks into the outbox and WatchTask keeps polling the database; work
     # resumes by itself when the broker is back, so it is reported but not required.
-    checks = [Dependency("database", lambda: _database_answers(engine, executor))]
+    checks = [
+        Dependency("database", lambda: _database_answers(engine, executor)),
+        # Without the object store only artifact bytes are out of reach: reported, not required.
+        Dependency(
+            "object_store",
+            lambda: _object_store_answers(objects, io_executor),
+            required=False,
+        ),
+    ]
     if config.broker_url:
         checks.append(Dependency("broker", tasks.broker_connected, required=False))
     dependencies = DependencyHealth(health_servicer, SERVICE_NAMES, checks)
@@ -230,7 +288,10 @@ def create_server(config: ServerConfig) -> App:
         port=port,
         health=health_servicer,
         executor=executor,
+        io_executor=io_executor,
         projects=projects,
+        artifacts=artifacts,
+        objects=objects,
         cache=cache,
         publisher=publisher,
         tasks=tasks,

@@ -100,6 +100,7 @@ class _CallDetails(grpc.ClientCallDetails):  # type: ignore[misc]  # grpc is unt
 class _AddToken(
     grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]  # grpc is untyped: an Any base
     grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]  # grpc is untyped: an Any base
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]  # grpc is untyped: an Any base
 ):
     def __init__(self, extra: Sequence[tuple[str, str]]) -> None:
         self._extra = extra
@@ -113,6 +114,11 @@ class _AddToken(
         self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
         return continuation(_CallDetails(details, self._extra), request)
+
+    def intercept_stream_unary(
+        self, continuation: Callable[..., Any], details: Any, requests: Any
+    ) -> Any:
+        return continuation(_CallDetails(details, self._extra), requests)
 
 
 def authorized_channel(
@@ -156,6 +162,17 @@ class _AioStreamToken(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[mi
         return await continuation(_with_metadata(details, self._extra), request)
 
 
+class _AioClientStreamToken(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]  # grpc is untyped: an Any base
+    # ByteStream Write; a class of its own for the same reason as _AioStreamToken.
+    def __init__(self, extra: Sequence[tuple[str, str]]) -> None:
+        self._extra = extra
+
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Any], details: Any, requests: Any
+    ) -> Any:
+        return await continuation(_with_metadata(details, self._extra), requests)
+
+
 def authorized_aio_channel(
     address: str,
     subject: str = ADMIN,
@@ -168,5 +185,5 @@ def authorized_aio_channel(
     return grpc.aio.insecure_channel(
         address,
         options=list(options),
-        interceptors=[_AioUnaryToken(extra), _AioStreamToken(extra)],
+        interceptors=[_AioUnaryToken(extra), _AioStreamToken(extra), _AioClientStreamToken(extra)],
     )

@@ -95,6 +95,8 @@ def start_service(
         from tests._identity import auth_env
 
         quiet.update(auth_env())
+        # Artifact bytes go to the test's own directory, never to the checkout's var/.
+        quiet["AGENTIC_OBJECT_STORE_URL"] = (workdir / "objects").resolve().as_uri()
     full_env = {**os.environ, **quiet, **env, "AGENTIC_READY_FILE": str(ready_file)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(

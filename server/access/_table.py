@@ -55,6 +55,16 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
     "/agentic.tasks.v1.TaskService/WatchTask": _EVERYONE,
     "/agentic.tasks.v1.TaskService/CancelTask": frozenset({_ADMIN, _PM, _TL}),
     "/agentic.tasks.v1.TaskService/RetryTask": frozenset({_ADMIN, _TL, _SE}),
+    # Artifacts: managers and leads bring documents and datasets in and curate them;
+    # everybody may read what their projects hold.
+    "/agentic.artifacts.v1.ArtifactService/CreateUpload": frozenset({_ADMIN, _PM, _TL}),
+    "/agentic.artifacts.v1.ArtifactService/Write": frozenset({_ADMIN, _PM, _TL}),
+    "/agentic.artifacts.v1.ArtifactService/QueryWriteStatus": frozenset({_ADMIN, _PM, _TL}),
+    "/agentic.artifacts.v1.ArtifactService/Read": _EVERYONE,
+    "/agentic.artifacts.v1.ArtifactService/GetArtifact": _EVERYONE,
+    "/agentic.artifacts.v1.ArtifactService/ListArtifacts": _EVERYONE,
+    "/agentic.artifacts.v1.ArtifactService/UpdateArtifact": frozenset({_ADMIN, _PM, _TL}),
+    "/agentic.artifacts.v1.ArtifactService/DeleteArtifact": frozenset({_ADMIN, _PM, _TL}),
 }
 """Full method name -> the roles that may call it. Everything else is denied."""
 

@@ -17,7 +17,6 @@ are cached per viewer.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from core.events import EventRelay, Outboxed
 from core.rpc import NotFound, Unavailable
 from server.access import owner_for, viewer_of
 from server.auth import Principal
-from server.caching import CoherentCache
+from server.caching import CoherentCache, CoherentWrites
 from server.projects._store import DOMAIN, ProjectStore, project_not_found, reaches
 from server.projects._wire import to_proto
 
@@ -61,12 +60,6 @@ def _invalidations(project_id: str | None) -> list[Invalidation]:
     return stale
 
 
-def _log_orphan(task: asyncio.Task[Any]) -> None:
-    # The caller is gone (cancelled); the outcome is only worth a log line now.
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("project write after its caller left: %s", task.exception())
-
-
 class Projects:
     """Async operations on projects over a store, the coherent cache and the event relay."""
 
@@ -82,6 +75,7 @@ class Projects:
         self._executor = executor
         self._cache = cache
         self._relay = relay
+        self._writes = CoherentWrites(cache, relay, self._run)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await in_database_thread(
@@ -98,24 +92,11 @@ class Projects:
     async def _write(
         self, call: Callable[[], tuple[T, Outboxed]], invalidations: Sequence[Invalidation]
     ) -> T:
-        """Commit ``call`` (change and event in one transaction), invalidate, publish.
+        def committed() -> tuple[T, list[Outboxed]]:
+            value, event = call()
+            return value, [event]
 
-        Shielded: if the caller is cancelled, the commit and what follows it still run to
-        the end in the background, so a committed change never skips its invalidation.
-        """
-
-        async def commit_invalidate_publish() -> T:
-            value, event = await self._run(call)
-            await self._cache.invalidate(invalidations)
-            await self._run(self._relay.publish_now, [event])
-            return value
-
-        task = asyncio.ensure_future(commit_invalidate_publish())
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(_log_orphan)
-            raise
+        return await self._writes.write(committed, invalidations)
 
     async def get(self, project_id: str, principal: Principal) -> projects_pb2.Project:
         """The project, from the cache when it holds it.

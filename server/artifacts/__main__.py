@@ -1,0 +1,64 @@
+"""``python -m server.artifacts expire``: expire unfinished uploads and remove their bytes.
+
+Reads the server's configuration (``DATABASE_URL``, ``AGENTIC_OBJECT_STORE_URL``) from the
+environment; prints what it did as one JSON object; exits 1 when some bytes could not be
+removed (they are tried again on the next run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+from core.db import make_engine
+from core.objects import open_store
+from server._config import ConfigError, ServerConfig
+from server.artifacts._expiry import sweep
+from server.artifacts._store import ArtifactStore
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one sweep."""
+    parser = argparse.ArgumentParser(prog="python -m server.artifacts", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    expire = commands.add_parser("expire", help="expire overdue uploads, finish deletions")
+    expire.add_argument(
+        "--now",
+        type=datetime.fromisoformat,
+        default=None,
+        help="treat this ISO 8601 time as now (default: the clock)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = ServerConfig.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    engine = make_engine(config.database_url)
+    try:
+        now = args.now.astimezone(UTC) if args.now is not None else None
+        report = sweep(
+            ArtifactStore(engine),
+            open_store(config.object_store_url, part_bytes=config.object_store_part_bytes),
+            now=now,
+        )
+    finally:
+        engine.dispose()
+    print(
+        json.dumps(
+            {
+                "expired_uploads": report.expired_uploads,
+                "finished_deletions": report.finished_deletions,
+                "failures": report.failures,
+            }
+        )
+    )
+    return 1 if report.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
