@@ -259,6 +259,7 @@ def create_server(config: ServerConfig) -> App:
         submits=RateLimiter(config.submit_rate_per_second, config.submit_burst, what="submit"),
         watches=StreamSlots(config.max_watch_streams_per_principal, what="WatchTask"),
         project_reach=projects.reaches,
+        artifact_ref=artifacts.reference,
     )
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(task_service, server)
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactService(artifacts), server)

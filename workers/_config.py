@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from core.config import (
     DEFAULT_DATABASE_URL,
+    DEFAULT_OBJECT_STORE_URL,
     ConfigError,
     boolean,
     integer,
@@ -37,6 +38,13 @@ class WorkerConfig:
         "DATABASE_URL",
         DEFAULT_DATABASE_URL,
         doc="the API server's database (the server migrates it)",
+    )
+    object_store_url: str = setting(
+        "AGENTIC_OBJECT_STORE_URL",
+        DEFAULT_OBJECT_STORE_URL,
+        doc="where artifact bytes live: the API server's store (`file:///path` on a shared "
+        "file system, or `s3://bucket/prefix` with the `AWS_*` variables); tasks read the "
+        "artifacts their specs reference from it",
     )
     task_queue: str = setting(
         "AGENTIC_TASK_QUEUE",

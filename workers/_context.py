@@ -1,10 +1,22 @@
-"""What task code sees while it runs: progress reporting and cooperative cancellation."""
+"""What task code sees while it runs: progress reporting, cooperative cancellation, and
+the artifacts its spec references."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+from agentic.artifacts.v1 import artifacts_pb2
+
+from core.objects import (
+    IntegrityError,
+    ObjectMissingError,
+    ObjectStore,
+    ObjectStoreError,
+    fetch,
+)
 from core.tasks import AttemptStore, TaskRecord
 
 # How old the cancel flag a check answers from may be. Every write of the attempt
@@ -51,8 +63,10 @@ class TaskContext:
         lease_seconds: float,
         notify: Callable[[str, int], None],
         record: TaskRecord | None = None,
+        objects: ObjectStore | None = None,
     ) -> None:
         self.task_id = task_id
+        self._objects = objects
         self.attempt = attempt
         self._worker = worker
         self._store = store
@@ -104,3 +118,57 @@ class TaskContext:
         """Raise TaskCancelled when CancelTask asked this task to stop."""
         if self.cancelled():
             raise TaskCancelled(self.task_id)
+
+    def _object_store(self) -> ObjectStore:
+        if self._objects is None:
+            raise PermanentError(
+                "this worker has no object store configured (AGENTIC_OBJECT_STORE_URL)",
+                reason="NO_OBJECT_STORE",
+            )
+        return self._objects
+
+    @contextlib.contextmanager
+    def artifact_file(
+        self, ref: artifacts_pb2.ArtifactRef, directory: Path | None = None
+    ) -> Iterator[Path]:
+        """A verified local copy of the referenced artifact, removed after the block.
+
+        The bytes stream from the object store into a temporary file (in ``directory``,
+        default the system's), their size and sha256 checked against ``ref`` on the way:
+        a damaged or missing object fails the task (PermanentError ``ARTIFACT_DAMAGED`` or
+        ``ARTIFACT_MISSING``), a store outage is retried (TransientError).
+        """
+        try:
+            path = fetch(
+                self._object_store(),
+                ref.object_key,
+                size_bytes=ref.size_bytes,
+                sha256=ref.sha256,
+                directory=directory,
+            )
+        except IntegrityError as exc:
+            raise PermanentError(str(exc), reason="ARTIFACT_DAMAGED") from None
+        except ObjectMissingError:
+            raise PermanentError(
+                f"artifact {ref.artifact_id} has no bytes in the object store (deleted?)",
+                reason="ARTIFACT_MISSING",
+            ) from None
+        except ObjectStoreError as exc:
+            raise TransientError(f"reading artifact {ref.artifact_id}: {exc}") from exc
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def artifact_pieces(self, ref: artifacts_pb2.ArtifactRef) -> Iterator[bytes]:
+        """The referenced artifact's bytes as they stream from the store, UNVERIFIED: for
+        work that consumes them in place and checks ``ref.sha256`` itself at the end."""
+        try:
+            yield from self._object_store().read(ref.object_key)
+        except ObjectMissingError:
+            raise PermanentError(
+                f"artifact {ref.artifact_id} has no bytes in the object store (deleted?)",
+                reason="ARTIFACT_MISSING",
+            ) from None
+        except ObjectStoreError as exc:
+            raise TransientError(f"reading artifact {ref.artifact_id}: {exc}") from exc

@@ -43,6 +43,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from google.rpc import code_pb2
 
+from core.objects import ObjectStore
 from core.tasks import AttemptStore, ClaimOutcome, OutboxItem, error_status
 from workers._context import ClaimLost, PermanentError, TaskCancelled, TaskContext
 from workers._registry import Registration
@@ -81,6 +82,8 @@ class Runtime:
     kill_self: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGKILL)
     watchdogs: Watchdogs = field(default_factory=lambda: Watchdogs())
     """The process's watchdog thread (started on the first attempt)."""
+    objects: ObjectStore | None = None
+    """Where the artifacts that specs reference are read from."""
 
 
 def _claim_token() -> str:
@@ -124,6 +127,7 @@ def execute(
         lease_seconds=runtime.lease_seconds,
         notify=runtime.notify,
         record=claim.record,
+        objects=runtime.objects,
     )
     watch = runtime.watchdogs.watch(Watch(runtime, registration, task_id, attempt, worker))
     result: bytes | None = None

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from core.tasks import kind_fields
 from workers._context import TaskContext, TransientError
 from workers.probe import run_probe
+from workers.verify_artifact import run_verify_artifact
 
 SpecT = TypeVar("SpecT", bound=Message)
 ResultT = TypeVar("ResultT", bound=Message)
@@ -88,6 +89,15 @@ REGISTRY: Mapping[int, Registration[Any, Any]] = {
             # Long probes are for soak tests; 15 min is plenty and stays under the
             # broker's 30 min consumer_timeout with Celery's margin.
             limits=Limits(soft_seconds=900.0, hard_seconds=960.0),
+        ),
+        Registration(
+            kind=tasks_pb2.TASK_KIND_VERIFY_ARTIFACT,
+            spec_type=tasks_pb2.VerifyArtifactSpec,
+            result_type=tasks_pb2.VerifyArtifactResult,
+            run=run_verify_artifact,
+            # 5 GiB (the largest artifact) read at 10 MiB/s takes under 9 minutes.
+            limits=Limits(soft_seconds=1200.0, hard_seconds=1260.0),
+            retry=RetryPolicy(max_retries=5, backoff_first_seconds=2.0, backoff_max_seconds=120.0),
         ),
     )
 }

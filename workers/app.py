@@ -30,6 +30,7 @@ from celery import Celery, signals
 from celery.exceptions import Reject
 
 from core.db import make_engine
+from core.objects import open_store
 from core.serving import write_ready_file
 from core.tasks import (
     AttemptStore,
@@ -92,6 +93,7 @@ def runtime() -> Runtime:
                     max_deliveries=config.max_deliveries,
                     notify=_notifier.notify,
                     publish=_publish,
+                    objects=open_store(config.object_store_url),
                 ),
             )
         return _runtime[1]

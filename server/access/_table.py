@@ -50,6 +50,8 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
     # Tasks: probes are operational checks, run by leads and support; managers follow and
     # cancel work in their projects; re-running a failed task is an operator action.
     "/agentic.tasks.v1.TaskService/SubmitProbe": frozenset({_ADMIN, _TL, _SE}),
+    # Verifying stored artifacts is an operational check too.
+    "/agentic.tasks.v1.TaskService/SubmitVerifyArtifact": frozenset({_ADMIN, _TL, _SE}),
     "/agentic.tasks.v1.TaskService/GetTask": _EVERYONE,
     "/agentic.tasks.v1.TaskService/ListTasks": _EVERYONE,
     "/agentic.tasks.v1.TaskService/WatchTask": _EVERYONE,

@@ -249,6 +249,32 @@ class Artifacts:
             return
         await self._db(self._store.remove, artifact_id)
 
+    async def reference(
+        self, artifact_id: str, project_id: str, principal: Principal
+    ) -> artifacts_pb2.ArtifactRef:
+        """The claim check a task of ``project_id`` carries for a READY artifact of it."""
+        artifact = await self.get(artifact_id, principal)
+        if artifact.project_id != project_id:
+            raise FailedPrecondition(
+                f"artifact {artifact_id} belongs to another project than the task's",
+                reason="ARTIFACT_IN_OTHER_PROJECT",
+                domain=DOMAIN,
+                metadata={"id": artifact_id, "project_id": artifact.project_id},
+            )
+        if artifact.state != artifacts_pb2.ARTIFACT_STATE_READY:
+            raise FailedPrecondition(
+                f"artifact {artifact_id} is not READY (its upload has not finished)",
+                reason="ARTIFACT_NOT_READY",
+                domain=DOMAIN,
+                metadata={"id": artifact_id},
+            )
+        return artifacts_pb2.ArtifactRef(
+            artifact_id=artifact.id,
+            object_key=object_key(artifact.project_id, artifact.id),
+            size_bytes=artifact.size_bytes,
+            sha256=artifact.sha256,
+        )
+
     # -- bytes ---------------------------------------------------------------------------
 
     async def read(

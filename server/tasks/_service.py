@@ -28,6 +28,7 @@ from server.projects import project_not_found
 from server.tasks._facade import Tasks
 from server.tasks._kinds import SUBMIT_RPCS, SubmitRpc
 from server.tasks._metrics import SUBMITS, WATCH_STREAMS
+from server.tasks._refs import RefResolver, resolve_refs
 
 
 class _SubmitFields(Protocol):
@@ -55,8 +56,10 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         submits: RateLimiter,
         watches: StreamSlots,
         project_reach: Callable[[str, Principal], Awaitable[bool]],
+        artifact_ref: RefResolver,
     ) -> None:
         self._tasks = tasks
+        self._artifact_ref = artifact_ref
         self._submits = submits
         self._watches = watches
         self._project_reach = project_reach
@@ -74,6 +77,9 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         )
         if fields.project_id and not await self._project_reach(fields.project_id, principal):
             raise project_not_found(fields.project_id)  # as if it did not exist
+        await resolve_refs(
+            rpc.spec(request), rpc.spec_field, fields.project_id, principal, self._artifact_ref
+        )
         self._submits.acquire(principal.subject)
         task = await self._tasks.submit(
             kind=rpc.kind,

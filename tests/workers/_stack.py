@@ -127,6 +127,8 @@ def stack(workdir: Path, broker_url: str, database_url: str, **env: str) -> Iter
         "AGENTIC_CLAIM_LEASE_SECONDS": "3",
         "AGENTIC_CANCEL_GRACE_SECONDS": "1",
         "AGENTIC_LOG_LEVEL": "INFO",
+        # Servers and workers share one object store, as in production.
+        "AGENTIC_OBJECT_STORE_URL": (workdir / tag / "objects").resolve().as_uri(),
         # These tests drive many tasks as one principal.
         **SERVICE_ACCOUNT_LIMITS,
         **env,
