@@ -31,6 +31,9 @@ invalidate_keys_on = { "project.*" = "project_id" }
 [namespaces.project_lists]
 invalidate_namespace_on = ["project.*"]
 
+[namespaces.artifacts]
+invalidate_keys_on = { "artifact.*" = "artifact_id" }
+
 # Tiny limits: the size cap and lease-wait timeouts without slow tests.
 [namespaces.small]
 max_value_bytes = 1024

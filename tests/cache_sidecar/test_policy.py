@@ -32,9 +32,9 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_shipped_policy_loads_with_projects_and_project_lists() -> None:
+def test_shipped_policy_loads_with_every_namespace_the_server_reads() -> None:
     policy = load_policy(DEFAULT_POLICY_FILE)
-    assert set(policy.namespaces) == {"projects", "project_lists"}
+    assert set(policy.namespaces) == {"projects", "project_lists", "artifacts"}
     assert policy.invalidations_for("project.updated") == [
         Invalidation("project_lists", None),
         Invalidation("projects", "project_id"),
@@ -43,8 +43,11 @@ def test_shipped_policy_loads_with_projects_and_project_lists() -> None:
         Invalidation("project_lists", None),
         Invalidation("projects", "project_id"),
     ]
+    assert policy.invalidations_for("artifact.updated") == [
+        Invalidation("artifacts", "artifact_id")
+    ]
     assert policy.invalidations_for("task.updated") == []
-    assert policy.event_patterns() == ("project.*",)
+    assert sorted(policy.event_patterns()) == ["artifact.*", "project.*"]
     projects = policy.namespaces["projects"]
     assert projects.compress_threshold_bytes == 1024
     assert projects.lease_wait_seconds <= projects.lease_ttl_seconds

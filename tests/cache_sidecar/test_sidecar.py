@@ -363,7 +363,9 @@ def test_a_policy_that_breaks_the_contract_refuses_to_start(
     tmp_path: Path, policy_text: str, named: str
 ) -> None:
     policy = tmp_path / "typo.toml"
-    policy.write_text("[defaults]\nttl_seconds = 60\n" + policy_text)
+    # The namespaces the cases do not break are configured as they should be.
+    artifacts = '[namespaces.artifacts]\ninvalidate_keys_on = { "artifact.*" = "artifact_id" }\n'
+    policy.write_text("[defaults]\nttl_seconds = 60\n" + artifacts + policy_text)
     env = {
         **os.environ,
         "AGENTIC_CACHE_POLICY_FILE": str(policy),

@@ -13,13 +13,13 @@ from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 
-from core.tasks import kind_fields
 from core.tasks._wire import KindFields
 from server.access import RPC_ROLES
 from server.tasks import TaskService
-from server.tasks._kinds import SUBMIT_RPCS, derive_submit_rpcs, submit_method_name
+from server.tasks._kinds import SUBMIT_RPCS, derive_submit_rpcs, submit_method_name, task_kinds
 
-PROBE: dict[int, KindFields] = {tasks_pb2.TASK_KIND_PROBE: kind_fields(tasks_pb2.TASK_KIND_PROBE)}
+# Every real kind: the edited copies below keep all of their RPCs unless an edit drops one.
+KINDS: dict[int, KindFields] = task_kinds()
 Edit = Callable[[descriptor_pb2.FileDescriptorProto], None]
 
 
@@ -61,7 +61,7 @@ def drop_field(message_name: str, field: str) -> Edit:
 def test_one_submit_rpc_per_kind_from_the_real_protos() -> None:
     kinds = [k for k in tasks_pb2.TaskKind.values() if k != tasks_pb2.TASK_KIND_UNSPECIFIED]
     assert [rpc.kind for rpc in SUBMIT_RPCS] == kinds
-    (probe,) = SUBMIT_RPCS
+    probe = next(rpc for rpc in SUBMIT_RPCS if rpc.kind == tasks_pb2.TASK_KIND_PROBE)
     assert probe.method == "SubmitProbe"
     assert probe.full_method == "/agentic.tasks.v1.TaskService/SubmitProbe"
     assert probe.name == "probe"
@@ -91,8 +91,8 @@ def test_method_names_are_the_kind_in_camel_case(kind_name: str, method: str) ->
 
 
 def test_the_unedited_copy_passes() -> None:
-    (probe,) = derive_submit_rpcs(edited_service(lambda proto: None), PROBE)
-    assert probe.method == "SubmitProbe"
+    derived = derive_submit_rpcs(edited_service(lambda proto: None), KINDS)
+    assert [rpc.method for rpc in derived] == [rpc.method for rpc in SUBMIT_RPCS]
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_a_request_or_response_without_a_convention_field_is_named(
     message_name: str, field: str, missing: str
 ) -> None:
     with pytest.raises(ValueError, match="break the Submit convention") as raised:
-        derive_submit_rpcs(edited_service(drop_field(message_name, field)), PROBE)
+        derive_submit_rpcs(edited_service(drop_field(message_name, field)), KINDS)
     assert f"{message_name} needs field {missing}" in str(raised.value)
 
 
@@ -120,7 +120,7 @@ def test_a_spec_field_of_another_type_is_named() -> None:
         field.type_name = ".agentic.tasks.v1.ProbeResult"
 
     with pytest.raises(ValueError, match="SubmitProbeRequest needs field `ProbeSpec probe`"):
-        derive_submit_rpcs(edited_service(edit), PROBE)
+        derive_submit_rpcs(edited_service(edit), KINDS)
 
 
 def test_a_kind_without_its_rpc_is_named() -> None:
@@ -129,11 +129,11 @@ def test_a_kind_without_its_rpc_is_named() -> None:
         methods.remove(next(m for m in methods if m.name == "SubmitProbe"))
 
     with pytest.raises(ValueError, match=r"TASK_KIND_PROBE needs `rpc SubmitProbe\("):
-        derive_submit_rpcs(edited_service(edit), PROBE)
+        derive_submit_rpcs(edited_service(edit), KINDS)
 
 
 def test_a_new_kind_without_its_rpc_is_named() -> None:
-    probe = PROBE[tasks_pb2.TASK_KIND_PROBE]
+    probe = KINDS[tasks_pb2.TASK_KIND_PROBE]
     dataset = KindFields(
         name="profile_dataset",
         spec_field="profile_dataset",
@@ -144,7 +144,7 @@ def test_a_new_kind_without_its_rpc_is_named() -> None:
     with pytest.raises(
         ValueError, match="TASK_KIND_PROFILE_DATASET needs `rpc SubmitProfileDataset"
     ):
-        derive_submit_rpcs(edited_service(lambda proto: None), {**PROBE, 99: dataset})
+        derive_submit_rpcs(edited_service(lambda proto: None), {**KINDS, 99: dataset})
 
 
 def test_a_submit_rpc_without_a_kind_is_named() -> None:
@@ -156,7 +156,7 @@ def test_a_submit_rpc_without_a_kind_is_named() -> None:
     with pytest.raises(
         ValueError, match=r"SubmitProfileDataset matches no TaskKind \(TASK_KIND_PROFILE_DATASET\)"
     ):
-        derive_submit_rpcs(edited_service(edit), PROBE)
+        derive_submit_rpcs(edited_service(edit), KINDS)
 
 
 def test_a_streaming_submit_is_refused() -> None:
@@ -164,4 +164,4 @@ def test_a_streaming_submit_is_refused() -> None:
         next(m for m in proto.service[0].method if m.name == "SubmitProbe").server_streaming = True
 
     with pytest.raises(ValueError, match="SubmitProbe must be unary"):
-        derive_submit_rpcs(edited_service(edit), PROBE)
+        derive_submit_rpcs(edited_service(edit), KINDS)
