@@ -46,6 +46,12 @@ Every file a new kind touches:
    worker dies mid-way (at-least-once), never twice at the same time; its result is
    recorded exactly once. Keep side effects idempotent.
 
+   A kind that works on a document or dataset takes it as an
+   `agentic.artifacts.v1.ArtifactRef` field of its spec (the caller sets `artifact_id`; the
+   server fills in key, size and sha256 at submit) and reads it with
+   `context.artifact_file(ref)` (a verified local copy) or `context.artifact_pieces(ref)`
+   (streamed in place): see "How a worker reads an artifact" in the README.
+
 3. **``workers/_registry.py``**, one entry in ``REGISTRY``::
 
        Registration(
