@@ -60,6 +60,15 @@ def _unavailable() -> Unavailable:
     )
 
 
+def _not_ready(artifact_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"artifact {artifact_id} is not READY (its upload has not finished)",
+        reason="ARTIFACT_NOT_READY",
+        domain=DOMAIN,
+        metadata={"id": artifact_id},
+    )
+
+
 def _key_of(artifact_id: str) -> list[Invalidation]:
     return [Invalidation(Namespace.ARTIFACTS, (artifact_id.encode(),))]
 
@@ -262,12 +271,7 @@ class Artifacts:
                 metadata={"id": artifact_id, "project_id": artifact.project_id},
             )
         if artifact.state != artifacts_pb2.ARTIFACT_STATE_READY:
-            raise FailedPrecondition(
-                f"artifact {artifact_id} is not READY (its upload has not finished)",
-                reason="ARTIFACT_NOT_READY",
-                domain=DOMAIN,
-                metadata={"id": artifact_id},
-            )
+            raise _not_ready(artifact_id)
         return artifacts_pb2.ArtifactRef(
             artifact_id=artifact.id,
             object_key=object_key(artifact.project_id, artifact.id),
@@ -284,12 +288,7 @@ class Artifacts:
         artifact_id = request.resource_name.removeprefix("artifacts/")
         artifact = await self.get(artifact_id, principal)
         if artifact.state != artifacts_pb2.ARTIFACT_STATE_READY:
-            raise FailedPrecondition(
-                f"artifact {artifact_id} is not READY (its upload has not finished)",
-                reason="ARTIFACT_NOT_READY",
-                domain=DOMAIN,
-                metadata={"id": artifact_id},
-            )
+            raise _not_ready(artifact_id)
         if not 0 <= request.read_offset <= artifact.size_bytes:
             raise OutOfRange(
                 f"read_offset {request.read_offset} is outside the artifact's "
