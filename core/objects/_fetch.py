@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -21,9 +22,10 @@ def sha256_of(store: ObjectStore, key: str) -> tuple[int, str]:
     """Size and sha256 (hex) of the object, read in a stream (never whole in memory)."""
     digest = hashlib.sha256()
     size = 0
-    for piece in store.read(key):
-        digest.update(piece)
-        size += len(piece)
+    with contextlib.closing(store.read(key)) as pieces:
+        for piece in pieces:
+            digest.update(piece)
+            size += len(piece)
     return size, digest.hexdigest()
 
 
@@ -41,8 +43,9 @@ def fetch(
     fd, name = tempfile.mkstemp(prefix="artifact-", dir=directory)
     path = Path(name)
     try:
-        with os.fdopen(fd, "wb") as out:
-            for piece in store.read(key):
+        # Closed even when we stop early: an S3 body holds a pooled connection until then.
+        with os.fdopen(fd, "wb") as out, contextlib.closing(store.read(key)) as pieces:
+            for piece in pieces:
                 digest.update(piece)
                 size += len(piece)
                 if size > size_bytes:

@@ -133,11 +133,16 @@ class FileObjectStore:
         return _FileWriter(staged, self._final(key), handle, committed, self._checkpoint_bytes)
 
     def abort_upload(self, key: str, state: str) -> None:
-        self._staged(key).unlink(missing_ok=True)
+        try:
+            self._staged(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise ObjectStoreError(f"removing the staged upload of {key}: {exc}") from exc
 
     def read(
         self, key: str, offset: int = 0, limit: int = 0, *, chunk_bytes: int = MAX_READ_CHUNK_BYTES
     ) -> Iterator[bytes]:
+        if offset < 0 or limit < 0:
+            raise ValueError(f"offset and limit must not be negative: {offset}, {limit}")
         path = self._final(key)
         try:
             handle = path.open("rb")
@@ -166,9 +171,14 @@ class FileObjectStore:
             return self._final(key).stat().st_size
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise ObjectStoreError(f"reading the size of {key}: {exc}") from exc
 
     def delete(self, key: str) -> None:
-        self._final(key).unlink(missing_ok=True)
+        try:
+            self._final(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise ObjectStoreError(f"removing {key}: {exc}") from exc
 
     def check(self) -> None:
         probe = self.root / ".staging" / f".probe-{os.getpid()}"
