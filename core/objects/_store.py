@@ -152,5 +152,6 @@ class ObjectStore(Protocol):
         ...
 
     def check(self) -> None:
-        """Raise ObjectStoreError unless the store can be written (a health probe)."""
+        """Raise ObjectStoreError unless the store answers: the directory is writable, or
+        the endpoint is reachable with these credentials and the bucket exists (health)."""
         ...
