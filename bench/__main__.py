@@ -2,13 +2,14 @@
 
 After the read path (the cache), the task-pipeline section (``bench._tasks``)
 runs on the same PostgreSQL database with its own RabbitMQ vhost, API server and
-workers; both go into one report.
+workers, then the artifact section (``bench._artifacts``) with its own API servers,
+bare servicer and moto S3 server; all go into one report.
 
 Options: ``--quick`` (a tenth of the calls, for trying the harness; does not write the
 docs unless ``--docs`` is given) and ``--docs PATH`` (default docs/benchmarks.md;
 ``--docs ''`` writes nothing). Exit status 0 whether targets pass or fail; non-zero
-only when the run itself breaks (a broken task section is reported, the cache figures
-are still written, and the exit status is 1).
+only when the run itself breaks (a broken task or artifact section is reported, the
+other figures are still written, and the exit status is 1).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,12 +29,16 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
+from bench._artifacts import QUICK as _QUICK_ARTIFACTS
+from bench._artifacts import ArtifactPlan, measure_artifacts
+from bench._artifacts_report import ArtifactSection
 from bench._cpu import OthersMeter
 from bench._report import Machine, Report, render_console, render_markdown
 from bench._stack import Stack, running_stack
 from bench._suite import Plan, measure
 from bench._tasks import TaskPlan, measure_tasks
 from bench._tasks_report import TaskSection
+from tests._identity import dev_keys
 from tests._support import REPO
 
 _DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
@@ -136,7 +142,23 @@ def _tasks(database_url: str, workdir: Path, plan: TaskPlan) -> tuple[TaskSectio
     return section, ""
 
 
-def run(plan: Plan, task_plan: TaskPlan, docs: Path | None) -> int:
+def _artifact_section(
+    database_url: str, workdir: Path, plan: ArtifactPlan
+) -> tuple[ArtifactSection | None, str]:
+    """The artifact section, or why it broke (the other figures are reported either way).
+    It bounds itself: every stream has a deadline and no pass starts past its budget."""
+    try:
+        return measure_artifacts(database_url, workdir, plan, _progress), ""
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        print(f"artifact section broke: {message}", file=sys.stderr)
+        for log in sorted(workdir.glob("*.log")):
+            print(f"--- {log.name} ---", file=sys.stderr)
+            print(_tail(log), file=sys.stderr)
+        return None, message
+
+
+def run(plan: Plan, task_plan: TaskPlan, artifact_plan: ArtifactPlan, docs: Path | None) -> int:
     """Start the stack in a temporary directory, measure, report; return the exit status."""
     started = datetime.now(UTC)
     clock = time.monotonic()
@@ -164,7 +186,12 @@ def run(plan: Plan, task_plan: TaskPlan, docs: Path | None) -> int:
                 print(_tail(service.log_path), file=sys.stderr)
             raise
         tasks, tasks_error = _tasks(stack.database_url, Path(tmp) / "tasks", task_plan)
+        artifacts, artifacts_error = _artifact_section(
+            stack.database_url, Path(tmp) / "artifacts", artifact_plan
+        )
         _progress("stopping")
+    # Every process that trusted them has stopped: the test key set goes too.
+    shutil.rmtree(dev_keys().directory, ignore_errors=True)
     report = Report(
         started=started,
         seconds=time.monotonic() - clock,
@@ -178,12 +205,14 @@ def run(plan: Plan, task_plan: TaskPlan, docs: Path | None) -> int:
         sanity=results.sanity,
         tasks=tasks,
         tasks_error=tasks_error,
+        artifacts=artifacts,
+        artifacts_error=artifacts_error,
     )
     print(render_console(report))
     if docs is not None:
         docs.write_text(render_markdown(report))
         _progress(f"wrote {docs}")
-    return 1 if tasks_error else 0
+    return 1 if tasks_error or artifacts_error else 0
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -204,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         docs: Path | None = None if args.quick else _DEFAULT_DOCS
     else:
         docs = Path(args.docs) if args.docs else None
-    return run(plan, task_plan, docs)
+    artifact_plan = _QUICK_ARTIFACTS if args.quick else ArtifactPlan()
+    return run(plan, task_plan, artifact_plan, docs)
 
 
 if __name__ == "__main__":

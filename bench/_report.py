@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from bench._artifacts_report import (
+    ArtifactSection,
+    render_artifacts_console,
+    render_artifacts_markdown,
+)
 from bench._measure import Latency, Throughput
 from bench._stampede import StampedeRound
 from bench._tables import table as _table
@@ -94,6 +99,10 @@ class Report:
     """The task-pipeline section (bench._tasks), when it ran."""
     tasks_error: str = ""
     """Why the task-pipeline section has no figures, when it broke."""
+    artifacts: ArtifactSection | None = None
+    """The artifact section (bench._artifacts), when it ran."""
+    artifacts_error: str = ""
+    """Why the artifact section has no figures, when it broke."""
 
 
 def _tasks_lines(report: Report, *, markdown: bool) -> list[str]:
@@ -104,6 +113,17 @@ def _tasks_lines(report: Report, *, markdown: bool) -> list[str]:
     if report.tasks_error:
         title = "## Task pipeline" if markdown else "task pipeline"
         return ["", title, "", f"The task section broke: {report.tasks_error}"]
+    return []
+
+
+def _artifacts_lines(report: Report, *, markdown: bool) -> list[str]:
+    if report.artifacts is not None:
+        if markdown:
+            return ["", *render_artifacts_markdown(report.artifacts)]
+        return render_artifacts_console(report.artifacts)
+    if report.artifacts_error:
+        title = "## Artifacts" if markdown else "artifacts"
+        return ["", title, "", f"The artifact section broke: {report.artifacts_error}"]
     return []
 
 
@@ -226,6 +246,7 @@ def render_console(report: Report) -> str:
         "",
         *("sanity: " + s for s in report.sanity),
         *_tasks_lines(report, markdown=False),
+        *_artifacts_lines(report, markdown=False),
     ]
     return "\n".join(lines) + "\n"
 
@@ -425,5 +446,6 @@ def render_markdown(report: Report) -> str:
         "",
         _CAVEATS,
         *_tasks_lines(report, markdown=True),
+        *_artifacts_lines(report, markdown=True),
     ]
     return "\n".join(parts)
