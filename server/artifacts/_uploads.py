@@ -74,9 +74,12 @@ UPLOADS_FINISHED = Counter("agentic_artifact_uploads_finished_total", "Uploads t
 
 # Running hashes kept between streams; an entry is small (about 200 bytes).
 _MAX_HASHES = 4096
-# How long a new stream waits for the cleanup of this process's previous stream on the
-# same upload (it records the committed size) before it claims the upload.
-_SETTLE_SECONDS = 10.0
+# How long a new stream or a status query waits for this process's previous stream on the
+# same upload to end and be recorded. A client that cut its stream and resumes at once
+# often reaches the server before the server has seen the cut: waiting here answers it
+# with the final committed size instead of ABORTED (a stream that really is still
+# writing keeps its lease, and the newcomer gets ABORTED after this wait).
+_SETTLE_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +164,10 @@ class Uploads:
         self._limits = limits
         self._reach = project_reach
         self._hashes: OrderedDict[str, tuple[int, Any]] = OrderedDict()
-        self._closing: dict[str, asyncio.Task[None]] = {}
+        # Uploads with a stream in this process: done once the stream ended and its
+        # committed size is recorded.
+        self._streams: dict[str, asyncio.Future[None]] = {}
+        self._orphans: set[asyncio.Task[None]] = set()  # releases of orphaned leases
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         result: T = await self._run_db(lambda: fn(*args, **kwargs))
@@ -187,10 +193,10 @@ class Uploads:
         return status
 
     async def _settled(self, upload_id: str) -> None:
-        """Wait (bounded) until this process's previous stream on the upload is recorded."""
-        closing = self._closing.get(upload_id)
-        if closing is not None:
-            await asyncio.wait({closing}, timeout=_SETTLE_SECONDS)
+        """Wait (bounded) until this process's stream on the upload, if any, is recorded."""
+        stream = self._streams.get(upload_id)
+        if stream is not None:
+            await asyncio.wait({stream}, timeout=_SETTLE_SECONDS)
 
     async def query(self, resource_name: str, principal: Principal) -> tuple[int, bool]:
         """(committed size, complete) of an upload the caller may write."""
@@ -215,21 +221,45 @@ class Uploads:
         upload_id = upload_id_of(first.resource_name)
         await self._settled(upload_id)
         await self._owned(upload_id, principal)
-        claim = await self._db(
-            self._store.claim,
-            upload_id,
-            writer_id=new_id(),
-            lease_seconds=self._limits.lease_seconds,
-        )
+        claim = await self._claim(upload_id)
         stream = _Stream(claim, self._take_hash(upload_id, claim.committed))
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._streams[upload_id] = ended
         try:
             return await self._serve(stream, first, requests)
         finally:
-            # Shielded, and awaited by the next stream or status query on this upload.
+            # Shielded from the call's cancellation; awaited by the next stream or status
+            # query on this upload (_settled) through ``ended``.
             cleanup = asyncio.create_task(self._close(stream), context=contextvars.Context())
-            self._closing[upload_id] = cleanup
-            cleanup.add_done_callback(lambda _: self._forget_closing(upload_id, cleanup))
+            cleanup.add_done_callback(lambda _: self._ended(upload_id, ended))
             await asyncio.shield(cleanup)
+
+    async def _claim(self, upload_id: str) -> Claim:
+        """Take the upload's writer lease; a lease taken for a call that was cancelled
+        meanwhile (the client cut the stream at once) is released, not left to lapse."""
+        claiming = asyncio.ensure_future(
+            self._db(
+                self._store.claim,
+                upload_id,
+                writer_id=new_id(),
+                lease_seconds=self._limits.lease_seconds,
+            )
+        )
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            claiming.add_done_callback(self._release_orphan)
+            raise
+
+    def _release_orphan(self, claiming: asyncio.Future[Claim]) -> None:
+        if claiming.cancelled() or claiming.exception() is not None:
+            return
+        claim = claiming.result()
+        release = asyncio.create_task(
+            self._db(self._store.release, claim), context=contextvars.Context()
+        )
+        self._orphans.add(release)
+        release.add_done_callback(self._orphans.discard)
 
     async def _serve(
         self,
@@ -423,9 +453,10 @@ class Uploads:
                 "closing the Write stream of uploads/%s failed", claim.upload_id, exc_info=True
             )
 
-    def _forget_closing(self, upload_id: str, task: asyncio.Task[None]) -> None:
-        if self._closing.get(upload_id) is task:
-            del self._closing[upload_id]
+    def _ended(self, upload_id: str, ended: asyncio.Future[None]) -> None:
+        ended.set_result(None)
+        if self._streams.get(upload_id) is ended:
+            del self._streams[upload_id]
 
     def _take_hash(self, upload_id: str, offset: int) -> Any | None:
         """The running hash of the upload if this process holds it at ``offset``."""
