@@ -11,7 +11,7 @@ dead writer wrote after its last checkpoint.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -140,7 +140,7 @@ class FileObjectStore:
 
     def read(
         self, key: str, offset: int = 0, limit: int = 0, *, chunk_bytes: int = MAX_READ_CHUNK_BYTES
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         if offset < 0 or limit < 0:
             raise ValueError(f"offset and limit must not be negative: {offset}, {limit}")
         path = self._final(key)
@@ -153,7 +153,9 @@ class FileObjectStore:
         return self._pieces(handle, offset, limit, chunk_bytes)
 
     @staticmethod
-    def _pieces(handle: BinaryIO, offset: int, limit: int, chunk_bytes: int) -> Iterator[bytes]:
+    def _pieces(
+        handle: BinaryIO, offset: int, limit: int, chunk_bytes: int
+    ) -> Generator[bytes, None, None]:
         with handle:
             handle.seek(offset)
             left = limit if limit > 0 else -1

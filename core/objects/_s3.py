@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -401,7 +401,7 @@ class S3ObjectStore:
 
     def read(
         self, key: str, offset: int = 0, limit: int = 0, *, chunk_bytes: int = MAX_READ_CHUNK_BYTES
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         """A ranged GET, streamed in pieces of at most ``chunk_bytes``."""
         if offset < 0 or limit < 0 or chunk_bytes <= 0:
             raise ValueError(f"bad read: offset {offset}, limit {limit}, chunk {chunk_bytes}")
@@ -422,11 +422,13 @@ class S3ObjectStore:
         except ObjectStoreError as exc:
             cause = exc.__cause__
             if isinstance(cause, ClientError) and _error_of(cause)[0] == "InvalidRange":
-                return iter(())  # at or past the end (S3 answers 416 even for 0 of 0 bytes)
+                return _nothing()  # at or past the end (S3 answers 416 even for 0 of 0 bytes)
             raise
         return self._pieces(key, answer["Body"], chunk_bytes)
 
-    def _pieces(self, key: str, body: StreamingBody, chunk_bytes: int) -> Iterator[bytes]:
+    def _pieces(
+        self, key: str, body: StreamingBody, chunk_bytes: int
+    ) -> Generator[bytes, None, None]:
         try:
             yield from body.iter_chunks(chunk_bytes)
         except _STREAM_ERRORS as exc:
@@ -457,3 +459,8 @@ class S3ObjectStore:
                 self.client.head_bucket(Bucket=self.bucket)
         except ObjectMissingError as exc:
             raise ObjectStoreError(f"bucket s3://{self.bucket} does not exist") from exc
+
+
+def _nothing() -> Generator[bytes, None, None]:
+    """An empty read."""
+    yield from ()

@@ -19,7 +19,7 @@ size and hands back to ``open_writer`` to continue, from any process.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -138,7 +138,7 @@ class ObjectStore(Protocol):
 
     def read(
         self, key: str, offset: int = 0, limit: int = 0, *, chunk_bytes: int = MAX_READ_CHUNK_BYTES
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, None]:
         """The object's bytes from ``offset``, at most ``limit`` (0: to the end), in pieces of
         at most ``chunk_bytes``. ObjectMissingError when there is no object."""
         ...
