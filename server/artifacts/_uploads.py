@@ -140,6 +140,7 @@ class _Stream:
         self.finished = False  # the object store published the bytes
         self.broken = False  # the store writer failed: nothing more to make durable
         self.renewed = time.monotonic()
+        self.quota_end: int | None = None  # undeclared size: the offset the quota allows
 
 
 class Uploads:
@@ -270,6 +271,11 @@ class Uploads:
         claim = stream.claim
         if first.write_offset != claim.committed:
             raise _offset_mismatch(first.write_offset, claim.committed)
+        if claim.declared_size is None:
+            # The project's other bytes as of now; concurrent uploads are caught at the
+            # checkpoints (_check_quota).
+            others = await self._db(self._store.usage, claim.project_id) - claim.committed
+            stream.quota_end = self._limits.quota_bytes - others
         await self._open(stream)
         message: artifacts_pb2.WriteRequest | None = first
         while message is not None:
@@ -334,6 +340,14 @@ class Uploads:
                 reason="SIZE_EXCEEDED",
                 domain=DOMAIN,
                 metadata={"size_bytes": str(claim.declared_size)},
+            )
+        if stream.quota_end is not None and end > stream.quota_end:
+            raise ResourceExhausted(
+                f"project {claim.project_id} would pass its quota of "
+                f"{self._limits.quota_bytes} artifact bytes: delete artifacts, then resume "
+                "this upload",
+                reason="QUOTA_EXCEEDED",
+                domain=DOMAIN,
             )
         if end > self._limits.max_bytes:
             raise ResourceExhausted(
