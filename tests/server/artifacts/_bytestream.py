@@ -143,3 +143,57 @@ def download(
         target.write(message.data)
         total += len(message.data)
     return total
+
+
+def data_requests(
+    upload_name: str,
+    data: bytes,
+    *,
+    offset: int = 0,
+    finish: bool = True,
+    chunk: int = CHUNK,
+) -> list[pb.WriteRequest]:
+    """WriteRequests for ``data`` (in memory) written at ``offset``; the last one finishes
+    the upload when ``finish``. Always at least one message."""
+    pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)] or [b""]
+    requests = []
+    for index, piece in enumerate(pieces):
+        requests.append(
+            pb.WriteRequest(
+                resource_name=upload_name if index == 0 else "",
+                write_offset=offset,
+                data=piece,
+                finish_write=finish and index == len(pieces) - 1,
+            )
+        )
+        offset += len(piece)
+    return requests
+
+
+def write_bytes(
+    stub: artifacts_pb2_grpc.ArtifactServiceStub,
+    upload_name: str,
+    data: bytes,
+    *,
+    offset: int = 0,
+    finish: bool = True,
+    chunk: int = CHUNK,
+) -> int:
+    """One Write stream of ``data`` at ``offset``; returns the committed size."""
+    requests = data_requests(upload_name, data, offset=offset, finish=finish, chunk=chunk)
+    response: pb.WriteResponse = stub.Write(iter(requests), timeout=TIMEOUT)
+    return response.committed_size
+
+
+def read_pieces(
+    stub: artifacts_pb2_grpc.ArtifactServiceStub,
+    artifact_id: str,
+    *,
+    offset: int = 0,
+    limit: int = 0,
+) -> list[bytes]:
+    """The data of every ReadResponse of one Read stream, as sent."""
+    request = pb.ReadRequest(
+        resource_name=f"artifacts/{artifact_id}", read_offset=offset, read_limit=limit
+    )
+    return [message.data for message in stub.Read(request, timeout=TIMEOUT)]
