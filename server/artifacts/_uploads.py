@@ -140,6 +140,8 @@ class _Stream:
         self.finished = False  # the object store published the bytes
         self.broken = False  # the store writer failed: nothing more to make durable
         self.renewed = time.monotonic()
+        # A write the call's cancellation left running in its thread, and its length.
+        self.writing: tuple[asyncio.Future[Any], int] | None = None
         self.quota_end: int | None = None  # undeclared size: the offset the quota allows
 
 
@@ -363,12 +365,21 @@ class Uploads:
                 hasher.update(data)
             return writer.write(data)
 
+        # Shielded: a client that cuts its stream (the call is cancelled) while these bytes
+        # are written leaves the write running in its thread; _close waits for it and keeps
+        # what arrived, instead of taking the stream for broken and losing it.
+        work = asyncio.ensure_future(self._io(append))
+        stream.writing = (work, len(data))
         try:
-            checkpoint = await self._io(append)
+            checkpoint = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            raise
         except BaseException:
+            stream.writing = None
             stream.broken = True
             stream.hasher = None
             raise
+        stream.writing = None
         stream.received = end
         UPLOADED_BYTES.inc(len(data))
         lease = self._limits.lease_seconds
@@ -453,6 +464,17 @@ class Uploads:
         """Make what the stream received durable, record it, give the lease up."""
         claim = stream.claim
         try:
+            if stream.writing is not None:  # the stream was cut mid-write
+                work, size = stream.writing
+                stream.writing = None
+                try:
+                    await work
+                except Exception:
+                    stream.broken = True
+                    stream.hasher = None
+                else:
+                    stream.received += size
+                    UPLOADED_BYTES.inc(size)
             writer = stream.writer
             if writer is not None and not stream.finished and not stream.broken:
                 checkpoint = await self._io(writer.checkpoint)
