@@ -31,6 +31,8 @@ from typing import Any
 
 import grpc
 import pytest
+from agentic.artifacts.v1 import artifacts_pb2 as apb
+from agentic.artifacts.v1 import artifacts_pb2_grpc
 from agentic.projects.v1 import projects_pb2 as ppb
 from agentic.projects.v1 import projects_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2 as tpb
@@ -71,12 +73,18 @@ def documented_table() -> dict[str, frozenset[Role]]:
     for line in lines[2:]:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         service, method = cells[0].strip("`").split("/")
-        package = "agentic.projects.v1" if service == "ProjectService" else "agentic.tasks.v1"
+        package = PACKAGES[service]
         allowed = {role for role, mark in zip(roles, cells[1:], strict=True) if mark == "yes"}
         assert all(mark in {"yes", "no"} for mark in cells[1:]), line
         table[f"/{package}.{service}/{method}"] = frozenset(allowed)
     return table
 
+
+PACKAGES = {
+    "ProjectService": "agentic.projects.v1",
+    "TaskService": "agentic.tasks.v1",
+    "ArtifactService": "agentic.artifacts.v1",
+}
 
 TABLE = documented_table()
 
@@ -84,7 +92,7 @@ TABLE = documented_table()
 def every_rpc() -> list[str]:
     """Every RPC of the API's services, from the generated descriptors."""
     methods = []
-    for descriptor in (ppb.DESCRIPTOR, tpb.DESCRIPTOR):
+    for descriptor in (ppb.DESCRIPTOR, tpb.DESCRIPTOR, apb.DESCRIPTOR):
         for service in descriptor.services_by_name.values():
             methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
     return methods
@@ -283,6 +291,128 @@ def watch_task(api: Api, caller: Caller, case: str) -> Any:
         stream.cancel()
 
 
+# --- artifacts: reach goes by project; "own" is in the caller's project, "other" in a
+# stranger's, "missing" a random id. An upload is written by its creator only (an
+# Administrator: any), so "own" uploads are created by the caller's subject as a lead.
+
+
+def _artifacts(api: Api, subject: str | None = None) -> artifacts_pb2_grpc.ArtifactServiceStub:
+    channel = (
+        api.channel
+        if subject is None
+        else authorized_channel(api.service.address, subject, (Role.TECHNICAL_LEAD,))
+    )
+    return artifacts_pb2_grpc.ArtifactServiceStub(channel)
+
+
+def _caller_artifacts(api: Api, caller: Caller) -> artifacts_pb2_grpc.ArtifactServiceStub:
+    return artifacts_pb2_grpc.ArtifactServiceStub(
+        authorized_channel(api.service.address, caller.subject, (caller.role,))
+    )
+
+
+def _upload_request(project_id: str) -> apb.CreateUploadRequest:
+    return apb.CreateUploadRequest(
+        project_id=project_id, name="m.pdf", kind=apb.ARTIFACT_KIND_DOCUMENT, size_bytes=2
+    )
+
+
+def new_upload(api: Api, owner: str, *, by_owner: bool) -> apb.CreateUploadResponse:
+    """An upload in a project of ``owner``, created by ``owner`` or by the Administrator."""
+    stub = _artifacts(api, owner if by_owner else None)
+    response: apb.CreateUploadResponse = stub.CreateUpload(
+        _upload_request(new_project(api, owner).id), timeout=TIMEOUT
+    )
+    return response
+
+
+def new_artifact(api: Api, owner: str) -> apb.Artifact:
+    """A READY artifact in a project of ``owner``."""
+    upload = new_upload(api, owner, by_owner=False)
+    _artifacts(api).Write(
+        iter([apb.WriteRequest(resource_name=upload.upload_name, data=b"ok", finish_write=True)]),
+        timeout=TIMEOUT,
+    )
+    return upload.artifact
+
+
+def _upload_name(api: Api, caller: Caller, case: str) -> str:
+    if case == "missing":
+        return f"uploads/{uuid.uuid4()}"
+    if case == "own":
+        return new_upload(api, caller.subject, by_owner=True).upload_name
+    return new_upload(api, STRANGER, by_owner=False).upload_name
+
+
+def create_upload(api: Api, caller: Caller, case: str) -> Any:
+    pid = _object_id(api, caller, case, lambda owner: new_project(api, owner).id)
+    return _caller_artifacts(api, caller).CreateUpload(_upload_request(pid), timeout=TIMEOUT)
+
+
+def write(api: Api, caller: Caller, case: str) -> Any:
+    name = _upload_name(api, caller, case)
+    request = apb.WriteRequest(resource_name=name, data=b"ok", finish_write=True)
+    return _caller_artifacts(api, caller).Write(iter([request]), timeout=TIMEOUT)
+
+
+def query_write_status(api: Api, caller: Caller, case: str) -> Any:
+    name = _upload_name(api, caller, case)
+    request = apb.QueryWriteStatusRequest(resource_name=name)
+    return _caller_artifacts(api, caller).QueryWriteStatus(request, timeout=TIMEOUT)
+
+
+def _artifact_id(api: Api, caller: Caller, case: str) -> str:
+    return _object_id(api, caller, case, lambda owner: new_artifact(api, owner).id)
+
+
+def read(api: Api, caller: Caller, case: str) -> Any:
+    request = apb.ReadRequest(resource_name=f"artifacts/{_artifact_id(api, caller, case)}")
+    data = b"".join(m.data for m in _caller_artifacts(api, caller).Read(request, timeout=TIMEOUT))
+    assert data == b"ok"
+    return data
+
+
+def get_artifact(api: Api, caller: Caller, case: str) -> Any:
+    request = apb.GetArtifactRequest(id=_artifact_id(api, caller, case))
+    return _caller_artifacts(api, caller).GetArtifact(request, timeout=TIMEOUT)
+
+
+def list_artifacts(api: Api, caller: Caller, case: str) -> Any:
+    pid = _object_id(api, caller, case, lambda owner: new_artifact(api, owner).project_id)
+    request = apb.ListArtifactsRequest(project_id=pid)
+    listed = _caller_artifacts(api, caller).ListArtifacts(request, timeout=TIMEOUT)
+    assert len(listed.artifacts) == 1
+    return listed
+
+
+def update_artifact(api: Api, caller: Caller, case: str) -> Any:
+    request = apb.UpdateArtifactRequest(
+        id=_artifact_id(api, caller, case),
+        artifact=apb.Artifact(name="renamed"),
+        update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+    )
+    return _caller_artifacts(api, caller).UpdateArtifact(request, timeout=TIMEOUT)
+
+
+def delete_artifact(api: Api, caller: Caller, case: str) -> Any:
+    request = apb.DeleteArtifactRequest(id=_artifact_id(api, caller, case))
+    return _caller_artifacts(api, caller).DeleteArtifact(request, timeout=TIMEOUT)
+
+
+def submit_verify_artifact(api: Api, caller: Caller, case: str) -> Any:
+    if case == "missing":
+        project, artifact_id = new_project(api, caller.subject).id, str(uuid.uuid4())
+    else:
+        artifact = new_artifact(api, caller.subject if case == "own" else STRANGER)
+        project, artifact_id = artifact.project_id, artifact.id
+    request = tpb.SubmitVerifyArtifactRequest(
+        request_id=str(uuid.uuid4()),
+        project_id=project,
+        verify_artifact=tpb.VerifyArtifactSpec(artifact=apb.ArtifactRef(artifact_id=artifact_id)),
+    )
+    return caller.tasks.SubmitVerifyArtifact(request, timeout=TIMEOUT)
+
+
 ACTIONS: dict[str, Action] = {
     "/agentic.projects.v1.ProjectService/CreateProject": create_project,
     "/agentic.projects.v1.ProjectService/GetProject": get_project,
@@ -295,6 +425,15 @@ ACTIONS: dict[str, Action] = {
     "/agentic.tasks.v1.TaskService/CancelTask": cancel_task,
     "/agentic.tasks.v1.TaskService/RetryTask": retry_task,
     "/agentic.tasks.v1.TaskService/WatchTask": watch_task,
+    "/agentic.tasks.v1.TaskService/SubmitVerifyArtifact": submit_verify_artifact,
+    "/agentic.artifacts.v1.ArtifactService/CreateUpload": create_upload,
+    "/agentic.artifacts.v1.ArtifactService/Write": write,
+    "/agentic.artifacts.v1.ArtifactService/QueryWriteStatus": query_write_status,
+    "/agentic.artifacts.v1.ArtifactService/Read": read,
+    "/agentic.artifacts.v1.ArtifactService/GetArtifact": get_artifact,
+    "/agentic.artifacts.v1.ArtifactService/ListArtifacts": list_artifacts,
+    "/agentic.artifacts.v1.ArtifactService/UpdateArtifact": update_artifact,
+    "/agentic.artifacts.v1.ArtifactService/DeleteArtifact": delete_artifact,
 }
 CREATES = {
     "/agentic.projects.v1.ProjectService/CreateProject",
