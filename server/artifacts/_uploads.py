@@ -359,6 +359,7 @@ class Uploads:
             )
         writer, hasher = stream.writer, stream.hasher
         assert writer is not None
+        await self._renew_if_quiet(stream)
 
         def append() -> Any:
             if hasher is not None:
@@ -382,14 +383,21 @@ class Uploads:
         stream.writing = None
         stream.received = end
         UPLOADED_BYTES.inc(len(data))
-        lease = self._limits.lease_seconds
         if checkpoint is not None:
             stream.state = checkpoint.state
             await self._record(stream, checkpoint.committed)
             if claim.declared_size is None:
                 await self._check_quota(claim)
-        elif time.monotonic() - stream.renewed > lease / 3:
-            await self._record(stream, writer.committed)  # renews the lease
+
+    async def _renew_if_quiet(self, stream: _Stream) -> None:
+        """Renew the lease before touching the bytes when it was last renewed a third of a
+        lease ago: a stream that was quiet for longer than its lease may have lost the
+        upload to another stream, and the file store's writers share the staged file (and,
+        once the other stream finished, the published object), so a write or a finish of
+        this stream would change the other's bytes. ABORTED (UPLOAD_BUSY) when lost."""
+        if time.monotonic() - stream.renewed > self._limits.lease_seconds / 3:
+            assert stream.writer is not None
+            await self._record(stream, stream.writer.committed)
 
     async def _record(self, stream: _Stream, committed: int) -> None:
         await self._db(
@@ -424,6 +432,7 @@ class Uploads:
             )
         if not stream.finished:
             assert stream.writer is not None
+            await self._renew_if_quiet(stream)
             await self._io(stream.writer.finish)
             stream.finished = True
         if stream.hasher is not None:
