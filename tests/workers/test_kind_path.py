@@ -150,17 +150,17 @@ def add_echo_kind(tasks_proto: Path) -> None:
     text = _insert_after(
         text,
         "  TASK_KIND_PROBE = 1;\n",
-        "  // Echoes a text (SubmitEcho).\n  TASK_KIND_ECHO = 2;\n",
+        "  // Echoes a text (SubmitEcho).\n  TASK_KIND_ECHO = 99;\n",
     )
     text = _insert_after(
         text,
         "    ProbeSpec probe = 20;\n",
-        "    // Set when kind is TASK_KIND_ECHO.\n    EchoSpec echo = 21;\n",
+        "    // Set when kind is TASK_KIND_ECHO.\n    EchoSpec echo = 29;\n",
     )
     text = _insert_after(
         text,
         "    ProbeResult probe_result = 30;\n",
-        "    // Result of a succeeded echo.\n    EchoResult echo_result = 32;\n",
+        "    // Result of a succeeded echo.\n    EchoResult echo_result = 39;\n",
     )
     text = _insert_after(
         text,
