@@ -26,7 +26,9 @@ import pytest
 from agentic.artifacts.v1 import artifacts_pb2_grpc
 from agentic.projects.v1 import projects_pb2 as ppb
 from agentic.projects.v1 import projects_pb2_grpc
+from sqlalchemy import Engine, text
 
+from core.db import make_engine
 from devtools.s3 import S3Server
 from tests._identity import ADMIN, SERVICE_ACCOUNT_LIMITS, Role, authorized_channel
 from tests._processes import Service, start_service
@@ -46,7 +48,7 @@ S3_PREFIX = "objects"
 LIMIT_MAX_BYTES = 16 * MIB
 LIMIT_QUOTA_BYTES = 7 * MIB
 LIMIT_OPEN_UPLOADS = 3
-LIMIT_LEASE_SECONDS = 2.0
+LIMIT_LEASE_SECONDS = 4.0
 
 Stub = artifacts_pb2_grpc.ArtifactServiceStub
 
@@ -68,6 +70,8 @@ class ArtifactApi:
     """Files anywhere under the server's working directory but outside the store's own
     tree of object keys (its ``projects/`` and ``.staging/``): the check that a client's
     name never became a path."""
+    engine: Engine
+    """The server's database, to observe what the API does not show (a writer's lease)."""
     channels: dict[tuple[str, tuple[Role, ...]], grpc.Channel] = field(default_factory=dict)
 
     @property
@@ -100,6 +104,15 @@ class ArtifactApi:
             timeout=TIMEOUT,
         )
         return str(created.project.id)
+
+    def writer_holds(self, upload_name: str) -> bool:
+        """Whether a Write stream holds the upload's writer lease (read from the table)."""
+        query = text("SELECT writer_id FROM artifacts WHERE upload_id = :upload_id")
+        with self.engine.connect() as connection:
+            writer = connection.execute(
+                query, {"upload_id": upload_name.removeprefix("uploads/")}
+            ).scalar()
+        return writer is not None
 
     def close(self) -> None:
         """Close every channel made here."""
@@ -197,6 +210,7 @@ def _file_api(name: str, database_url: str, workdir: Path, extra: dict[str, str]
         env=env,
         traces=_file_traces(root),
         stray_files=_stray_files(workdir, root),
+        engine=make_engine(database_url, pool_size=1),
     )
 
 
@@ -218,11 +232,13 @@ def _s3_api(
         env=env,
         traces=_s3_traces(client, bucket),
         stray_files=_s3_stray(client, bucket),
+        engine=make_engine(database_url, pool_size=1),
     )
 
 
 def _stop(target: ArtifactApi) -> None:
     target.close()
+    target.engine.dispose()
     code = target.service.stop()
     assert code == 0, f"{target.name} server exited with {code} on SIGTERM:\n{target.service.log()}"
 
@@ -248,9 +264,10 @@ def file_api(api: Api, database_url: str, session_dir: Path) -> Iterator[Artifac
         env={"DATABASE_URL": database_url, "AGENTIC_OBJECT_STORE_URL": root.as_uri()},
         traces=_file_traces(root),
         stray_files=_stray_files(session_dir / "api", root),
+        engine=api.engine,
     )
     yield target
-    target.close()  # the server is api's to stop
+    target.close()  # the server and the engine are api's
 
 
 @pytest.fixture(scope="session")
