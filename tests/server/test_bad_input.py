@@ -3,7 +3,9 @@
 Each case here was once answered with an undefined code: NUL bytes reached PostgreSQL
 (INTERNAL), mask sub-paths reached ``getattr`` (INTERNAL), undecodable bytes made grpc.aio
 echo the parser's exception (UNKNOWN), a string ``roles`` claim passed as "no roles"
-(PERMISSION_DENIED). Real server processes, on SQLite and PostgreSQL (the ``api`` fixture).
+(PERMISSION_DENIED). Undecodable bytes are tried on every RPC shape: unary, server stream
+(WatchTask, ByteStream Read) and client stream (ByteStream Write, first or later message).
+Real server processes, on SQLite and PostgreSQL (the ``api`` fixture).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from agentic.artifacts.v1 import artifacts_pb2, artifacts_pb2_grpc
 from agentic.projects.v1 import projects_pb2 as pb
 from agentic.tasks.v1 import tasks_pb2
 from google.protobuf import field_mask_pb2
@@ -191,6 +194,8 @@ def _raw_unary(api: Api, method: str, data: bytes) -> bytes:
         "/agentic.projects.v1.ProjectService/CreateProject",
         "/agentic.projects.v1.ProjectService/UpdateProject",
         "/agentic.tasks.v1.TaskService/SubmitProbe",
+        "/agentic.artifacts.v1.ArtifactService/CreateUpload",
+        "/agentic.artifacts.v1.ArtifactService/UpdateArtifact",
     ],
 )
 def test_undecodable_unary_request_is_invalid_argument(api: Api, method: str, data: bytes) -> None:
@@ -212,6 +217,57 @@ def test_undecodable_watch_request_is_invalid_argument(api: Api, data: bytes) ->
     with pytest.raises(grpc.RpcError) as info:
         next(iter(stream))
     _assert_clean_invalid_argument(info.value)
+
+
+@pytest.mark.parametrize("data", UNDECODABLE_BYTES.values(), ids=UNDECODABLE_BYTES.keys())
+def test_undecodable_read_request_is_invalid_argument(api: Api, data: bytes) -> None:
+    call = api.channel.unary_stream(
+        "/agentic.artifacts.v1.ArtifactService/Read",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        next(iter(call(data, timeout=TIMEOUT)))
+    _assert_clean_invalid_argument(info.value)
+
+
+def _open_upload(api: Api) -> str:
+    """The upload name of a new, empty upload in a new project."""
+    stub = artifacts_pb2_grpc.ArtifactServiceStub(api.channel)
+    created = stub.CreateUpload(
+        artifacts_pb2.CreateUploadRequest(
+            project_id=create(api).id,
+            name="bad-input.csv",
+            kind=artifacts_pb2.ARTIFACT_KIND_DATASET,
+            format=artifacts_pb2.DATASET_FORMAT_CSV,
+        ),
+        timeout=TIMEOUT,
+    )
+    return str(created.upload_name)
+
+
+@pytest.mark.parametrize("data", UNDECODABLE_BYTES.values(), ids=UNDECODABLE_BYTES.keys())
+@pytest.mark.parametrize("position", ["first", "later"])
+def test_undecodable_write_message_is_invalid_argument(
+    api: Api, data: bytes, position: str
+) -> None:
+    # A client stream: the bad message may come first or after good ones; either way the
+    # stream ends with the same clean answer, and the good bytes before it stay committed.
+    name = _open_upload(api)
+    good = artifacts_pb2.WriteRequest(resource_name=name, data=b"abc").SerializeToString()
+    messages = [data] if position == "first" else [good, data]
+    call = api.channel.stream_unary(
+        "/agentic.artifacts.v1.ArtifactService/Write",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        call(iter(messages), timeout=TIMEOUT)
+    _assert_clean_invalid_argument(info.value)
+    status = artifacts_pb2_grpc.ArtifactServiceStub(api.channel).QueryWriteStatus(
+        artifacts_pb2.QueryWriteStatusRequest(resource_name=name), timeout=TIMEOUT
+    )
+    assert status.committed_size == (0 if position == "first" else 3)
 
 
 def test_undecodable_health_check_is_invalid_argument(api: Api) -> None:
