@@ -3,8 +3,8 @@
 The expected role table is read from README.md (between the ``roles-table`` markers, a
 block rendered from ``server/access/_table.py`` by ``python -m server.access``), so the
 documentation and the behaviour cannot drift apart: every cell is a real call against
-a real server process (SQLite and PostgreSQL), and the table must name every RPC of both
-services.
+a real server process (SQLite and PostgreSQL), and the table must name every RPC of every
+service.
 
 Cell semantics, per RPC shape:
 
@@ -17,6 +17,13 @@ Cell semantics, per RPC shape:
 - list: "own" filters on the caller (its object is listed), "other" on another owner (the
   other's object is listed for an Administrator only; others get an empty page), "missing"
   on an owner with nothing (an empty page).
+- artifacts, by project: an artifact is reached through its project, so every artifact RPC
+  is "one object by id" with the project as the object: CreateUpload and ListArtifacts
+  name a project of the caller, of a stranger or a random id; Get/Read/Update/Delete an
+  artifact in such a project. Write and QueryWriteStatus name an upload, which only its
+  creator writes (an Administrator: any): "own" is one the caller created in its project,
+  "other" one a stranger created in theirs. SubmitVerifyArtifact names an artifact the
+  same way.
 
 Roles the table denies get PERMISSION_DENIED in every cell, whatever the object.
 """
@@ -123,6 +130,11 @@ class Caller:
     role: Role
     projects: projects_pb2_grpc.ProjectServiceStub
     tasks: tasks_pb2_grpc.TaskServiceStub
+    artifacts: artifacts_pb2_grpc.ArtifactServiceStub
+    as_lead: artifacts_pb2_grpc.ArtifactServiceStub
+    """The same principal as a Technical Lead: creates the uploads that are its own."""
+    stranger: artifacts_pb2_grpc.ArtifactServiceStub
+    """STRANGER as a Technical Lead: creates the uploads that are another's."""
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +142,12 @@ def callers(api: Api) -> Iterator[dict[Role, Caller]]:
     """A caller per role, each its own principal."""
     made: dict[Role, Caller] = {}
     channels = []
+
+    def artifacts(subject: str, role: Role) -> artifacts_pb2_grpc.ArtifactServiceStub:
+        channels.append(authorized_channel(api.service.address, subject, (role,)))
+        return artifacts_pb2_grpc.ArtifactServiceStub(channels[-1])
+
+    stranger = artifacts(STRANGER, Role.TECHNICAL_LEAD)
     for role in Role:
         subject = f"{role.value.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
         channel = authorized_channel(api.service.address, subject, (role,))
@@ -139,6 +157,9 @@ def callers(api: Api) -> Iterator[dict[Role, Caller]]:
             role,
             projects_pb2_grpc.ProjectServiceStub(channel),
             tasks_pb2_grpc.TaskServiceStub(channel),
+            artifacts_pb2_grpc.ArtifactServiceStub(channel),
+            artifacts(subject, Role.TECHNICAL_LEAD),
+            stranger,
         )
     yield made
     for channel in channels:
@@ -296,19 +317,8 @@ def watch_task(api: Api, caller: Caller, case: str) -> Any:
 # Administrator: any), so "own" uploads are created by the caller's subject as a lead.
 
 
-def _artifacts(api: Api, subject: str | None = None) -> artifacts_pb2_grpc.ArtifactServiceStub:
-    channel = (
-        api.channel
-        if subject is None
-        else authorized_channel(api.service.address, subject, (Role.TECHNICAL_LEAD,))
-    )
-    return artifacts_pb2_grpc.ArtifactServiceStub(channel)
-
-
-def _caller_artifacts(api: Api, caller: Caller) -> artifacts_pb2_grpc.ArtifactServiceStub:
-    return artifacts_pb2_grpc.ArtifactServiceStub(
-        authorized_channel(api.service.address, caller.subject, (caller.role,))
-    )
+def _admin_artifacts(api: Api) -> artifacts_pb2_grpc.ArtifactServiceStub:
+    return artifacts_pb2_grpc.ArtifactServiceStub(api.channel)
 
 
 def _upload_request(project_id: str) -> apb.CreateUploadRequest:
@@ -317,19 +327,20 @@ def _upload_request(project_id: str) -> apb.CreateUploadRequest:
     )
 
 
-def new_upload(api: Api, owner: str, *, by_owner: bool) -> apb.CreateUploadResponse:
-    """An upload in a project of ``owner``, created by ``owner`` or by the Administrator."""
-    stub = _artifacts(api, owner if by_owner else None)
-    response: apb.CreateUploadResponse = stub.CreateUpload(
+def new_upload(
+    api: Api, owner: str, by: artifacts_pb2_grpc.ArtifactServiceStub
+) -> apb.CreateUploadResponse:
+    """An upload in a new project of ``owner``, created through the stub ``by``."""
+    response: apb.CreateUploadResponse = by.CreateUpload(
         _upload_request(new_project(api, owner).id), timeout=TIMEOUT
     )
     return response
 
 
 def new_artifact(api: Api, owner: str) -> apb.Artifact:
-    """A READY artifact in a project of ``owner``."""
-    upload = new_upload(api, owner, by_owner=False)
-    _artifacts(api).Write(
+    """A READY artifact in a project of ``owner`` (uploaded by the Administrator)."""
+    upload = new_upload(api, owner, _admin_artifacts(api))
+    _admin_artifacts(api).Write(
         iter([apb.WriteRequest(resource_name=upload.upload_name, data=b"ok", finish_write=True)]),
         timeout=TIMEOUT,
     )
@@ -340,25 +351,25 @@ def _upload_name(api: Api, caller: Caller, case: str) -> str:
     if case == "missing":
         return f"uploads/{uuid.uuid4()}"
     if case == "own":
-        return new_upload(api, caller.subject, by_owner=True).upload_name
-    return new_upload(api, STRANGER, by_owner=False).upload_name
+        return new_upload(api, caller.subject, caller.as_lead).upload_name
+    return new_upload(api, STRANGER, caller.stranger).upload_name
 
 
 def create_upload(api: Api, caller: Caller, case: str) -> Any:
     pid = _object_id(api, caller, case, lambda owner: new_project(api, owner).id)
-    return _caller_artifacts(api, caller).CreateUpload(_upload_request(pid), timeout=TIMEOUT)
+    return caller.artifacts.CreateUpload(_upload_request(pid), timeout=TIMEOUT)
 
 
 def write(api: Api, caller: Caller, case: str) -> Any:
     name = _upload_name(api, caller, case)
     request = apb.WriteRequest(resource_name=name, data=b"ok", finish_write=True)
-    return _caller_artifacts(api, caller).Write(iter([request]), timeout=TIMEOUT)
+    return caller.artifacts.Write(iter([request]), timeout=TIMEOUT)
 
 
 def query_write_status(api: Api, caller: Caller, case: str) -> Any:
     name = _upload_name(api, caller, case)
     request = apb.QueryWriteStatusRequest(resource_name=name)
-    return _caller_artifacts(api, caller).QueryWriteStatus(request, timeout=TIMEOUT)
+    return caller.artifacts.QueryWriteStatus(request, timeout=TIMEOUT)
 
 
 def _artifact_id(api: Api, caller: Caller, case: str) -> str:
@@ -367,20 +378,20 @@ def _artifact_id(api: Api, caller: Caller, case: str) -> str:
 
 def read(api: Api, caller: Caller, case: str) -> Any:
     request = apb.ReadRequest(resource_name=f"artifacts/{_artifact_id(api, caller, case)}")
-    data = b"".join(m.data for m in _caller_artifacts(api, caller).Read(request, timeout=TIMEOUT))
+    data = b"".join(m.data for m in caller.artifacts.Read(request, timeout=TIMEOUT))
     assert data == b"ok"
     return data
 
 
 def get_artifact(api: Api, caller: Caller, case: str) -> Any:
     request = apb.GetArtifactRequest(id=_artifact_id(api, caller, case))
-    return _caller_artifacts(api, caller).GetArtifact(request, timeout=TIMEOUT)
+    return caller.artifacts.GetArtifact(request, timeout=TIMEOUT)
 
 
 def list_artifacts(api: Api, caller: Caller, case: str) -> Any:
     pid = _object_id(api, caller, case, lambda owner: new_artifact(api, owner).project_id)
     request = apb.ListArtifactsRequest(project_id=pid)
-    listed = _caller_artifacts(api, caller).ListArtifacts(request, timeout=TIMEOUT)
+    listed = caller.artifacts.ListArtifacts(request, timeout=TIMEOUT)
     assert len(listed.artifacts) == 1
     return listed
 
@@ -391,12 +402,12 @@ def update_artifact(api: Api, caller: Caller, case: str) -> Any:
         artifact=apb.Artifact(name="renamed"),
         update_mask=field_mask_pb2.FieldMask(paths=["name"]),
     )
-    return _caller_artifacts(api, caller).UpdateArtifact(request, timeout=TIMEOUT)
+    return caller.artifacts.UpdateArtifact(request, timeout=TIMEOUT)
 
 
 def delete_artifact(api: Api, caller: Caller, case: str) -> Any:
     request = apb.DeleteArtifactRequest(id=_artifact_id(api, caller, case))
-    return _caller_artifacts(api, caller).DeleteArtifact(request, timeout=TIMEOUT)
+    return caller.artifacts.DeleteArtifact(request, timeout=TIMEOUT)
 
 
 def submit_verify_artifact(api: Api, caller: Caller, case: str) -> Any:
