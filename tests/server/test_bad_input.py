@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2
 from sqlalchemy import text
 
 from core.rpc import UNDECODABLE_MESSAGE
-from tests._identity import bearer, dev_keys
+from tests._identity import Role, authorized_channel, bearer, dev_keys
 from tests._status import rich_status
 from tests.conftest import Api
 
@@ -232,17 +232,21 @@ def test_undecodable_read_request_is_invalid_argument(api: Api, data: bytes) -> 
 
 
 def _open_upload(api: Api) -> str:
-    """The upload name of a new, empty upload in a new project."""
-    stub = artifacts_pb2_grpc.ArtifactServiceStub(api.channel)
-    created = stub.CreateUpload(
-        artifacts_pb2.CreateUploadRequest(
-            project_id=create(api).id,
-            name="bad-input.csv",
-            kind=artifacts_pb2.ARTIFACT_KIND_DATASET,
-            format=artifacts_pb2.DATASET_FORMAT_CSV,
-        ),
-        timeout=TIMEOUT,
-    )
+    """The upload name of a new, empty upload in a new project, created by an Administrator
+    of its own (open uploads count against a per-principal limit: the suite's
+    Administrator's may be used up by other tests)."""
+    with authorized_channel(
+        api.service.address, f"bad-input-{uuid.uuid4().hex[:8]}", (Role.ADMINISTRATOR,)
+    ) as channel:
+        created = artifacts_pb2_grpc.ArtifactServiceStub(channel).CreateUpload(
+            artifacts_pb2.CreateUploadRequest(
+                project_id=create(api).id,
+                name="bad-input.csv",
+                kind=artifacts_pb2.ARTIFACT_KIND_DATASET,
+                format=artifacts_pb2.DATASET_FORMAT_CSV,
+            ),
+            timeout=TIMEOUT,
+        )
     return str(created.upload_name)
 
 

@@ -72,6 +72,8 @@ class ArtifactApi:
     name never became a path."""
     engine: Engine
     """The server's database, to observe what the API does not show (a writer's lease)."""
+    root: Path | None
+    """The file store's directory (None for S3)."""
     channels: dict[tuple[str, tuple[Role, ...]], grpc.Channel] = field(default_factory=dict)
 
     @property
@@ -88,9 +90,15 @@ class ArtifactApi:
             self.channels[key] = authorized_channel(self.address, subject, roles)
         return self.channels[key]
 
-    def stub(self, subject: str = ADMIN, roles: tuple[Role, ...] = (Role.ADMINISTRATOR,)) -> Stub:
-        """An ArtifactService stub for ``subject`` with ``roles``."""
-        return artifacts_pb2_grpc.ArtifactServiceStub(self.channel(subject, roles))
+    def stub(
+        self, subject: str | None = None, roles: tuple[Role, ...] = (Role.ADMINISTRATOR,)
+    ) -> Stub:
+        """An ArtifactService stub for ``subject`` with ``roles``; no subject: a new
+        principal of its own, so that what one test leaves open (uploads count against a
+        per-principal limit) never reaches another test on a shared server."""
+        return artifacts_pb2_grpc.ArtifactServiceStub(
+            self.channel(subject or new_subject("admin"), roles)
+        )
 
     def project(self, owner: str = ADMIN, members: tuple[str, ...] = ()) -> str:
         """A new project of ``owner`` (made by the Administrator): its id."""
@@ -211,6 +219,7 @@ def _file_api(name: str, database_url: str, workdir: Path, extra: dict[str, str]
         traces=_file_traces(root),
         stray_files=_stray_files(workdir, root),
         engine=make_engine(database_url, pool_size=1),
+        root=root,
     )
 
 
@@ -233,6 +242,7 @@ def _s3_api(
         traces=_s3_traces(client, bucket),
         stray_files=_s3_stray(client, bucket),
         engine=make_engine(database_url, pool_size=1),
+        root=None,
     )
 
 
@@ -265,6 +275,7 @@ def file_api(api: Api, database_url: str, session_dir: Path) -> Iterator[Artifac
         traces=_file_traces(root),
         stray_files=_stray_files(session_dir / "api", root),
         engine=api.engine,
+        root=root,
     )
     yield target
     target.close()  # the server and the engine are api's

@@ -22,7 +22,7 @@ from agentic.artifacts.v1 import artifacts_pb2 as pb
 from agentic.artifacts.v1 import artifacts_pb2_grpc
 from google.protobuf import field_mask_pb2
 
-from tests._identity import ADMIN, Role, authorized_channel
+from tests._identity import Role, authorized_channel
 from tests._processes import Memcached, Service, free_port, start_service, start_sidecar
 from tests._status import RichStatus, rich_status
 from tests._support import REPO
@@ -35,7 +35,7 @@ from tests.server.artifacts._bytestream import (
     upload,
     write_bytes,
 )
-from tests.server.artifacts.conftest import MIB, TIMEOUT, ArtifactApi, Stub
+from tests.server.artifacts.conftest import MIB, TIMEOUT, ArtifactApi, Stub, new_subject
 from tests.server.test_lifecycle import metric
 
 BIG_BYTES = 300 * MIB
@@ -226,8 +226,11 @@ def test_read_of_an_unfinished_upload_is_failed_precondition(file_api: ArtifactA
 # --- metadata --------------------------------------------------------------------------------
 
 
-def test_create_upload_returns_the_artifact_and_finish_makes_it_ready(api_stub: ApiStub) -> None:
-    target, stub = api_stub
+def test_create_upload_returns_the_artifact_and_finish_makes_it_ready(
+    file_api: ArtifactApi,
+) -> None:
+    target, subject = file_api, new_subject("admin")
+    stub = target.stub(subject)
     project = target.project()
     data = b"id,title\n1,Requirement\n"
     digest = hashlib.sha256(data).hexdigest()
@@ -246,7 +249,11 @@ def test_create_upload_returns_the_artifact_and_finish_makes_it_ready(api_stub: 
     uuid.UUID(created.upload_name.removeprefix("uploads/"), version=4)
     uuid.UUID(artifact.id, version=4)
     assert created.upload_name != f"uploads/{artifact.id}"
-    assert (artifact.project_id, artifact.name, artifact.owner_id) == (project, "SRS v2.pdf", ADMIN)
+    assert (artifact.project_id, artifact.name, artifact.owner_id) == (
+        project,
+        "SRS v2.pdf",
+        subject,
+    )
     assert artifact.kind == pb.ARTIFACT_KIND_DOCUMENT
     assert artifact.format == pb.DATASET_FORMAT_UNSPECIFIED
     assert artifact.content_type == "application/pdf"

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 
 import grpc
 import pytest
@@ -452,17 +453,29 @@ def test_bad_names_are_field_violations(file_api: ArtifactApi, name: str) -> Non
     assert list(listed.artifacts) == []
 
 
+PATH_NAMES = ("../../etc/passwd", "/etc/passwd", "..", "a/../../b", "C:\\Windows\\x", "~/.ssh/id")
+
+
+def _path_state(path: Path) -> tuple[bool, int, int]:
+    """Whether ``path`` exists and, for a file, its size and modification time (to see it
+    untouched; a directory such as ``..`` changes as the store adds its own entries)."""
+    try:
+        found = path.stat()
+    except OSError:
+        return False, 0, 0
+    if path.is_dir():
+        return True, 0, 0
+    return True, found.st_size, found.st_mtime_ns
+
+
 def test_a_path_as_name_is_only_a_name(target: ArtifactApi) -> None:
     stub = target.stub()
     before = target.stray_files()
-    for name in (
-        "../../etc/passwd",
-        "/etc/passwd",
-        "..",
-        "a/../../b",
-        "C:\\Windows\\x",
-        "~/.ssh/id",
-    ):
+    # Where each name would lead if the file store used it as a path (some exist: /etc/passwd).
+    bases = () if target.root is None else (target.root, target.root / ".staging")
+    leads = [base / name for base in bases for name in PATH_NAMES]
+    untouched = {path: _path_state(path) for path in leads}
+    for name in PATH_NAMES:
         created = create_upload(stub, target.project(), name=name)
         write_bytes(stub, created.upload_name, name.encode())
         artifact = get(stub, created.artifact.id)
@@ -471,6 +484,7 @@ def test_a_path_as_name_is_only_a_name(target: ArtifactApi) -> None:
         # Stored under a key of ids only.
         assert target.traces(artifact.id)
         assert all("etc" not in trace and ".." not in trace for trace in target.traces(artifact.id))
+    assert {path: _path_state(path) for path in leads} == untouched
     assert target.stray_files() == before, "a file outside the store's own tree appeared"
 
 
@@ -611,7 +625,9 @@ def _undeclared_stream(name: str, total: int) -> Iterator[pb.WriteRequest]:
 
 
 @pytest.mark.parametrize(
-    "total", [LIMIT_QUOTA_BYTES + MIB, 2 * PART_BYTES + MIB], ids=["below-a-part", "past-parts"]
+    "total",
+    [LIMIT_QUOTA_BYTES + MIB, 2 * PART_BYTES + MIB],
+    ids=["finish-between-checkpoints", "past-two-checkpoints"],
 )
 def test_quota_during_write_of_an_undeclared_size(limited: ArtifactApi, total: int) -> None:
     stub, _, project = lead(limited)
