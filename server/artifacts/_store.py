@@ -206,9 +206,39 @@ def _set_work_products(session: Session, artifact_id: str, work_products: Sequen
         session.execute(insert(ArtifactWorkProductRow), rows)
 
 
-def _rowcount(result: Any) -> int:
+def _update(session: Session, where: Any, **values: Any) -> int:
+    """UPDATE the artifact rows ``where`` holds; how many rows changed (0: the condition
+    was no longer true, e.g. a lease lost or a version moved on)."""
+    result: Any = session.execute(
+        update(ArtifactRow)
+        .where(where)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
     # Session.execute is typed Result; DML hands back a CursorResult with rowcount.
     return int(result.rowcount)
+
+
+def _unchanged(row: ArtifactRow) -> Any:
+    """SQL: the artifact still has the version ``row`` was read at (optimistic concurrency)."""
+    return and_(ArtifactRow.id == row.id, ArtifactRow.version == row.version)
+
+
+def _lease_free(now: datetime) -> Any:
+    """SQL: no Write stream holds the row's upload (none ever did, or its lease lapsed)."""
+    return or_(ArtifactRow.writer_id.is_(None), ArtifactRow.writer_expire_time < now)
+
+
+def _upload_ended(now: datetime) -> dict[str, Any]:
+    """The values that close a row's upload (finished or failed) as a change of the artifact."""
+    return {
+        "store_state": "",
+        "writer_id": None,
+        "writer_expire_time": None,
+        "expire_time": None,
+        "update_time": now,
+        "version": ArtifactRow.version + 1,
+    }
 
 
 class ArtifactStore:
@@ -437,22 +467,13 @@ class ArtifactStore:
                     domain=DOMAIN,
                     metadata={"artifact_id": row.id},
                 )
-            taken = session.execute(
-                update(ArtifactRow)
-                .where(
-                    ArtifactRow.upload_id == upload_id,
-                    ArtifactRow.state == UPLOADING,
-                    or_(
-                        ArtifactRow.writer_id.is_(None),
-                        ArtifactRow.writer_expire_time < now,
-                    ),
-                )
-                .values(
-                    writer_id=writer_id, writer_expire_time=now + timedelta(seconds=lease_seconds)
-                )
-                .execution_options(synchronize_session=False)
+            free = and_(
+                ArtifactRow.upload_id == upload_id,
+                ArtifactRow.state == UPLOADING,
+                _lease_free(now),
             )
-            if _rowcount(taken) != 1:
+            expire = now + timedelta(seconds=lease_seconds)
+            if _update(session, free, writer_id=writer_id, writer_expire_time=expire) != 1:
                 raise _busy(upload_id)
             return Claim(
                 upload_id=upload_id,
@@ -479,50 +500,36 @@ class ArtifactStore:
         """Record durable progress and renew the lease; ABORTED when the lease was lost."""
         expire = datetime.now(UTC) + timedelta(seconds=lease_seconds)
         with self._sessions.begin() as session:
-            result = session.execute(
-                update(ArtifactRow)
-                .where(self._held(claim))
-                .values(
-                    committed_size=committed, store_state=store_state, writer_expire_time=expire
-                )
-                .execution_options(synchronize_session=False)
+            held = _update(
+                session,
+                self._held(claim),
+                committed_size=committed,
+                store_state=store_state,
+                writer_expire_time=expire,
             )
-            if _rowcount(result) != 1:
+            if held != 1:
                 raise _busy(claim.upload_id)
 
     def release(self, claim: Claim) -> None:
         """Give the lease up (the stream ended); nothing when it was already lost."""
         with self._sessions.begin() as session:
-            session.execute(
-                update(ArtifactRow)
-                .where(self._held(claim))
-                .values(writer_id=None, writer_expire_time=None)
-                .execution_options(synchronize_session=False)
-            )
+            _update(session, self._held(claim), writer_id=None, writer_expire_time=None)
 
     def complete(self, claim: Claim, *, size: int, sha256: str) -> tuple[Artifact, events.Outboxed]:
         """Make the artifact READY with its verified size and sha256 (the bytes are in
         place); ABORTED when the lease was lost."""
         now = datetime.now(UTC)
         with self._sessions.begin() as session:
-            result = session.execute(
-                update(ArtifactRow)
-                .where(self._held(claim))
-                .values(
-                    state=READY,
-                    size_bytes=size,
-                    sha256=sha256,
-                    committed_size=size,
-                    store_state="",
-                    writer_id=None,
-                    writer_expire_time=None,
-                    expire_time=None,
-                    update_time=now,
-                    version=ArtifactRow.version + 1,
-                )
-                .execution_options(synchronize_session=False)
+            ready = _update(
+                session,
+                self._held(claim),
+                state=READY,
+                size_bytes=size,
+                sha256=sha256,
+                committed_size=size,
+                **_upload_ended(now),
             )
-            if _rowcount(result) != 1:
+            if ready != 1:
                 raise _busy(claim.upload_id)
             event = _event(session, events.EventType.ARTIFACT_UPDATED, claim.artifact_id)
             row = session.get(ArtifactRow, claim.artifact_id)
@@ -533,12 +540,7 @@ class ArtifactStore:
     def reset(self, claim: Claim, *, store_state: str) -> None:
         """Start the upload over at 0 bytes (its bytes did not hash as declared)."""
         with self._sessions.begin() as session:
-            session.execute(
-                update(ArtifactRow)
-                .where(self._held(claim))
-                .values(committed_size=0, store_state=store_state)
-                .execution_options(synchronize_session=False)
-            )
+            _update(session, self._held(claim), committed_size=0, store_state=store_state)
 
     # -- changing and deleting -------------------------------------------------------------
 
@@ -575,13 +577,7 @@ class ArtifactStore:
             }
             if name is not None:
                 values["name"] = name
-            result = session.execute(
-                update(ArtifactRow)
-                .where(ArtifactRow.id == artifact_id, ArtifactRow.version == row.version)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            if _rowcount(result) != 1:
+            if _update(session, _unchanged(row), **values) != 1:
                 raise _stale(artifact_id)
             if work_products is not None:
                 _set_work_products(session, artifact_id, work_products)
@@ -594,21 +590,18 @@ class ArtifactStore:
         with self._sessions.begin() as session:
             row = self._current(session, artifact_id, etag)
             artifact = _to_artifact(row, ())
-            result = session.execute(
-                update(ArtifactRow)
-                .where(ArtifactRow.id == artifact_id, ArtifactRow.version == row.version)
-                .values(
-                    state=DELETING,
-                    # The state this row had: which bytes the last step must remove.
-                    failure_reason=row.state,
-                    update_time=datetime.now(UTC),
-                    version=row.version + 1,
-                    writer_id=None,
-                    writer_expire_time=None,
-                )
-                .execution_options(synchronize_session=False)
+            deleting = _update(
+                session,
+                _unchanged(row),
+                state=DELETING,
+                # The state this row had: which bytes the last step must remove.
+                failure_reason=row.state,
+                update_time=datetime.now(UTC),
+                version=row.version + 1,
+                writer_id=None,
+                writer_expire_time=None,
             )
-            if _rowcount(result) != 1:
+            if deleting != 1:
                 raise _stale(artifact_id)
             return artifact, _event(session, events.EventType.ARTIFACT_DELETED, artifact_id)
 
@@ -639,7 +632,7 @@ class ArtifactStore:
                 .where(
                     ArtifactRow.state == UPLOADING,
                     ArtifactRow.expire_time < now,
-                    or_(ArtifactRow.writer_id.is_(None), ArtifactRow.writer_expire_time < now),
+                    _lease_free(now),
                 )
                 .order_by(ArtifactRow.expire_time)
                 .limit(limit)
@@ -650,23 +643,16 @@ class ArtifactStore:
         """Mark an (expired) upload FAILED; None when it is no longer UPLOADING."""
         now = datetime.now(UTC)
         with self._sessions.begin() as session:
-            result = session.execute(
-                update(ArtifactRow)
-                .where(ArtifactRow.id == artifact_id, ArtifactRow.state == UPLOADING)
-                .values(
-                    state=FAILED,
-                    failure_reason=reason,
-                    committed_size=0,
-                    store_state="",
-                    writer_id=None,
-                    writer_expire_time=None,
-                    expire_time=None,
-                    update_time=now,
-                    version=ArtifactRow.version + 1,
-                )
-                .execution_options(synchronize_session=False)
+            uploading = and_(ArtifactRow.id == artifact_id, ArtifactRow.state == UPLOADING)
+            failed = _update(
+                session,
+                uploading,
+                state=FAILED,
+                failure_reason=reason,
+                committed_size=0,
+                **_upload_ended(now),
             )
-            if _rowcount(result) != 1:
+            if failed != 1:
                 return None
             return _event(session, events.EventType.ARTIFACT_UPDATED, artifact_id)
 
