@@ -10,7 +10,6 @@ the object store in pieces of at most 1 MiB (``read``; ``Uploads`` for writes).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -19,10 +18,9 @@ from typing import Any, TypeVar
 
 from agentic.artifacts.v1 import artifacts_pb2
 
-from core.cache import Invalidation, Namespace
-from core.db import in_database_thread
+from core.cache import Namespace
 from core.events import EventRelay, Outboxed
-from core.objects import ObjectStore, ObjectStoreError, object_key
+from core.objects import ObjectStore, object_key
 from core.rpc import (
     FailedPrecondition,
     FieldViolation,
@@ -37,7 +35,8 @@ from server.artifacts._store import (
     artifact_not_found,
     new_id,
 )
-from server.artifacts._uploads import ArtifactLimits, Uploads, object_store_unavailable
+from server.artifacts._threads import Threads
+from server.artifacts._uploads import ArtifactLimits, Uploads, stale_keys
 from server.artifacts._wire import FORMATS, KINDS, STATES, to_proto, word
 from server.auth import Principal
 from server.caching import CoherentCache, CoherentWrites
@@ -52,14 +51,6 @@ T = TypeVar("T")
 _END = object()
 
 
-def _unavailable() -> Unavailable:
-    return Unavailable(
-        "the artifact database is unavailable or timed out; try again",
-        reason="DATABASE_UNAVAILABLE",
-        domain=DOMAIN,
-    )
-
-
 def _not_ready(artifact_id: str) -> FailedPrecondition:
     return FailedPrecondition(
         f"artifact {artifact_id} is not READY (its upload has not finished)",
@@ -67,10 +58,6 @@ def _not_ready(artifact_id: str) -> FailedPrecondition:
         domain=DOMAIN,
         metadata={"id": artifact_id},
     )
-
-
-def _key_of(artifact_id: str) -> list[Invalidation]:
-    return [Invalidation(Namespace.ARTIFACTS, (artifact_id.encode(),))]
 
 
 class Artifacts:
@@ -90,33 +77,21 @@ class Artifacts:
     ) -> None:
         self._store = store
         self._objects = objects
-        self._db_pool = db
-        self._io_pool = io
+        self._threads = Threads(db=db, io=io)
+        self._db = self._threads.db
+        self._io = self._threads.io
         self._cache = cache
         self._limits = limits
         self._reach = project_reach
-        self._writes = CoherentWrites(cache, relay, self._run)
+        self._writes = CoherentWrites(cache, relay, self._threads.run)
         self.uploads = Uploads(
             store,
             objects,
-            run_db=self._run,
-            io=io,
+            threads=self._threads,
             writes=self._writes,
             limits=limits,
             project_reach=project_reach,
         )
-
-    async def _run(self, call: Callable[[], T]) -> T:
-        return await in_database_thread(self._db_pool, call, unavailable=_unavailable)
-
-    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await self._run(functools.partial(fn, *args, **kwargs))
-
-    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
-        except ObjectStoreError as exc:
-            raise object_store_unavailable(exc) from None
 
     async def _check_project(self, project_id: str, principal: Principal) -> None:
         if not await self._reach(project_id, principal):
@@ -173,7 +148,7 @@ class Artifacts:
             return artifact, [event]
 
         try:
-            artifact = await self._writes.write(create, _key_of(artifact_id))
+            artifact = await self._writes.write(create, stale_keys(artifact_id))
         except BaseException:
             await self._io(self._objects.abort_upload, key, state)
             raise
@@ -191,7 +166,7 @@ class Artifacts:
         data = await self._cache.read(
             Namespace.ARTIFACTS,
             artifact_id.encode(),
-            functools.partial(self._run, load),
+            functools.partial(self._threads.run, load),
             resource="artifact",
         )
         if data is None:
@@ -237,7 +212,7 @@ class Artifacts:
             )
             return artifact, [event]
 
-        return to_proto(await self._writes.write(update, _key_of(artifact_id)))
+        return to_proto(await self._writes.write(update, stale_keys(artifact_id)))
 
     async def delete(self, artifact_id: str, *, etag: str, principal: Principal) -> None:
         """Delete the artifact, then its bytes (an unfinished upload's too)."""
@@ -247,7 +222,7 @@ class Artifacts:
             artifact, event = self._store.mark_deleting(artifact_id, etag=etag)
             return artifact, [event]
 
-        artifact = await self._writes.write(mark, _key_of(artifact_id))
+        artifact = await self._writes.write(mark, stale_keys(artifact_id))
         state = await self._db(self._store.store_state, artifact_id)
         try:
             await self._io(remove_bytes, self._objects, artifact.object_key, state)

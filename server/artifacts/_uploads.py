@@ -25,7 +25,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,7 +35,6 @@ from core.cache import Invalidation, Namespace
 from core.objects import (
     ObjectMissingError,
     ObjectStore,
-    ObjectStoreError,
     StagingLostError,
     UploadWriter,
     sha256_of,
@@ -48,7 +46,6 @@ from core.rpc import (
     InvalidArgument,
     OutOfRange,
     ResourceExhausted,
-    Unavailable,
 )
 from server.artifacts._store import (
     DOMAIN,
@@ -58,10 +55,11 @@ from server.artifacts._store import (
     new_id,
     upload_not_found,
 )
+from server.artifacts._threads import Threads
 from server.auth import Principal
 from server.caching import CoherentWrites
 
-__all__ = ["ArtifactLimits", "Uploads", "object_store_unavailable"]
+__all__ = ["ArtifactLimits", "Uploads", "stale_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +96,9 @@ class ArtifactLimits:
     """An upload unfinished this long after its creation expires."""
 
 
-def object_store_unavailable(detail: object) -> Unavailable:
-    """UNAVAILABLE for an object-store failure (the operation may be retried)."""
-    log.warning("object store failure: %s", detail)
-    return Unavailable(
-        "the object store is unavailable or failed; try again (an upload resumes from "
-        "QueryWriteStatus.committed_size)",
-        reason="OBJECT_STORE_UNAVAILABLE",
-        domain=DOMAIN,
-    )
+def stale_keys(artifact_id: str) -> list[Invalidation]:
+    """What a change of the artifact makes stale in the cache: its key."""
+    return [Invalidation(Namespace.ARTIFACTS, (artifact_id.encode(),))]
 
 
 def _bad(field: str, description: str, reason: str) -> InvalidArgument:
@@ -153,16 +145,15 @@ class Uploads:
         store: ArtifactStore,
         objects: ObjectStore,
         *,
-        run_db: Callable[[Callable[[], Any]], Awaitable[Any]],
-        io: ThreadPoolExecutor,
+        threads: Threads,
         writes: CoherentWrites,
         limits: ArtifactLimits,
         project_reach: Callable[[str, Principal], Awaitable[bool]],
     ) -> None:
         self._store = store
         self._objects = objects
-        self._run_db = run_db
-        self._io_pool = io
+        self._threads = threads
+        self._db = threads.db
         self._writes = writes
         self._limits = limits
         self._reach = project_reach
@@ -172,17 +163,10 @@ class Uploads:
         self._streams: dict[str, asyncio.Future[None]] = {}
         self._orphans: set[asyncio.Task[None]] = set()  # releases of orphaned leases
 
-    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        result: T = await self._run_db(lambda: fn(*args, **kwargs))
-        return result
-
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
-        except (StagingLostError, ObjectMissingError):
-            raise
-        except ObjectStoreError as exc:
-            raise object_store_unavailable(exc) from None
+        # Staging lost or missing is for _open to judge; other store failures: UNAVAILABLE.
+        passthrough = (StagingLostError, ObjectMissingError)
+        return await self._threads.io(fn, *args, passthrough=passthrough)
 
     # -- who may write -------------------------------------------------------------------
 
@@ -452,7 +436,7 @@ class Uploads:
             )
         await self._writes.write(
             lambda: self._committed_ready(claim, size, digest),
-            [Invalidation(Namespace.ARTIFACTS, (claim.artifact_id.encode(),))],
+            stale_keys(claim.artifact_id),
         )
         UPLOADS_FINISHED.inc()
 
