@@ -128,6 +128,21 @@ class TaskContext:
         return self._objects
 
     @contextlib.contextmanager
+    def _reading(self, ref: artifacts_pb2.ArtifactRef) -> Iterator[ObjectStore]:
+        """The store, with its failures while reading ``ref`` as the task's errors: a
+        missing object fails the task (PermanentError ``ARTIFACT_MISSING``), a store outage
+        is retried (TransientError)."""
+        try:
+            yield self._object_store()
+        except ObjectMissingError:
+            raise PermanentError(
+                f"artifact {ref.artifact_id} has no bytes in the object store (deleted?)",
+                reason="ARTIFACT_MISSING",
+            ) from None
+        except ObjectStoreError as exc:
+            raise TransientError(f"reading artifact {ref.artifact_id}: {exc}") from exc
+
+    @contextlib.contextmanager
     def artifact_file(
         self, ref: artifacts_pb2.ArtifactRef, directory: Path | None = None
     ) -> Iterator[Path]:
@@ -138,23 +153,17 @@ class TaskContext:
         a damaged or missing object fails the task (PermanentError ``ARTIFACT_DAMAGED`` or
         ``ARTIFACT_MISSING``), a store outage is retried (TransientError).
         """
-        try:
-            path = fetch(
-                self._object_store(),
-                ref.object_key,
-                size_bytes=ref.size_bytes,
-                sha256=ref.sha256,
-                directory=directory,
-            )
-        except IntegrityError as exc:
-            raise PermanentError(str(exc), reason="ARTIFACT_DAMAGED") from None
-        except ObjectMissingError:
-            raise PermanentError(
-                f"artifact {ref.artifact_id} has no bytes in the object store (deleted?)",
-                reason="ARTIFACT_MISSING",
-            ) from None
-        except ObjectStoreError as exc:
-            raise TransientError(f"reading artifact {ref.artifact_id}: {exc}") from exc
+        with self._reading(ref) as store:
+            try:
+                path = fetch(
+                    store,
+                    ref.object_key,
+                    size_bytes=ref.size_bytes,
+                    sha256=ref.sha256,
+                    directory=directory,
+                )
+            except IntegrityError as exc:
+                raise PermanentError(str(exc), reason="ARTIFACT_DAMAGED") from None
         try:
             yield path
         finally:
@@ -163,12 +172,5 @@ class TaskContext:
     def artifact_pieces(self, ref: artifacts_pb2.ArtifactRef) -> Iterator[bytes]:
         """The referenced artifact's bytes as they stream from the store, UNVERIFIED: for
         work that consumes them in place and checks ``ref.sha256`` itself at the end."""
-        try:
-            yield from self._object_store().read(ref.object_key)
-        except ObjectMissingError:
-            raise PermanentError(
-                f"artifact {ref.artifact_id} has no bytes in the object store (deleted?)",
-                reason="ARTIFACT_MISSING",
-            ) from None
-        except ObjectStoreError as exc:
-            raise TransientError(f"reading artifact {ref.artifact_id}: {exc}") from exc
+        with self._reading(ref) as store:
+            yield from store.read(ref.object_key)
