@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from agentic.artifacts.v1 import artifacts_pb2
 from google.protobuf import timestamp_pb2
@@ -39,11 +40,11 @@ def _number(table: Mapping[int, str], stored: str) -> int:
     return 0
 
 
-def _timestamp(value: object) -> timestamp_pb2.Timestamp | None:
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     if value is None:
         return None
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)  # type: ignore[arg-type]  # a datetime, checked by the caller's type
+    stamp.FromDatetime(value)
     return stamp
 
 
