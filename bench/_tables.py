@@ -22,3 +22,32 @@ def table(header: list[str], rows: list[list[str]], *, markdown: bool) -> list[s
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
     return lines
+
+
+def section_tail(
+    checks: list[str], where: list[str], sanity: list[str], how: str, caveats: str
+) -> list[str]:
+    """The closing parts every section's markdown shares: targets, where the time goes,
+    sanity checks, how each figure is measured, caveats."""
+    return [
+        "### Targets",
+        "",
+        "Reported, not asserted: a FAIL does not fail `make bench`.",
+        "",
+        *checks,
+        "",
+        "### Where the time goes (this run)",
+        "",
+        *where,
+        "",
+        "### Sanity checks of this run",
+        "",
+        *("- " + s for s in sanity),
+        "",
+        "### How each figure is measured",
+        "",
+        how,
+        "### Caveats",
+        "",
+        caveats,
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bench._tables import section_tail
 from bench._tables import table as _table
 from bench._tables import verdict as _verdict
 
@@ -246,26 +247,7 @@ def render_tasks_markdown(section: TaskSection) -> list[str]:
             *cpu,
             "",
         ]
-    parts += [
-        "### Targets",
-        "",
-        "Reported, not asserted: a FAIL does not fail `make bench`.",
-        "",
-        *_checks(section, markdown=True),
-        "",
-        "### Where the time goes (this run)",
-        "",
-        *section.where,
-        "",
-        "### Sanity checks of this run",
-        "",
-        *("- " + s for s in section.sanity),
-        "",
-        "### How each figure is measured",
-        "",
-        _HOW,
-        "### Caveats",
-        "",
-        _CAVEATS,
-    ]
+    parts += section_tail(
+        _checks(section, markdown=True), section.where, section.sanity, _HOW, _CAVEATS
+    )
     return parts
