@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
+from io import FileIO
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,7 +41,7 @@ def _fsync_directory(path: Path) -> None:
 class _FileWriter:
     """Appends to a staged file; fsyncs every ``checkpoint_bytes``."""
 
-    def __init__(self, staged: Path, final: Path, handle: BinaryIO, committed: int, every: int):
+    def __init__(self, staged: Path, final: Path, handle: FileIO, committed: int, every: int):
         self._staged = staged
         self._final = final
         self._handle = handle
@@ -58,7 +59,12 @@ class _FileWriter:
 
     def write(self, data: bytes) -> Checkpoint | None:
         try:
-            self._handle.write(data)
+            # Unbuffered: every byte accepted is in the file when write returns, so nothing
+            # of this writer's reaches the file later (a writer that lost its upload to
+            # another cannot flush into the other's bytes when it is closed).
+            view = memoryview(data)
+            while view:
+                view = view[self._handle.write(view) :]
         except OSError as exc:
             raise ObjectStoreError(f"writing {self._staged}: {exc}") from exc
         self._written += len(data)
@@ -116,7 +122,7 @@ class FileObjectStore:
     def open_writer(self, key: str, committed: int, state: str) -> _FileWriter:
         staged = self._staged(key)
         try:
-            handle = staged.open("r+b")
+            handle = staged.open("r+b", buffering=0)
         except FileNotFoundError:
             raise ObjectMissingError(f"no staged upload for {key}") from None
         except OSError as exc:

@@ -9,7 +9,6 @@ on the object store run on both (``target``, ``limited``); see ``conftest.py``.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import threading
@@ -50,8 +49,6 @@ from tests.server.artifacts.conftest import (
 
 DOMAIN = "agentic.artifacts.v1"
 LEAD = (Role.TECHNICAL_LEAD,)
-SMALL_WRITE_BUFFERED = io.DEFAULT_BUFFER_SIZE
-"""Writes below this size stay in a Python file object's buffer until the next flush."""
 
 
 def failure(call: Callable[[], object]) -> tuple[RichStatus, dict[str, str]]:
@@ -835,6 +832,8 @@ def test_expired_uploads_fail_and_leave_no_bytes(limited: ArtifactApi) -> None:
 
 # (first write, what the stalled stream does when it wakes up): more data, a finish, or
 # just its end. The small first writes stay in the file store writer's buffer.
+# 100 bytes: below a buffered file's buffer (io.DEFAULT_BUFFER_SIZE), the case a buffered
+# writer would flush late.
 LATE_CASES = [(CHUNK, "data"), (CHUNK, "finish"), (100, "data"), (100, "end")]
 
 
@@ -902,19 +901,5 @@ def test_a_stream_that_lost_its_lease_cannot_change_the_bytes(limited: ArtifactA
             for case in LATE_CASES
         }
         outcomes = {case: run.result(timeout=3 * TIMEOUT) for case, run in runs.items()}
-    known = {
-        case for case in LATE_CASES if limited.store == "file" and case[0] < SMALL_WRITE_BUFFERED
-    }
-    wrong = {case: outcome for case, outcome in outcomes.items() if outcome and case not in known}
+    wrong = {case: outcome for case, outcome in outcomes.items() if outcome}
     assert not wrong, wrong
-    if any(outcomes[case] for case in known):
-        pytest.xfail(KNOWN_BUFFERED_WRITE_BUG)
-    assert not known, f"{sorted(known)} pass now: the known bug is fixed, drop its xfail"
-
-
-KNOWN_BUFFERED_WRITE_BUG = (
-    "known bug: the file store's writer buffers small writes (a buffered r+b handle) and "
-    "flushes them when the stream ends, into the staged file it shares with the stream "
-    "that took the upload over (and, once that one finished, into the published object); "
-    "core.objects._file needs unbuffered writes (or a staged file per writer)"
-)
