@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Engine, and_, delete, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import events
@@ -32,6 +32,8 @@ from core.db import ArtifactRow, ArtifactWorkProductRow
 from core.objects import object_key
 from core.rpc import Aborted, FailedPrecondition, NotFound, ResourceExhausted
 from server import paging as _paging
+from server.artifacts import _limits
+from server.artifacts._limits import READY, UPLOADING
 
 __all__ = [
     "DOMAIN",
@@ -47,8 +49,6 @@ __all__ = [
 DOMAIN = "agentic.artifacts.v1"
 DEFAULT_PAGE_SIZE = 50
 
-UPLOADING = "uploading"
-READY = "ready"
 FAILED = "failed"
 DELETING = "deleting"
 
@@ -257,8 +257,8 @@ class ArtifactStore:
         with self._sessions() as session:
             self._check_limits(session, project_id, owner_id, declared_size, quota, max_open)
 
+    @staticmethod
     def _check_limits(
-        self,
         session: Session,
         project_id: str,
         owner_id: str,
@@ -266,19 +266,15 @@ class ArtifactStore:
         quota: int,
         max_open: int,
     ) -> None:
-        open_uploads = session.scalar(
-            select(func.count())
-            .select_from(ArtifactRow)
-            .where(ArtifactRow.owner_id == owner_id, ArtifactRow.state == UPLOADING)
-        )
-        if (open_uploads or 0) >= max_open:
+        open_uploads = _limits.open_uploads(session, owner_id)
+        if open_uploads >= max_open:
             raise ResourceExhausted(
                 f"you have {open_uploads} unfinished uploads, the most allowed; finish or "
                 "delete one first",
                 reason="TOO_MANY_OPEN_UPLOADS",
                 domain=DOMAIN,
             )
-        used = self._usage(session, project_id)
+        used = _limits.usage(session, project_id)
         if used + declared_size > quota:
             raise ResourceExhausted(
                 f"project {project_id} holds {used} artifact bytes; {declared_size} more would "
@@ -287,27 +283,11 @@ class ArtifactStore:
                 domain=DOMAIN,
             )
 
-    @staticmethod
-    def _usage(session: Session, project_id: str) -> int:
-        declared = func.coalesce(ArtifactRow.declared_size, 0)
-        held = case(
-            (ArtifactRow.state == READY, ArtifactRow.size_bytes),
-            (ArtifactRow.committed_size > declared, ArtifactRow.committed_size),
-            else_=declared,
-        )
-        total = session.scalar(
-            select(func.coalesce(func.sum(held), 0)).where(
-                ArtifactRow.project_id == project_id,
-                ArtifactRow.state.in_((READY, UPLOADING)),
-            )
-        )
-        return int(total or 0)
-
     def usage(self, project_id: str) -> int:
         """Artifact bytes the project holds: ready sizes plus open uploads' declared or
         committed sizes (whichever is larger)."""
         with self._sessions() as session:
-            return self._usage(session, project_id)
+            return _limits.usage(session, project_id)
 
     def create(
         self,
@@ -330,7 +310,9 @@ class ArtifactStore:
     ) -> tuple[Artifact, events.Outboxed]:
         """Insert an UPLOADING artifact whose upload the object store has begun.
 
-        The limits are checked again inside the transaction (RESOURCE_EXHAUSTED).
+        The limits are checked again, under the lock that makes concurrent creates of
+        the project or the principal take turns (``_limits``), in the transaction that
+        inserts (RESOURCE_EXHAUSTED).
         """
         now = datetime.now(UTC)
         row = ArtifactRow(
@@ -357,6 +339,7 @@ class ArtifactStore:
             version=1,
         )
         with self._sessions.begin() as session:
+            _limits.lock_for_create(session, project_id=project_id, owner_id=owner_id)
             self._check_limits(session, project_id, owner_id, declared_size or 0, quota, max_open)
             session.add(row)
             session.flush()

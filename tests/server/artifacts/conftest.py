@@ -5,7 +5,8 @@ store is the ``api`` server's own (``<session_dir>/api/objects``); the S3 store 
 server process on the same database, storing in a bucket of one moto S3 server
 (``devtools.s3``) shared by the session. ``limited`` is a server on small limits (quota,
 open uploads, artifact size, a short writer lease), again per store, for the tests of the
-limits, concurrency and expiry. Each test makes its own projects (and, where a limit is
+limits, concurrency and expiry; ``limited_database`` is one on each database, for the
+limits the database enforces. Each test makes its own projects (and, where a limit is
 counted per principal, its own principal), so tests share servers but no state.
 
 ``ArtifactApi.traces(artifact_id)`` lists what the store holds of an artifact, read behind
@@ -32,6 +33,7 @@ from core.db import make_engine
 from devtools.s3 import S3Server
 from tests._identity import ADMIN, SERVICE_ACCOUNT_LIMITS, Role, authorized_channel
 from tests._processes import Service, start_service
+from tests._support import postgres_database
 from tests.conftest import Api
 
 if TYPE_CHECKING:
@@ -328,6 +330,25 @@ def limited_s3(
     target = _s3_api("limited-s3", url, workdir, s3_server, LIMITS_ENV)
     yield target
     _stop(target)
+
+
+@pytest.fixture(scope="session")
+def limited_postgresql(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArtifactApi]:
+    """A server on small limits on a PostgreSQL database of its own (file store), for the
+    limits whose enforcement is the database's (concurrent creates)."""
+    workdir = tmp_path_factory.mktemp("limited-postgresql")
+    with postgres_database(workdir / "postgres") as url:
+        target = _file_api("limited-postgresql", url, workdir, LIMITS_ENV)
+        yield target
+        _stop(target)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def limited_database(request: pytest.FixtureRequest) -> ArtifactApi:
+    """A small-limits server on each database (file store)."""
+    fixture = "limited_file" if request.param == "sqlite" else "limited_postgresql"
+    found: ArtifactApi = request.getfixturevalue(fixture)
+    return found
 
 
 @pytest.fixture(params=["file", "s3"])

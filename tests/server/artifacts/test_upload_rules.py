@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -663,29 +663,43 @@ def test_too_many_open_uploads(limited: ArtifactApi) -> None:
     create_upload(stub, project, size=1)
 
 
-@pytest.mark.xfail(
-    strict=False,  # a race: it does not lose every time
-    reason="known bug: CreateUpload counts open uploads and quota bytes, then inserts, with "
-    "nothing serializing concurrent creates (SQLite runs the counts outside the write "
-    "transaction, PostgreSQL under READ COMMITTED), so simultaneous creates all pass",
-)
-def test_simultaneous_creates_keep_the_limits(limited: ArtifactApi) -> None:
-    stub, _, project = lead(limited)
+def _at_once(attempts: Sequence[Callable[[], object]]) -> list[str]:
+    """Run every attempt in a thread of its own, released together: the reason of each
+    failure, "created" for each success."""
+    start = threading.Barrier(len(attempts), timeout=TIMEOUT)
 
-    def attempt(size: int) -> str:
+    def run(attempt: Callable[[], object]) -> str:
+        start.wait()
         try:
-            create_upload(stub, project, size=size)
+            attempt()
         except grpc.RpcError as error:
             return rich_status(error).reason
         return "created"
 
-    with ThreadPoolExecutor(8) as pool:
-        outcomes = list(pool.map(attempt, [1] * 8))
-    assert outcomes.count("created") == LIMIT_OPEN_UPLOADS, outcomes
-    stub, _, project = lead(limited)
-    with ThreadPoolExecutor(8) as pool:
-        outcomes = list(pool.map(attempt, [3 * MIB] * 8))
-    assert outcomes.count("created") == LIMIT_QUOTA_BYTES // (3 * MIB), outcomes
+    with ThreadPoolExecutor(len(attempts)) as pool:
+        return list(pool.map(run, attempts))
+
+
+def test_simultaneous_creates_keep_the_limits(limited_database: ArtifactApi) -> None:
+    api = limited_database
+    # One principal's open uploads, created at once in two projects of theirs: the limit
+    # is the principal's, whichever project each create names.
+    stub, subject, project = lead(api)
+    other = api.project(owner=subject)
+    creates = [partial(create_upload, stub, (project, other)[i % 2], size=1) for i in range(8)]
+    outcomes = _at_once(creates)
+    assert outcomes.count("created") == LIMIT_OPEN_UPLOADS, (api.name, outcomes)
+    assert set(outcomes) == {"created", "TOO_MANY_OPEN_UPLOADS"}, (api.name, outcomes)
+    # One project's quota, filled at once by members each far from their own limit.
+    owner = new_subject("lead")
+    members = tuple(new_subject("member") for _ in range(8))
+    shared = api.project(owner=owner, members=members)
+    creates = [
+        partial(create_upload, api.stub(member, LEAD), shared, size=3 * MIB) for member in members
+    ]
+    outcomes = _at_once(creates)
+    assert outcomes.count("created") == LIMIT_QUOTA_BYTES // (3 * MIB), (api.name, outcomes)
+    assert set(outcomes) == {"created", "QUOTA_EXCEEDED"}, (api.name, outcomes)
 
 
 # --- two streams on one upload ---------------------------------------------------------------
@@ -892,13 +906,14 @@ def test_a_stream_that_lost_its_lease_cannot_change_the_bytes(limited: ArtifactA
     # A stream that goes quiet for longer than the writer lease (a stalled client, a
     # partitioned network) loses the upload to a resuming stream; whatever it does when it
     # wakes up, it must not reach the bytes the other stream finished. The cases run side
-    # by side (each on its own upload): each waits out a lease.
-    stub, subject, _ = lead(limited)
-    projects = {case: limited.project(owner=subject) for case in LATE_CASES}  # quota each
+    # by side (each on its own upload): each waits out a lease. Each case is a lead of its
+    # own with a project of its own: four uploads at once are more than one principal may
+    # hold open (LIMIT_OPEN_UPLOADS), and each case fills a project's quota.
+    leads = {case: lead(limited) for case in LATE_CASES}
     with ThreadPoolExecutor(len(LATE_CASES)) as pool:
         runs = {
-            case: pool.submit(_stalled_then_taken_over, limited, stub, projects[case], *case)
-            for case in LATE_CASES
+            case: pool.submit(_stalled_then_taken_over, limited, stub, project, *case)
+            for case, (stub, _, project) in leads.items()
         }
         outcomes = {case: run.result(timeout=3 * TIMEOUT) for case, run in runs.items()}
     wrong = {case: outcome for case, outcome in outcomes.items() if outcome}
