@@ -91,14 +91,17 @@ Storage, idempotency, the outbox, watching, cancel, retry and the metrics need n
 generated into a temporary directory) to prove that these steps make a working kind.
 """
 
-from workers._context import PermanentError, TaskContext, TransientError
+from workers._context import PermanentError, TaskContext, TransientError, WorkSettings
+from workers._outputs import Output
 from workers._registry import Limits, Registration, RetryPolicy
 
 __all__ = [
     "Limits",
+    "Output",
     "PermanentError",
     "Registration",
     "RetryPolicy",
     "TaskContext",
     "TransientError",
+    "WorkSettings",
 ]

@@ -130,6 +130,28 @@ class WorkerConfig:
         "(a sequence of `workers.Registration`) add task kinds to the built-in ones at start "
         "(see Adding a task kind)",
     )
+    duckdb_memory_limit_mib: int = setting(
+        "AGENTIC_DUCKDB_MEMORY_LIMIT_MIB",
+        1024,
+        parse=integer(minimum=64),
+        doc="memory limit of each DuckDB connection of the dataset kinds (profile, analytics, "
+        "the compliance report's traceability read), one per running task: beyond it DuckDB "
+        "spills to disk, and a query that cannot spill fails its task "
+        "(`MEMORY_LIMIT_EXCEEDED`). Size the worker's memory as concurrency x (this + 256 MiB)",
+    )
+    duckdb_threads: int = setting(
+        "AGENTIC_DUCKDB_THREADS",
+        2,
+        parse=integer(minimum=1),
+        doc="threads of each DuckDB connection",
+    )
+    work_directory: str = setting(
+        "AGENTIC_WORK_DIRECTORY",
+        "",
+        shown="(the system's temp)",
+        doc="where tasks keep their local files: verified copies of artifacts, results "
+        "before they are stored, DuckDB's spill files",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:

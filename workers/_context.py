@@ -4,11 +4,14 @@ the artifacts its spec references."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from agentic.artifacts.v1 import artifacts_pb2
+from sqlalchemy.exc import DBAPIError
 
 from core.objects import (
     IntegrityError,
@@ -18,6 +21,7 @@ from core.objects import (
     fetch,
 )
 from core.tasks import AttemptStore, TaskRecord
+from workers._outputs import Output, OutputStore
 
 # How old the cancel flag a check answers from may be. Every write of the attempt
 # (claim, progress) returns the task as it now is, so a task that reports progress learns
@@ -50,6 +54,16 @@ class TransientError(Exception):
     """A failure worth retrying (a dependency blinked): retried with backoff, then FAILED."""
 
 
+@dataclass(frozen=True, slots=True)
+class WorkSettings:
+    """The worker's bounds for the work a task does locally (from WorkerConfig)."""
+
+    duckdb_memory_limit_mib: int = 1024
+    duckdb_threads: int = 2
+    directory: str = ""
+    """Where local files go; empty means the system's temp directory."""
+
+
 class TaskContext:
     """Handed to a task function with its spec; reports and checks go to the database."""
 
@@ -64,9 +78,15 @@ class TaskContext:
         notify: Callable[[str, int], None],
         record: TaskRecord | None = None,
         objects: ObjectStore | None = None,
+        outputs: OutputStore | None = None,
+        work: WorkSettings | None = None,
     ) -> None:
         self.task_id = task_id
         self._objects = objects
+        self._outputs = outputs
+        self.work = work or WorkSettings()
+        """Bounds and places for the task's local work (DuckDB, temporary files)."""
+        self._progress_lock = threading.Lock()
         self.attempt = attempt
         self._worker = worker
         self._store = store
@@ -86,8 +106,13 @@ class TaskContext:
     def report_progress(self, fraction: float, message: str) -> None:
         """Record progress (an event) and extend the claim's lease.
 
-        Raises ClaimLost when this copy no longer holds the attempt.
+        Raises ClaimLost when this copy no longer holds the attempt. Safe to call from a
+        helper thread of the task (one report at a time).
         """
+        with self._progress_lock:
+            self._report(fraction, message)
+
+    def _report(self, fraction: float, message: str) -> None:
         record = self._store.progress(
             self.task_id,
             self.attempt,
@@ -168,6 +193,36 @@ class TaskContext:
             yield path
         finally:
             path.unlink(missing_ok=True)
+
+    def store_output(self, output: Output, path: Path) -> str:
+        """Store the file at ``path`` as an artifact of the task's project; its id.
+
+        The artifact is READY when this returns and not visible before (see
+        ``workers._outputs``); its id depends only on the task and ``output.slot``, so a
+        retried or redelivered attempt stores the same artifact again, never a second one.
+        A store or database outage is retried (TransientError).
+        """
+        record = self._record
+        if record is None or not record.project_id:
+            raise PermanentError(
+                "a task that stores artifacts needs a project (submit it with project_id)",
+                reason="NO_PROJECT",
+            )
+        if self._outputs is None:
+            self._object_store()  # the NO_OBJECT_STORE failure when none is configured
+            raise PermanentError("this worker cannot store artifacts", reason="NO_OBJECT_STORE")
+        try:
+            return self._outputs.store(
+                task_id=self.task_id,
+                project_id=record.project_id,
+                owner_id=record.owner_id,
+                output=output,
+                path=path,
+            )
+        except ObjectStoreError as exc:
+            raise TransientError(f"storing {output.name!r}: {exc}") from exc
+        except DBAPIError as exc:
+            raise TransientError(f"recording {output.name!r}: {exc}") from exc
 
     def artifact_pieces(self, ref: artifacts_pb2.ArtifactRef) -> Iterator[bytes]:
         """The referenced artifact's bytes as they stream from the store, UNVERIFIED: for

@@ -45,7 +45,14 @@ from google.rpc import code_pb2
 
 from core.objects import ObjectStore
 from core.tasks import AttemptStore, ClaimOutcome, OutboxItem, error_status
-from workers._context import ClaimLost, PermanentError, TaskCancelled, TaskContext
+from workers._context import (
+    ClaimLost,
+    PermanentError,
+    TaskCancelled,
+    TaskContext,
+    WorkSettings,
+)
+from workers._outputs import OutputStore
 from workers._registry import Registration
 
 log = logging.getLogger(__name__)
@@ -84,6 +91,10 @@ class Runtime:
     """The process's watchdog thread (started on the first attempt)."""
     objects: ObjectStore | None = None
     """Where the artifacts that specs reference are read from."""
+    outputs: OutputStore | None = None
+    """Where the artifacts that tasks produce are written (same store, and the database)."""
+    work: WorkSettings = field(default_factory=lambda: WorkSettings())
+    """Bounds and places of the tasks' local work."""
 
 
 def _claim_token() -> str:
@@ -128,6 +139,8 @@ def execute(
         notify=runtime.notify,
         record=claim.record,
         objects=runtime.objects,
+        outputs=runtime.outputs,
+        work=runtime.work,
     )
     watch = runtime.watchdogs.watch(Watch(runtime, registration, task_id, attempt, worker))
     result: bytes | None = None

@@ -15,12 +15,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from agentic.tasks.v1 import tasks_pb2
+from agentic.tasks.v1 import analytics_pb2, compliance_report_pb2, profile_dataset_pb2, tasks_pb2
 from google.protobuf.message import Message
 
 from core.tasks import kind_fields
 from workers._context import TaskContext, TransientError
+from workers.analytics import run_analytics
+from workers.compliance_report import run_compliance_report
 from workers.probe import run_probe
+from workers.profile_dataset import run_profile_dataset
 from workers.verify_artifact import run_verify_artifact
 
 SpecT = TypeVar("SpecT", bound=Message)
@@ -98,6 +101,31 @@ REGISTRY: Mapping[int, Registration[Any, Any]] = {
             # 5 GiB (the largest artifact) read at 10 MiB/s takes under 9 minutes.
             limits=Limits(soft_seconds=1200.0, hard_seconds=1260.0),
             retry=RetryPolicy(max_retries=5, backoff_first_seconds=2.0, backoff_max_seconds=120.0),
+        ),
+        Registration(
+            kind=tasks_pb2.TASK_KIND_PROFILE_DATASET,
+            spec_type=profile_dataset_pb2.ProfileDatasetSpec,
+            result_type=profile_dataset_pb2.ProfileDatasetResult,
+            run=run_profile_dataset,
+            # A 5 GiB CSV (the largest artifact) profiles at well over 20 MiB/s here.
+            limits=Limits(soft_seconds=1500.0, hard_seconds=1560.0),
+            retry=RetryPolicy(max_retries=3, backoff_first_seconds=2.0, backoff_max_seconds=120.0),
+        ),
+        Registration(
+            kind=tasks_pb2.TASK_KIND_ANALYTICS,
+            spec_type=analytics_pb2.AnalyticsSpec,
+            result_type=analytics_pb2.AnalyticsResult,
+            run=run_analytics,
+            limits=Limits(soft_seconds=1500.0, hard_seconds=1560.0),
+            retry=RetryPolicy(max_retries=3, backoff_first_seconds=2.0, backoff_max_seconds=120.0),
+        ),
+        Registration(
+            kind=tasks_pb2.TASK_KIND_COMPLIANCE_REPORT,
+            spec_type=compliance_report_pb2.ComplianceReportSpec,
+            result_type=compliance_report_pb2.ComplianceReportResult,
+            run=run_compliance_report,
+            limits=Limits(soft_seconds=600.0, hard_seconds=660.0),
+            retry=RetryPolicy(max_retries=3, backoff_first_seconds=2.0, backoff_max_seconds=120.0),
         ),
     )
 }

@@ -43,8 +43,10 @@ from core.tasks import (
 )
 from core.tasks._broker import events_exchange
 from workers._config import WorkerConfig
+from workers._context import WorkSettings
 from workers._execute import Runtime, Verdict, execute
 from workers._notify import Notifier
+from workers._outputs import OutputStore
 from workers._registry import Registration, check_registry, load_registry
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ def runtime() -> Runtime:
     with _runtime_lock:
         if _runtime is None or _runtime[0] != os.getpid():
             engine = make_engine(config.database_url, pool_size=config.db_pool_size)
+            objects = open_store(config.object_store_url)
             _runtime = (
                 os.getpid(),
                 Runtime(
@@ -93,7 +96,13 @@ def runtime() -> Runtime:
                     max_deliveries=config.max_deliveries,
                     notify=_notifier.notify,
                     publish=_publish,
-                    objects=open_store(config.object_store_url),
+                    objects=objects,
+                    outputs=OutputStore(engine, objects),
+                    work=WorkSettings(
+                        duckdb_memory_limit_mib=config.duckdb_memory_limit_mib,
+                        duckdb_threads=config.duckdb_threads,
+                        directory=config.work_directory,
+                    ),
                 ),
             )
         return _runtime[1]

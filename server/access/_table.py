@@ -52,6 +52,11 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
     "/agentic.tasks.v1.TaskService/SubmitProbe": frozenset({_ADMIN, _TL, _SE}),
     # Verifying stored artifacts is an operational check too.
     "/agentic.tasks.v1.TaskService/SubmitVerifyArtifact": frozenset({_ADMIN, _TL, _SE}),
+    # The real work: anyone who works on a project's data may profile and query it; the
+    # compliance report is the managers' and leads' view of a project.
+    "/agentic.tasks.v1.TaskService/SubmitProfileDataset": _EVERYONE,
+    "/agentic.tasks.v1.TaskService/SubmitAnalytics": _EVERYONE,
+    "/agentic.tasks.v1.TaskService/SubmitComplianceReport": frozenset({_ADMIN, _PM, _TL}),
     "/agentic.tasks.v1.TaskService/GetTask": _EVERYONE,
     "/agentic.tasks.v1.TaskService/ListTasks": _EVERYONE,
     "/agentic.tasks.v1.TaskService/WatchTask": _EVERYONE,
@@ -67,6 +72,13 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
     "/agentic.artifacts.v1.ArtifactService/ListArtifacts": _EVERYONE,
     "/agentic.artifacts.v1.ArtifactService/UpdateArtifact": frozenset({_ADMIN, _PM, _TL}),
     "/agentic.artifacts.v1.ArtifactService/DeleteArtifact": frozenset({_ADMIN, _PM, _TL}),
+    # Rule sets: what a project is assessed against is the managers' decision; everybody
+    # may read them.
+    "/agentic.compliance.v1.RuleSetService/CreateRuleSet": frozenset({_ADMIN, _PM}),
+    "/agentic.compliance.v1.RuleSetService/GetRuleSet": _EVERYONE,
+    "/agentic.compliance.v1.RuleSetService/ListRuleSets": _EVERYONE,
+    "/agentic.compliance.v1.RuleSetService/UpdateRuleSet": frozenset({_ADMIN, _PM}),
+    "/agentic.compliance.v1.RuleSetService/DeleteRuleSet": frozenset({_ADMIN, _PM}),
 }
 """Full method name -> the roles that may call it. Everything else is denied."""
 

@@ -1,0 +1,216 @@
+"""DuckDB for the dataset kinds: one bounded, interruptible connection per attempt.
+
+DuckDB scans CSV, Parquet and JSON lines where they lie, in one pass, within a
+``memory_limit``, spilling to a ``temp_directory`` instead of failing (see the README's
+dependency table). ``Engine`` wraps one in-memory connection for one attempt:
+
+- its memory limit, threads and spill directory come from the worker's configuration
+  (``context.work``);
+- a watcher thread interrupts the running statement within ``POLL_SECONDS`` of a
+  CancelTask (``context.cancelled()``) and reports the statement's own progress (DuckDB's
+  ``query_progress``: the share of the input scanned) every ``REPORT_SECONDS``;
+- DuckDB's errors become the task's errors: unreadable data and memory exhaustion fail
+  the task at once (PermanentError with a reason a user can act on), a full spill disk
+  is retried (TransientError).
+
+Identifiers that reach SQL are quoted with ``quote``; values travel as bound parameters,
+and the file's path too (``source``), never spliced into the text.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+
+from workers._context import (
+    ClaimLost,
+    PermanentError,
+    TaskCancelled,
+    TaskContext,
+    TransientError,
+    WorkSettings,
+)
+
+__all__ = ["Engine", "quote", "source"]
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.1
+"""How often the watcher checks for cancellation (a cancel takes effect this late)."""
+REPORT_SECONDS = 1.0
+"""How often the watcher records the running statement's progress."""
+
+# Table functions per artifact format; the path is the statement's first parameter.
+_SOURCES = {
+    "csv": "read_csv(?, header = true)",
+    "parquet": "read_parquet(?)",
+    "jsonl": "read_json(?, format = 'newline_delimited')",
+}
+
+
+def quote(identifier: str) -> str:
+    """``identifier`` as a quoted SQL identifier (any text, quotes doubled)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def source(fmt: str) -> str:
+    """The table function that reads a dataset of format ``fmt`` (its path bound as ``?``)."""
+    try:
+        return _SOURCES[fmt]
+    except KeyError:
+        raise PermanentError(
+            f"datasets of format {fmt!r} cannot be read (csv, parquet or jsonl)",
+            reason="UNSUPPORTED_FORMAT",
+        ) from None
+
+
+class Engine:
+    """One DuckDB connection for one attempt, cancellable and reporting progress."""
+
+    def __init__(self, context: TaskContext) -> None:
+        self._context = context
+        self._settings: WorkSettings = context.work
+        self._spill: tempfile.TemporaryDirectory[str] | None = None
+        self._connection: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+        self._running: tuple[str, float, float] | None = None  # stage, start, end fraction
+        self._cancelled = False
+        self._lost = False
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="duckdb-watch", daemon=True)
+
+    def __enter__(self) -> Engine:
+        self._spill = tempfile.TemporaryDirectory(
+            prefix="agentic-duckdb-", dir=self._settings.directory or None
+        )
+        connection = duckdb.connect(
+            ":memory:",
+            config={
+                "memory_limit": f"{self._settings.duckdb_memory_limit_mib}MB",
+                "threads": self._settings.duckdb_threads,
+                "temp_directory": str(Path(self._spill.name)),
+            },
+        )
+        for statement in (
+            "SET enable_progress_bar = true",
+            "SET enable_progress_bar_print = false",
+            "SET progress_bar_time = 0",
+        ):
+            connection.execute(statement)
+        self._connection = connection
+        self._watcher.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._watcher.join(timeout=5)
+        if self._connection is not None:
+            self._connection.close()
+        if self._spill is not None:
+            self._spill.cleanup()
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The raw connection (for statements that need no watching)."""
+        assert self._connection is not None, "use Engine as a context manager"
+        return self._connection
+
+    def run(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        stage: str,
+        span: tuple[float, float] = (0.0, 1.0),
+    ) -> list[tuple[Any, ...]]:
+        """Run ``sql`` with ``params`` and fetch every row.
+
+        While it runs, its progress is reported as ``stage``, mapped into the task's
+        fraction ``span``; a CancelTask interrupts it (TaskCancelled). DuckDB's errors
+        become PermanentError or TransientError (see the module's docstring).
+        """
+        connection = self.connection
+        with self._lock:
+            self._running = (stage, span[0], span[1])
+        try:
+            return connection.execute(sql, list(params)).fetchall()
+        except duckdb.InterruptException:
+            if self._lost:
+                raise ClaimLost(self._context.task_id) from None
+            if self._cancelled:
+                raise TaskCancelled(self._context.task_id) from None
+            raise TransientError("the DuckDB statement was interrupted") from None
+        except duckdb.OutOfMemoryException as exc:
+            raise PermanentError(
+                f"{stage}: the query needs more memory than the worker's DuckDB memory limit "
+                f"({self._settings.duckdb_memory_limit_mib} MiB) even with spilling: raise "
+                f"AGENTIC_DUCKDB_MEMORY_LIMIT_MIB or query fewer groups ({_first_line(exc)})",
+                reason="MEMORY_LIMIT_EXCEEDED",
+            ) from None
+        except duckdb.IOException as exc:
+            if "No space left" in str(exc):
+                raise TransientError(f"{stage}: spill disk full: {_first_line(exc)}") from exc
+            raise PermanentError(
+                f"{stage}: the dataset cannot be read: {_first_line(exc)}",
+                reason="DATASET_UNREADABLE",
+            ) from None
+        except (
+            duckdb.InvalidInputException,
+            duckdb.ConversionException,
+            duckdb.ParserException,
+        ) as exc:
+            raise PermanentError(
+                f"{stage}: the dataset does not parse as its format: {_first_line(exc)}",
+                reason="DATASET_UNREADABLE",
+            ) from None
+        finally:
+            with self._lock:
+                self._running = None
+
+    def _watch(self) -> None:
+        reported_at = time.monotonic()
+        while not self._stop.wait(POLL_SECONDS):
+            with self._lock:
+                running = self._running
+            if running is None:
+                continue
+            try:
+                if self._context.cancelled():
+                    self._cancelled = True
+                    self.connection.interrupt()
+                    continue
+                now = time.monotonic()
+                if now - reported_at < REPORT_SECONDS:
+                    continue
+                reported_at = now
+                percent = self.connection.query_progress()
+                if percent >= 0:
+                    stage, start, end = running
+                    fraction = start + (end - start) * min(percent, 100.0) / 100.0
+                    self._context.report_progress(fraction, f"{stage}: {percent:.0f}%")
+            except ClaimLost:
+                self._lost = True
+                self.connection.interrupt()
+            except Exception:
+                # A progress write that failed (the database blinked) costs a report, not
+                # the task: the attempt's own writes decide its fate.
+                log.warning(
+                    "progress of task %s not recorded", self._context.task_id, exc_info=True
+                )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
