@@ -21,7 +21,11 @@ Every file a new kind touches:
    the fields of ``SubmitProbeRequest`` (``request_id``, ``owner_id``, ``priority``,
    ``project_id``) plus ``<Name>Spec <name>``, and whose response has ``Task task``.
    ``<Name>`` is the kind in CamelCase: ``TASK_KIND_PROFILE_DATASET`` is
-   ``SubmitProfileDataset`` with the spec in ``profile_dataset``. Run ``make gen``.
+   ``SubmitProfileDataset`` with the spec in ``profile_dataset``. A kind whose messages
+   are more than a few fields keeps its ``<Name>Spec`` and ``<Name>Result`` in a file of
+   its own in the same package (``protos/agentic/tasks/v1/<name>.proto``, imported by
+   ``tasks.proto``; Python code imports them from ``agentic.tasks.v1.<name>_pb2``), as
+   the profile, analytics and compliance kinds do. Run ``make gen``.
 
    The server checks every kind against this convention at start-up
    (``server/tasks/_kinds.py``) and refuses to start, naming what is missing. The one submit

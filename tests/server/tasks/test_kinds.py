@@ -134,27 +134,25 @@ def test_a_kind_without_its_rpc_is_named() -> None:
 
 def test_a_new_kind_without_its_rpc_is_named() -> None:
     probe = KINDS[tasks_pb2.TASK_KIND_PROBE]
-    dataset = KindFields(
-        name="profile_dataset",
-        spec_field="profile_dataset",
-        result_field="profile_dataset_result",
+    report = KindFields(
+        name="export_report",
+        spec_field="export_report",
+        result_field="export_report_result",
         spec_type=probe.spec_type,
         result_type=probe.result_type,
     )
-    with pytest.raises(
-        ValueError, match="TASK_KIND_PROFILE_DATASET needs `rpc SubmitProfileDataset"
-    ):
-        derive_submit_rpcs(edited_service(lambda proto: None), {**KINDS, 99: dataset})
+    with pytest.raises(ValueError, match="TASK_KIND_EXPORT_REPORT needs `rpc SubmitExportReport"):
+        derive_submit_rpcs(edited_service(lambda proto: None), {**KINDS, 99: report})
 
 
 def test_a_submit_rpc_without_a_kind_is_named() -> None:
     def edit(proto: descriptor_pb2.FileDescriptorProto) -> None:
         extra = proto.service[0].method.add()
         extra.CopyFrom(next(m for m in proto.service[0].method if m.name == "SubmitProbe"))
-        extra.name = "SubmitProfileDataset"
+        extra.name = "SubmitExportReport"
 
     with pytest.raises(
-        ValueError, match=r"SubmitProfileDataset matches no TaskKind \(TASK_KIND_PROFILE_DATASET\)"
+        ValueError, match=r"SubmitExportReport matches no TaskKind \(TASK_KIND_EXPORT_REPORT\)"
     ):
         derive_submit_rpcs(edited_service(edit), KINDS)
 
