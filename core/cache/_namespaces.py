@@ -19,3 +19,7 @@ class Namespace(enum.StrEnum):
     """Pages of ListProjects, per viewer and request."""
     ARTIFACTS = "artifacts"
     """One serialized ``agentic.artifacts.v1.Artifact`` per artifact id."""
+    RULE_SETS = "rule_sets"
+    """One serialized ``agentic.compliance.v1.RuleSet`` per custom rule set id (built-in
+    sets are served from the code's data and never cached). ListRuleSets is not cached:
+    it is an operator's call, rare next to the reads of one set by id."""

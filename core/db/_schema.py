@@ -226,3 +226,31 @@ class ArtifactWorkProductRow(Base):
         String(36), ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
     )
     work_product: Mapped[str] = mapped_column(String(5), primary_key=True)
+
+
+class RuleSetRow(Base):
+    """A custom compliance rule set (the built-in ones are data in ``core/compliance``).
+
+    ``processes`` is an ``agentic.compliance.v1.RuleSet`` holding only its ``processes``,
+    serialized: the rule set is always read and written whole, never queried by its
+    contents, and proto bytes keep field numbers (a renamed field or enum value still
+    reads) where JSON would keep names. ``version`` increments on every write and is the
+    source of the etag.
+    """
+
+    __tablename__ = "rule_sets"
+    __table_args__ = (
+        UniqueConstraint("name", name="uq_rule_sets_name"),
+        # ListRuleSets walks custom sets in (create_time, id) order.
+        Index("ix_rule_sets_create_time_id", "create_time", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    source: Mapped[str] = mapped_column(String(500), nullable=False, default="")
+    processes: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    owner_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)

@@ -20,8 +20,12 @@ class EventType(enum.StrEnum):
     ARTIFACT_UPDATED = "artifact.updated"
     """Metadata or state changed (an upload finished, failed or was reset)."""
     ARTIFACT_DELETED = "artifact.deleted"
+    RULE_SET_CREATED = "rule_set.created"
+    RULE_SET_UPDATED = "rule_set.updated"
+    RULE_SET_DELETED = "rule_set.deleted"
 
     @property
     def key_field(self) -> str:
-        """The event field holding the id of the object that changed (``project_id``)."""
+        """The event field holding the id of the object that changed (``project_id``,
+        ``rule_set_id``)."""
         return f"{self.value.split('.', 1)[0]}_id"

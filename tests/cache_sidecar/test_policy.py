@@ -34,7 +34,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_policy_loads_with_every_namespace_the_server_reads() -> None:
     policy = load_policy(DEFAULT_POLICY_FILE)
-    assert set(policy.namespaces) == {"projects", "project_lists", "artifacts"}
+    assert set(policy.namespaces) == {"projects", "project_lists", "artifacts", "rule_sets"}
+    assert policy.invalidations_for("rule_set.updated") == [
+        Invalidation("rule_sets", "rule_set_id")
+    ]
     assert policy.invalidations_for("project.updated") == [
         Invalidation("project_lists", None),
         Invalidation("projects", "project_id"),
@@ -47,7 +50,7 @@ def test_shipped_policy_loads_with_every_namespace_the_server_reads() -> None:
         Invalidation("artifacts", "artifact_id")
     ]
     assert policy.invalidations_for("task.updated") == []
-    assert sorted(policy.event_patterns()) == ["artifact.*", "project.*"]
+    assert sorted(policy.event_patterns()) == ["artifact.*", "project.*", "rule_set.*"]
     projects = policy.namespaces["projects"]
     assert projects.compress_threshold_bytes == 1024
     assert projects.lease_wait_seconds <= projects.lease_ttl_seconds
