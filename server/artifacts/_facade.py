@@ -252,6 +252,7 @@ class Artifacts:
             object_key=object_key(artifact.project_id, artifact.id),
             size_bytes=artifact.size_bytes,
             sha256=artifact.sha256,
+            format=artifact.format,
         )
 
     # -- bytes ---------------------------------------------------------------------------
