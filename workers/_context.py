@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,13 +41,18 @@ class ClaimLost(Exception):
 class PermanentError(Exception):
     """A failure that retrying cannot fix: the task ends FAILED at once.
 
-    ``reason`` becomes the ErrorInfo reason of the task's google.rpc.Status error.
+    ``reason`` becomes the ErrorInfo reason of the task's google.rpc.Status error, and
+    ``metadata`` its ErrorInfo metadata: what the reason is about, for a caller to act on
+    (``{"column": "amount"}`` for a query naming a column the dataset lacks).
     """
 
-    def __init__(self, message: str, *, reason: str) -> None:
+    def __init__(
+        self, message: str, *, reason: str, metadata: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
+        self.metadata: Mapping[str, str] = dict(metadata or {})
 
 
 class TransientError(Exception):

@@ -159,7 +159,9 @@ def execute(
         log.warning("task %s attempt %d: claim lost, stopping without writing", task_id, attempt)
         return Outcome(Verdict.ACK)
     except PermanentError as exc:
-        error = error_status(code_pb2.UNKNOWN, exc.message, reason=exc.reason)
+        error = error_status(
+            code_pb2.UNKNOWN, exc.message, reason=exc.reason, metadata=exc.metadata
+        )
     except SoftTimeLimitExceeded:
         error = error_status(
             code_pb2.DEADLINE_EXCEEDED,

@@ -9,6 +9,7 @@ new kind's proto fields do not follow the convention.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -80,10 +81,12 @@ def celery_task_name(kind: int) -> str:
     return f"agentic.task.{kind_fields(kind).name}"
 
 
-def error_status(code: int, message: str, *, reason: str) -> bytes:
-    """A serialized google.rpc.Status with ErrorInfo(reason, agentic.tasks.v1)."""
+def error_status(
+    code: int, message: str, *, reason: str, metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """A serialized google.rpc.Status with ErrorInfo(reason, agentic.tasks.v1, metadata)."""
     info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {}))
     status = status_pb2.Status(code=code, message=message, details=[info])
     data: bytes = status.SerializeToString()
     return data
