@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 import duckdb
+from agentic.tasks.v1 import datasets_pb2
 
 from workers._context import (
     ClaimLost,
@@ -39,7 +40,7 @@ from workers._context import (
     WorkSettings,
 )
 
-__all__ = ["Engine", "quote", "source"]
+__all__ = ["Engine", "column_type", "quote", "source"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,44 @@ _SOURCES = {
     "parquet": "read_parquet(?)",
     "jsonl": "read_json(?, format = 'newline_delimited')",
 }
+
+
+_INTEGERS = frozenset(
+    {
+        "TINYINT",
+        "SMALLINT",
+        "INTEGER",
+        "BIGINT",
+        "HUGEINT",
+        "UTINYINT",
+        "USMALLINT",
+        "UINTEGER",
+        "UBIGINT",
+        "UHUGEINT",
+    }
+)
+_FLOATS = frozenset({"FLOAT", "DOUBLE", "REAL"})
+_TIMESTAMPS = frozenset(
+    {"TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "TIMESTAMP WITH TIME ZONE"}
+)
+
+
+def column_type(engine_type: str) -> datasets_pb2.ColumnType.ValueType:
+    """The logical ColumnType of a DuckDB type name (as DESCRIBE spells it)."""
+    name = engine_type.upper()
+    if name in _INTEGERS:
+        return datasets_pb2.COLUMN_TYPE_INTEGER
+    if name in _FLOATS or name.startswith("DECIMAL"):
+        return datasets_pb2.COLUMN_TYPE_FLOAT
+    if name == "BOOLEAN":
+        return datasets_pb2.COLUMN_TYPE_BOOLEAN
+    if name == "VARCHAR":
+        return datasets_pb2.COLUMN_TYPE_STRING
+    if name == "DATE":
+        return datasets_pb2.COLUMN_TYPE_DATE
+    if name in _TIMESTAMPS:
+        return datasets_pb2.COLUMN_TYPE_TIMESTAMP
+    return datasets_pb2.COLUMN_TYPE_OTHER
 
 
 def quote(identifier: str) -> str:
