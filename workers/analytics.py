@@ -59,6 +59,7 @@ def run_analytics(
     spec: analytics_pb2.AnalyticsSpec, context: TaskContext
 ) -> analytics_pb2.AnalyticsResult:
     """Answer ``spec`` over its dataset; the typed preview and the two result artifacts."""
+    reader = source(_format(spec.dataset))  # before any byte is fetched
     directory = Path(context.work.directory) if context.work.directory else None
     context.report_progress(0.0, "fetching the dataset")
     with (
@@ -69,7 +70,6 @@ def run_analytics(
         context.raise_if_cancelled()
         # Time buckets and zoned timestamps in UTC, whatever the worker host's zone.
         engine.connection.execute("SET TimeZone = 'UTC'")
-        reader = source(_format(spec.dataset, path))
         described = engine.run(
             f"DESCRIBE SELECT * FROM {reader}",
             [str(path)],
@@ -129,26 +129,18 @@ def run_analytics(
     )
 
 
-def _format(ref: artifacts_pb2.ArtifactRef, path: Path) -> str:
-    """The dataset's format: the one its upload declared (the server copies it into the
-    reference at submit)."""
-    declared = getattr(ref, "format", None)
-    if declared:
-        fmt = _FORMATS.get(declared)
-        if fmt is None:
-            raise PermanentError(
-                f"dataset format {declared} is not one this worker reads",
-                reason="UNSUPPORTED_FORMAT",
-            )
-        return fmt
-    # A reference from before the server filled the format in: look at the bytes.
-    with path.open("rb") as handle:
-        head = handle.read(4096)
-    if head.startswith(b"PAR1"):
-        return "parquet"
-    if head.lstrip().startswith(b"{"):
-        return "jsonl"
-    return "csv"
+def _format(ref: artifacts_pb2.ArtifactRef) -> str:
+    """The dataset's format as its upload declared it (the server copies it into the
+    reference at submit): never guessed from the bytes."""
+    fmt = _FORMATS.get(ref.format)
+    if fmt is None:
+        raise PermanentError(
+            f"artifact {ref.artifact_id} is not a dataset of a format this worker reads "
+            "(csv, parquet or jsonl)",
+            reason="UNSUPPORTED_FORMAT",
+            metadata={"artifact_id": ref.artifact_id},
+        )
+    return fmt
 
 
 def _cell(column: SourceColumn) -> str:
