@@ -3,14 +3,13 @@
 Issue 11's benchmark. One file of ``size_mib`` random bytes goes up and comes back along
 each route, in interleaved passes (``bench._artifacts_passes``):
 
-1. the API server (``python -m server``) with the file store: CreateUpload + Write, Read;
-2. the same server with glibc's malloc tuned (``MALLOC_TUNED``), for scale (and the same
-   again for the S3 store, after 5);
-3. the bare ByteStream servicer (``bench._bare_bytestream``): the same Write and Read
+1. the API server (``python -m server``, as in production: its malloc is set by
+   ``core.serving.tune_malloc``) with the file store: CreateUpload + Write, Read;
+2. the bare ByteStream servicer (``bench._bare_bytestream``): the same Write and Read
    calls, the same client code, no logic;
-4. the plain file: ``shutil.copyfile``, then reading it (the physical floor);
-5. the API server with the S3 store against a private moto S3 server (``devtools.s3``);
-6. raw boto3 ``upload_fileobj`` / ``download_fileobj`` to the same moto server.
+3. the plain file: ``shutil.copyfile``, then reading it (the physical floor);
+4. the API server with the S3 store against a private moto S3 server (``devtools.s3``);
+5. raw boto3 ``upload_fileobj`` / ``download_fileobj`` to the same moto server.
 
 Then the building blocks run once each (``bench._artifacts_blocks``). MB/s (best pass),
 peak RSS and page faults of each server and CPU per MiB by process go into the report's
@@ -52,7 +51,7 @@ from tests._processes import Service, start_service
 from tests._support import postgres_database
 from tests.server.artifacts._bytestream import sha256_file
 
-__all__ = ["MALLOC_TUNED", "QUICK", "ArtifactPlan", "measure_artifacts"]
+__all__ = ["QUICK", "ArtifactPlan", "measure_artifacts"]
 
 _MIB = 1024 * 1024
 _WARM_BYTES = 4 * _MIB
@@ -61,19 +60,6 @@ _CALL_TIMEOUT_SECONDS = 10.0
 _CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
 
 Progress = Callable[[str], None]
-
-MALLOC_TUNED = (
-    "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=4194304"
-    ":glibc.malloc.trim_threshold=16777216"
-)
-"""GLIBC_TUNABLES of the "malloc tuned" API servers, shown for scale. glibc's defaults adapt
-the mmap threshold to the largest mmapped chunk freed so far and trim the heap top past
-twice that: with 1 MiB chunks, a server freeing two 1 MiB buffers per chunk gives the heap
-top back to the kernel after every chunk and faults it in again for the next (see the page
-faults column). And each thread gets a malloc arena of its own (up to 8 per core) that keeps
-what it freed: the S3 store's 8 MiB part buffers, allocated in whichever of the 8 object IO
-threads runs a write, stay resident in each. Here allocations up to 4 MiB come from the
-heap, the heap top is trimmed only past 16 MiB free, and two arenas serve all threads."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +156,6 @@ def _routes(
     s3: S3Target | None,
 ) -> list[Route]:
     api_file = procs.start("server", _api_env(database_url))
-    api_tuned = procs.start("server", {**_api_env(database_url), "GLIBC_TUNABLES": MALLOC_TUNED})
     bare_dir = workdir / "bare"
     bare = procs.start("bench._bare_bytestream", {"BENCH_DIR": str(bare_dir)})
     api_channel = procs.channel(api_file, token=True)
@@ -183,14 +168,6 @@ def _routes(
             project_id=project_id,
             digests=digests,
             server_pid=api_file.process.pid,
-        ),
-        ApiRoute(
-            key="api_tuned",
-            name="API server, file store, malloc tuned",
-            stub=artifacts_pb2_grpc.ArtifactServiceStub(procs.channel(api_tuned, token=True)),
-            project_id=project_id,
-            digests=digests,
-            server_pid=api_tuned.process.pid,
         ),
         BareRoute(
             key="bare",
@@ -205,7 +182,6 @@ def _routes(
         return routes
     env = {**_api_env(database_url), **s3.env, "AGENTIC_OBJECT_STORE_URL": s3.store_url}
     api_s3 = procs.start("server", env)
-    api_s3_tuned = procs.start("server", {**env, "GLIBC_TUNABLES": MALLOC_TUNED})
     s3_channel = procs.channel(api_s3, token=True)
     routes += [
         ApiRoute(
@@ -217,15 +193,6 @@ def _routes(
             server_pid=api_s3.process.pid,
             s3_pid=s3.pid,
         ),
-        ApiRoute(
-            key="api_s3_tuned",
-            name="API server, S3 store, malloc tuned",
-            stub=artifacts_pb2_grpc.ArtifactServiceStub(procs.channel(api_s3_tuned, token=True)),
-            project_id=project_id,
-            digests=digests,
-            server_pid=api_s3_tuned.process.pid,
-            s3_pid=s3.pid,
-        ),
         Boto3Route(key="boto3", name="raw boto3", client=s3.client, bucket=BUCKET, s3_pid=s3.pid),
     ]
     return routes
@@ -234,11 +201,9 @@ def _routes(
 _PATHS = {
     "api_file": "client -> API server (auth, validation, hash, fsync every 8 MiB, database "
     "checkpoints) -> file",
-    "api_tuned": f"the same, GLIBC_TUNABLES={MALLOC_TUNED}",
     "bare": "client -> grpc.aio servicer -> file",
     "plain": "shutil.copyfile / read in 1 MiB pieces",
     "api_s3": "client -> API server -> moto S3 server (multipart, 8 MiB parts)",
-    "api_s3_tuned": f"the same, GLIBC_TUNABLES={MALLOC_TUNED}",
     "boto3": "boto3 managed transfer -> moto S3 server",
 }
 

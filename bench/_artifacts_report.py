@@ -200,7 +200,9 @@ client: the synchronous grpcio API, one channel per server, one stream at a time
 - **API server, file store**: `python -m server` on the benchmark's PostgreSQL database
   with `AGENTIC_OBJECT_STORE_URL=file://<temporary directory>` (production defaults:
   fsync every `AGENTIC_OBJECT_STORE_PART_BYTES` = 8 MiB, 8 object IO threads, the
-  interceptor with authentication and protovalidate on every message). Upload is
+  interceptor with authentication and protovalidate on every message, glibc's malloc
+  set at start by `core.serving.tune_malloc`: two arenas, 4 MiB mmap threshold, 16 MiB
+  trim threshold). Upload is
   `CreateUpload` (size and sha256 declared) plus one `Write` stream of the whole file
   in 1 MiB WriteRequests with `finish_write` on the last, until its WriteResponse: the
   bytes are hashed, written and fsynced, the committed size recorded in the database
@@ -219,9 +221,6 @@ client: the synchronous grpcio API, one channel per server, one stream at a time
   against moto's S3 server (`python -m moto.server`, `devtools/s3.py`) on a loopback
   port: the upload is an S3 multipart upload of 8 MiB parts, uploaded one after the other
   from the Write stream; the download one GET streamed in 1 MiB pieces.
-- **malloc tuned** (both stores, for scale): the same API server with
-  `GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=16777216`
-  (`bench._artifacts.MALLOC_TUNED` says why), no other difference.
 - **raw boto3**: `upload_fileobj` / `download_fileobj` of the same file to and from the
   same moto server from the benchmark process, with boto3's default transfer settings
   (8 MiB parts and ranges, up to 10 threads at once), downloads into a counting sink.

@@ -85,11 +85,6 @@ def checks(rows: list[ArtifactRow]) -> list[ArtifactCheck]:
         *_ratio_check(by, "api_s3", "boto3", "API server (S3 store) / raw boto3", OVER_BOTO3_MIN),
         *_rss_check(by, "api_file", "API server RSS growth, file store"),
         *_rss_check(by, "api_s3", "API server RSS growth, S3 store"),
-        *_scale(_rss_check(by, "api_tuned", "API server RSS growth, file store, malloc tuned")),
-        *_scale(_rss_check(by, "api_s3_tuned", "API server RSS growth, S3 store, malloc tuned")),
-        *_ratio_check(
-            by, "api_tuned", "bare", "API server, malloc tuned / bare servicer (file store)", None
-        ),
         *_ratio_check(by, "bare", "plain", "bare servicer / plain file", None),
         *_ratio_check(by, "api_file", "plain", "API server / plain file", None),
     ]
@@ -163,32 +158,20 @@ def _upload_line(
 
 
 def _download_line(by: dict[str, ArtifactRow]) -> str | None:
-    api, bare, tuned = (
-        by.get("api_file:download"),
-        by.get("bare:download"),
-        by.get("api_tuned:download"),
-    )
+    api, bare = by.get("api_file:download"), by.get("bare:download")
     if api is None or bare is None or api.server_faults_per_mib is None:
         return None
-    line = (
-        f"- Why the download is slower: the API server takes {api.server_faults_per_mib:.0f} "
-        f"page faults per MiB sent (the bare servicer {_num(bare.server_faults_per_mib, 0)}), "
-        f"{api.server_faults_per_mib * 4 / 1024:.1f} MiB of memory touched fresh per MiB. The "
-        "chunk is read in an IO thread (whose malloc arena is another), and the 1 MiB buffers "
-        "of its message on the event loop (the ReadResponse, its serialized copy) are freed "
-        "together once it is sent, which leaves more than glibc's trim threshold free at the "
-        "top of the heap (adaptive: twice the largest mmapped chunk freed so far, about 2 MiB): "
-        "free() gives that memory back to the kernel (brk) and the next chunk faults it in "
-        "again, zero-filled."
+    return (
+        f"- The download's memory: the API server takes {api.server_faults_per_mib:.0f} "
+        f"page faults per MiB sent (the bare servicer {_num(bare.server_faults_per_mib, 0)}). "
+        "With glibc's own malloc settings it took about 500, and downloaded at half the "
+        "speed: the 1 MiB buffers of a ReadResponse (the message, its serialized copy) "
+        "freed together leave more than the adaptive trim threshold free at the heap top, "
+        "so free() gave it back to the kernel and the next chunk faulted it in again, "
+        "zero-filled. The server and the workers now set malloc at start "
+        "(core.serving.tune_malloc: a fixed 4 MiB mmap threshold, a 16 MiB trim threshold, "
+        "two arenas; GLIBC_TUNABLES overrides each)."
     )
-    if tuned is not None and tuned.best_mb_s and bare.best_mb_s:
-        line += (
-            f' With GLIBC_TUNABLES set (row "malloc tuned") the same server takes '
-            f"{_num(tuned.server_faults_per_mib, 0)} faults per MiB and downloads at "
-            f"{tuned.best_mb_s:.0f} MB/s, {tuned.best_mb_s / bare.best_mb_s:.2f}x of the bare "
-            "servicer: set in the server's environment (Dockerfile, make run), it is the fix."
-        )
-    return line
 
 
 def _s3_upload_line(by: dict[str, ArtifactRow], blocks: dict[str, ArtifactBlock]) -> str | None:
@@ -211,22 +194,16 @@ def _s3_upload_line(by: dict[str, ArtifactRow], blocks: dict[str, ArtifactBlock]
 
 
 def _s3_memory_line(by: dict[str, ArtifactRow]) -> str | None:
-    plain, tuned = by.get("api_s3:upload"), by.get("api_s3_tuned:upload")
+    plain = by.get("api_s3:upload")
     if plain is None or plain.server_growth_mib is None:
         return None
-    line = (
+    return (
         f"- The S3 store's memory: the API server's RSS grows by {plain.server_growth_mib:.0f} "
-        "MiB. Its writer buffers a part (8 MiB) and copies it out for UploadPart, in whichever "
-        "of the 8 object IO threads runs the write, and each thread allocates from a malloc "
-        "arena of its own that keeps what was freed in it: the growth is retained free "
-        "memory, a few part buffers per arena, not live data."
+        "MiB. Its writer buffers a part (8 MiB) and copies it out for UploadPart in "
+        "whichever object IO thread runs the write; with glibc's own settings each of the 8 "
+        "threads allocated from an arena of its own that kept what was freed in it (73 MiB "
+        "of growth in the run before core.serving.tune_malloc limited the arenas to two)."
     )
-    if tuned is not None and tuned.server_growth_mib is not None:
-        line += (
-            f' With GLIBC_TUNABLES (two arenas, row "S3 store, malloc tuned") it grows by '
-            f"{tuned.server_growth_mib:.0f} MiB."
-        )
-    return line
 
 
 def _s3_download_line(by: dict[str, ArtifactRow]) -> str | None:

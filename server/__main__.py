@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 
+from core.serving import tune_malloc
 from core.tls import TlsConfigError
 from server._config import ConfigError, ServerConfig
 from server.app import serve
@@ -24,6 +26,7 @@ def main() -> None:
     except ConfigError as exc:
         sys.exit(f"server: bad configuration: {exc}")
     logging.getLogger().setLevel(config.log_level)
+    tune_malloc(os.environ)  # before the threads that would each get an arena
     try:
         asyncio.run(serve(config))
     except (JwksError, TlsConfigError) as exc:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
+from core.serving import tune_malloc
 from workers._config import ConfigError, WorkerConfig
 
 
@@ -20,6 +22,7 @@ def main() -> None:
     except ConfigError as exc:
         sys.exit(f"workers: bad configuration: {exc}")
     logging.getLogger().setLevel(config.log_level)
+    tune_malloc(os.environ)  # before the threads that would each get an arena
     from workers._registry import check_registry, load_registry
 
     try:

@@ -6,6 +6,8 @@
   each process bringing its own checks, NOT_SERVING from shutdown on.
 - ``start_metrics``: the Prometheus endpoint from a ``host:port`` address.
 - ``wait_for_stop_signal``: SIGTERM/SIGINT handlers, the ready file, then the wait.
+- ``tune_malloc``: glibc's malloc set for 1 MiB messages and 8 MiB parts, first thing in
+  every server and worker process (``GLIBC_TUNABLES`` overrides it).
 
 Each process keeps ``create_server`` (build: the health object is wired there) apart
 from ``serve`` (run: metrics, the ready file, the wait, the shutdown order).
@@ -18,6 +20,7 @@ from core.serving._ready import write_ready_file
 
 if TYPE_CHECKING:
     from core.serving._health import DEPENDENCY_UP, Dependency, DependencyHealth
+    from core.serving._malloc import tune_malloc
     from core.serving._process import (
         STOP_SIGNALS,
         MetricsEndpoint,
@@ -35,6 +38,7 @@ _LAZY = {
     "MetricsEndpoint": "core.serving._process",
     "start_metrics": "core.serving._process",
     "wait_for_stop_signal": "core.serving._process",
+    "tune_malloc": "core.serving._malloc",
 }
 
 
@@ -47,6 +51,7 @@ __all__ = [
     "DependencyHealth",
     "MetricsEndpoint",
     "start_metrics",
+    "tune_malloc",
     "wait_for_stop_signal",
     "write_ready_file",
 ]
