@@ -16,6 +16,8 @@ COPY requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
 COPY protos ./protos
 RUN python protos/codegen.py
+# The shared core (STYLE.md 13): every process imports it.
+COPY core ./core
 COPY server ./server
 COPY cache_sidecar ./cache_sidecar
 COPY workers ./workers
