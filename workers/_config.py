@@ -152,8 +152,53 @@ class WorkerConfig:
         doc="where tasks keep their local files: verified copies of artifacts, results "
         "before they are stored, DuckDB's spill files",
     )
+    # The compliance report reads custom rule sets through a cache sidecar, like the API
+    # server's GetRuleSet; the names and meanings are the server's. Unset (the default), a
+    # worker reads them from the database: a worker host need not run a sidecar.
+    cache_address: str = setting(
+        "AGENTIC_CACHE_ADDRESS",
+        "",
+        shown="(unset)",
+        doc="the cache sidecar the compliance report reads rule sets through (the server's "
+        "variable); unset or empty: they are read from the database. An unreachable sidecar "
+        "costs a report at most one cache timeout, then the database answers",
+    )
+    cache_timeout_seconds: float = setting(
+        "AGENTIC_CACHE_TIMEOUT_SECONDS",
+        1.0,
+        parse=number(),
+        doc="deadline of a cache read (including a wait for another reader's fill); past it "
+        "the database answers",
+    )
+    cache_server_ca_file: str = setting(
+        "AGENTIC_CACHE_SERVER_CA_FILE",
+        "",
+        doc="CA of the sidecar's certificate: set it to talk TLS to the sidecar",
+    )
+    cache_client_cert_file: str = setting(
+        "AGENTIC_CACHE_CLIENT_CERT_FILE",
+        "",
+        doc="this worker's client certificate towards a sidecar that requires mTLS",
+    )
+    cache_client_key_file: str = setting(
+        "AGENTIC_CACHE_CLIENT_KEY_FILE", "", doc="the key of that client certificate"
+    )
+    cache_server_name: str = setting(
+        "AGENTIC_CACHE_SERVER_NAME",
+        "",
+        doc="name to check the sidecar's certificate against when it is not the host of "
+        "`AGENTIC_CACHE_ADDRESS`",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
         """Read and check every setting; raise ConfigError naming the bad variable."""
-        return read_env(cls, env)
+        config = read_env(cls, env)
+        if bool(config.cache_client_cert_file) != bool(config.cache_client_key_file):
+            raise ConfigError(
+                "set both AGENTIC_CACHE_CLIENT_CERT_FILE and AGENTIC_CACHE_CLIENT_KEY_FILE, "
+                "or neither"
+            )
+        if config.cache_client_cert_file and not config.cache_server_ca_file:
+            raise ConfigError("AGENTIC_CACHE_CLIENT_CERT_FILE needs AGENTIC_CACHE_SERVER_CA_FILE")
+        return config

@@ -42,12 +42,14 @@ from core.tasks import (
     publish_run,
 )
 from core.tasks._broker import events_exchange
+from workers import compliance_report
 from workers._config import WorkerConfig
 from workers._context import WorkSettings
 from workers._execute import Runtime, Verdict, execute
 from workers._notify import Notifier
 from workers._outputs import OutputStore
 from workers._registry import Registration, check_registry, load_registry
+from workers._rule_sets import CacheSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,15 @@ _REQUEUE_PAUSE_SECONDS = 1.0
 # outage costs a running task nothing, not a reconnect attempt per progress report.
 _notifier = Notifier(config.broker_url, events_exchange(settings.events_exchange))
 _runtime: tuple[int, Runtime] | None = None
+# The compliance report's cache sidecar; its channel opens in each pool process, on first use.
+_rule_set_cache = CacheSettings(
+    address=config.cache_address,
+    timeout_seconds=config.cache_timeout_seconds,
+    server_ca_file=config.cache_server_ca_file,
+    client_cert_file=config.cache_client_cert_file,
+    client_key_file=config.cache_client_key_file,
+    server_name=config.cache_server_name,
+)
 _runtime_lock = threading.Lock()
 
 
@@ -86,6 +97,7 @@ def runtime() -> Runtime:
     with _runtime_lock:
         if _runtime is None or _runtime[0] != os.getpid():
             engine = make_engine(config.database_url, pool_size=config.db_pool_size)
+            compliance_report.bind(engine, _rule_set_cache)
             objects = open_store(config.object_store_url)
             _runtime = (
                 os.getpid(),

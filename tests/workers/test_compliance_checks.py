@@ -99,26 +99,29 @@ def test_an_empty_export_covers_everything() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rows", "words"),
+    ("rows", "words", "row"),
     [
-        ([("", "test", "", "", "")], "data row 1: item_id is empty"),
+        ([("", "test", "", "", "")], "data row 1: item_id is empty", 1),
         (
             [("A", "test", "", "", ""), ("B", "epic", "", "", "")],
             "data row 2 (item 'B'): item_type 'epic'",
+            2,
         ),
-        ([("A", "test-result", "", "", "green")], "status 'green'"),
-        ([("A", "test-result", "", "", "")], "status ''"),
+        ([("A", "test-result", "", "", "green")], "status 'green'", 1),
+        ([("A", "test", "", "", ""), ("B", "test-result", "", "", "")], "status ''", 2),
         (
             [("A", "test", "", "", ""), ("B", "test", "", "", ""), ("A", "design", "", "", "")],
             "item_id 'A' appears twice (data rows 1 and 3)",
+            3,
         ),
     ],
 )
-def test_bad_rows_name_the_row(rows: list[Row], words: str) -> None:
+def test_bad_rows_name_the_row(rows: list[Row], words: str, row: int) -> None:
     with pytest.raises(PermanentError) as info:
         _trace(rows)
     assert info.value.reason == "TRACEABILITY_INVALID"
     assert words in info.value.message
+    assert info.value.metadata["row"] == str(row)
 
 
 def test_columns_must_all_be_there_once() -> None:
@@ -129,6 +132,7 @@ def test_columns_must_all_be_there_once() -> None:
         Traceability.check_columns(["item_id", "item_type", "parent_id", "status"])
     assert info.value.reason == "TRACEABILITY_INVALID"
     assert "no column 'linked_ids'" in info.value.message
+    assert info.value.metadata == {"column": "linked_ids"}
     with pytest.raises(PermanentError) as info:
         Traceability.check_columns(
             ["item_id", "item_id", "item_type", "parent_id", "linked_ids", "status"]
