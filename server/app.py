@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import grpc
 from agentic.artifacts.v1 import artifacts_pb2, artifacts_pb2_grpc
+from agentic.compliance.v1 import rule_sets_pb2, rule_sets_pb2_grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -33,6 +34,7 @@ from server.access import (
 from server.artifacts import ArtifactLimits, Artifacts, ArtifactService, ArtifactStore
 from server.auth import JwksKeySet, TokenVerifier
 from server.caching import CoherentCache
+from server.compliance import RuleSets, RuleSetService, RuleSetStore
 from server.projects import Projects, ProjectService, ProjectStore
 from server.tasks import Tasks, TaskService
 from server.tasks._metrics import TaskCollector
@@ -43,6 +45,7 @@ SERVICE_NAMES = (
     projects_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,
     artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    rule_sets_pb2.DESCRIPTOR.services_by_name["RuleSetService"].full_name,
 )
 
 
@@ -263,6 +266,8 @@ def create_server(config: ServerConfig) -> App:
     )
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(task_service, server)
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactService(artifacts), server)
+    rule_sets = RuleSets(RuleSetStore(engine), executor, cache=coherent, relay=relay)
+    rule_sets_pb2_grpc.add_RuleSetServiceServicer_to_server(RuleSetService(rule_sets), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))

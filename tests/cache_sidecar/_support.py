@@ -34,6 +34,9 @@ invalidate_namespace_on = ["project.*"]
 [namespaces.artifacts]
 invalidate_keys_on = { "artifact.*" = "artifact_id" }
 
+[namespaces.rule_sets]
+invalidate_keys_on = { "rule_set.*" = "rule_set_id" }
+
 # Tiny limits: the size cap and lease-wait timeouts without slow tests.
 [namespaces.small]
 max_value_bytes = 1024

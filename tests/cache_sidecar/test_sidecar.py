@@ -364,7 +364,10 @@ def test_a_policy_that_breaks_the_contract_refuses_to_start(
 ) -> None:
     policy = tmp_path / "typo.toml"
     # The namespaces the cases do not break are configured as they should be.
-    artifacts = '[namespaces.artifacts]\ninvalidate_keys_on = { "artifact.*" = "artifact_id" }\n'
+    artifacts = (
+        '[namespaces.artifacts]\ninvalidate_keys_on = { "artifact.*" = "artifact_id" }\n'
+        '[namespaces.rule_sets]\ninvalidate_keys_on = { "rule_set.*" = "rule_set_id" }\n'
+    )
     policy.write_text("[defaults]\nttl_seconds = 60\n" + artifacts + policy_text)
     env = {
         **os.environ,

@@ -23,7 +23,14 @@ Cell semantics, per RPC shape:
   artifact in such a project. Write and QueryWriteStatus name an upload, which only its
   creator writes (an Administrator: any): "own" is one the caller created in its project,
   "other" one a stranger created in theirs. SubmitVerifyArtifact names an artifact the
-  same way.
+  same way; so do the data kinds' Submits (SubmitProfileDataset, SubmitAnalytics: a READY
+  dataset of the project; SubmitComplianceReport: the project, and a READY dataset as its
+  traceability export).
+- rule sets are organisation-wide reference data, not owned objects: every caller reaches
+  every set (the role table alone decides who writes). So "own" and "other" are both a
+  custom set (made by the suite's Administrator) and give OK to allowed roles, "missing"
+  a random id (NOT_FOUND); CreateRuleSet is OK in every case, and ListRuleSets lists the
+  built-in set in every case.
 
 Roles the table denies get PERMISSION_DENIED in every cell, whatever the object.
 """
@@ -40,10 +47,17 @@ import grpc
 import pytest
 from agentic.artifacts.v1 import artifacts_pb2 as apb
 from agentic.artifacts.v1 import artifacts_pb2_grpc
+from agentic.compliance.v1 import rule_sets_pb2 as rpb
+from agentic.compliance.v1 import rule_sets_pb2_grpc
 from agentic.projects.v1 import projects_pb2 as ppb
 from agentic.projects.v1 import projects_pb2_grpc
+from agentic.tasks.v1 import (
+    analytics_pb2,
+    compliance_report_pb2,
+    profile_dataset_pb2,
+    tasks_pb2_grpc,
+)
 from agentic.tasks.v1 import tasks_pb2 as tpb
-from agentic.tasks.v1 import tasks_pb2_grpc
 from google.protobuf import field_mask_pb2
 
 from server.access import RPC_ROLES
@@ -91,6 +105,7 @@ PACKAGES = {
     "ProjectService": "agentic.projects.v1",
     "TaskService": "agentic.tasks.v1",
     "ArtifactService": "agentic.artifacts.v1",
+    "RuleSetService": "agentic.compliance.v1",
 }
 
 TABLE = documented_table()
@@ -99,7 +114,7 @@ TABLE = documented_table()
 def every_rpc() -> list[str]:
     """Every RPC of the API's services, from the generated descriptors."""
     methods = []
-    for descriptor in (ppb.DESCRIPTOR, tpb.DESCRIPTOR, apb.DESCRIPTOR):
+    for descriptor in (ppb.DESCRIPTOR, tpb.DESCRIPTOR, apb.DESCRIPTOR, rpb.DESCRIPTOR):
         for service in descriptor.services_by_name.values():
             methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
     return methods
@@ -135,6 +150,7 @@ class Caller:
     """The same principal as a Technical Lead: creates the uploads that are its own."""
     stranger: artifacts_pb2_grpc.ArtifactServiceStub
     """STRANGER as a Technical Lead: creates the uploads that are another's."""
+    rule_sets: rule_sets_pb2_grpc.RuleSetServiceStub
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +176,7 @@ def callers(api: Api) -> Iterator[dict[Role, Caller]]:
             artifacts_pb2_grpc.ArtifactServiceStub(channel),
             artifacts(subject, Role.TECHNICAL_LEAD),
             stranger,
+            rule_sets_pb2_grpc.RuleSetServiceStub(channel),
         )
     yield made
     for channel in channels:
@@ -424,6 +441,122 @@ def submit_verify_artifact(api: Api, caller: Caller, case: str) -> Any:
     return caller.tasks.SubmitVerifyArtifact(request, timeout=TIMEOUT)
 
 
+def new_dataset(api: Api, owner: str) -> apb.Artifact:
+    """A READY CSV dataset in a new project of ``owner`` (uploaded by the Administrator)."""
+    body = b"a,b\n1,2\n"
+    request = apb.CreateUploadRequest(
+        project_id=new_project(api, owner).id,
+        name="d.csv",
+        kind=apb.ARTIFACT_KIND_DATASET,
+        format=apb.DATASET_FORMAT_CSV,
+        size_bytes=len(body),
+    )
+    upload = _admin_artifacts(api).CreateUpload(request, timeout=TIMEOUT)
+    _admin_artifacts(api).Write(
+        iter([apb.WriteRequest(resource_name=upload.upload_name, data=body, finish_write=True)]),
+        timeout=TIMEOUT,
+    )
+    artifact: apb.Artifact = upload.artifact
+    return artifact
+
+
+def _dataset_case(api: Api, caller: Caller, case: str) -> tuple[str, apb.ArtifactRef]:
+    """(project id, dataset ref) as SubmitVerifyArtifact's cells pick them."""
+    if case == "missing":
+        return new_project(api, caller.subject).id, apb.ArtifactRef(artifact_id=str(uuid.uuid4()))
+    dataset = new_dataset(api, caller.subject if case == "own" else STRANGER)
+    return dataset.project_id, apb.ArtifactRef(artifact_id=dataset.id)
+
+
+def submit_profile_dataset(api: Api, caller: Caller, case: str) -> Any:
+    project, ref = _dataset_case(api, caller, case)
+    request = tpb.SubmitProfileDatasetRequest(
+        request_id=str(uuid.uuid4()),
+        project_id=project,
+        profile_dataset=profile_dataset_pb2.ProfileDatasetSpec(dataset=ref),
+    )
+    return caller.tasks.SubmitProfileDataset(request, timeout=TIMEOUT)
+
+
+def submit_analytics(api: Api, caller: Caller, case: str) -> Any:
+    project, ref = _dataset_case(api, caller, case)
+    request = tpb.SubmitAnalyticsRequest(
+        request_id=str(uuid.uuid4()),
+        project_id=project,
+        analytics=analytics_pb2.AnalyticsSpec(
+            dataset=ref,
+            measures=[analytics_pb2.Measure(function=analytics_pb2.MEASURE_FUNCTION_COUNT)],
+        ),
+    )
+    return caller.tasks.SubmitAnalytics(request, timeout=TIMEOUT)
+
+
+def submit_compliance_report(api: Api, caller: Caller, case: str) -> Any:
+    project, ref = _dataset_case(api, caller, case)
+    request = tpb.SubmitComplianceReportRequest(
+        request_id=str(uuid.uuid4()),
+        project_id=project,
+        compliance_report=compliance_report_pb2.ComplianceReportSpec(traceability=ref),
+    )
+    return caller.tasks.SubmitComplianceReport(request, timeout=TIMEOUT)
+
+
+# --- rule sets: shared reference data; "own" and "other" are both a custom set, "missing"
+# a random id.
+
+
+def _rule_set(**fields: Any) -> rpb.RuleSet:
+    process = rpb.Process(id="SWE.1", name="Software Requirements Analysis")
+    return rpb.RuleSet(name=f"r-{uuid.uuid4().hex[:10]}", processes=[process], **fields)
+
+
+def _rule_set_id(api: Api, case: str) -> str:
+    if case == "missing":
+        return str(uuid.uuid4())
+    stub = rule_sets_pb2_grpc.RuleSetServiceStub(api.channel)
+    made: rpb.RuleSet = stub.CreateRuleSet(
+        rpb.CreateRuleSetRequest(rule_set=_rule_set()), timeout=TIMEOUT
+    ).rule_set
+    return made.id
+
+
+def create_rule_set(api: Api, caller: Caller, case: str) -> Any:
+    request = rpb.CreateRuleSetRequest(rule_set=_rule_set())
+    made = caller.rule_sets.CreateRuleSet(request, timeout=TIMEOUT)
+    assert made.rule_set.owner_id == caller.subject
+    return made
+
+
+def get_rule_set(api: Api, caller: Caller, case: str) -> Any:
+    rid = _rule_set_id(api, case)
+    got = caller.rule_sets.GetRuleSet(rpb.GetRuleSetRequest(id=rid), timeout=TIMEOUT)
+    assert got.rule_set.id == rid
+    return got
+
+
+def list_rule_sets(api: Api, caller: Caller, case: str) -> Any:
+    made = _rule_set_id(api, case) if case != "missing" else "aspice-3.1"
+    request = rpb.ListRuleSetsRequest(page_size=1000)
+    ids = {r.id for r in caller.rule_sets.ListRuleSets(request, timeout=TIMEOUT).rule_sets}
+    return "listed" if {made, "aspice-3.1"} <= ids else ids
+
+
+def update_rule_set(api: Api, caller: Caller, case: str) -> Any:
+    request = rpb.UpdateRuleSetRequest(
+        id=_rule_set_id(api, case),
+        rule_set=rpb.RuleSet(description="changed"),
+        update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+    )
+    updated = caller.rule_sets.UpdateRuleSet(request, timeout=TIMEOUT)
+    assert updated.rule_set.description == "changed"
+    return updated
+
+
+def delete_rule_set(api: Api, caller: Caller, case: str) -> Any:
+    request = rpb.DeleteRuleSetRequest(id=_rule_set_id(api, case))
+    return caller.rule_sets.DeleteRuleSet(request, timeout=TIMEOUT)
+
+
 ACTIONS: dict[str, Action] = {
     "/agentic.projects.v1.ProjectService/CreateProject": create_project,
     "/agentic.projects.v1.ProjectService/GetProject": get_project,
@@ -437,6 +570,9 @@ ACTIONS: dict[str, Action] = {
     "/agentic.tasks.v1.TaskService/RetryTask": retry_task,
     "/agentic.tasks.v1.TaskService/WatchTask": watch_task,
     "/agentic.tasks.v1.TaskService/SubmitVerifyArtifact": submit_verify_artifact,
+    "/agentic.tasks.v1.TaskService/SubmitProfileDataset": submit_profile_dataset,
+    "/agentic.tasks.v1.TaskService/SubmitAnalytics": submit_analytics,
+    "/agentic.tasks.v1.TaskService/SubmitComplianceReport": submit_compliance_report,
     "/agentic.artifacts.v1.ArtifactService/CreateUpload": create_upload,
     "/agentic.artifacts.v1.ArtifactService/Write": write,
     "/agentic.artifacts.v1.ArtifactService/QueryWriteStatus": query_write_status,
@@ -445,6 +581,11 @@ ACTIONS: dict[str, Action] = {
     "/agentic.artifacts.v1.ArtifactService/ListArtifacts": list_artifacts,
     "/agentic.artifacts.v1.ArtifactService/UpdateArtifact": update_artifact,
     "/agentic.artifacts.v1.ArtifactService/DeleteArtifact": delete_artifact,
+    "/agentic.compliance.v1.RuleSetService/CreateRuleSet": create_rule_set,
+    "/agentic.compliance.v1.RuleSetService/GetRuleSet": get_rule_set,
+    "/agentic.compliance.v1.RuleSetService/ListRuleSets": list_rule_sets,
+    "/agentic.compliance.v1.RuleSetService/UpdateRuleSet": update_rule_set,
+    "/agentic.compliance.v1.RuleSetService/DeleteRuleSet": delete_rule_set,
 }
 CREATES = {
     "/agentic.projects.v1.ProjectService/CreateProject",
@@ -453,7 +594,10 @@ CREATES = {
 LISTS = {
     "/agentic.projects.v1.ProjectService/ListProjects",
     "/agentic.tasks.v1.TaskService/ListTasks",
+    "/agentic.compliance.v1.RuleSetService/ListRuleSets",
 }
+SHARED = {m for m in ACTIONS if m.startswith("/agentic.compliance.v1.RuleSetService/")}
+"""RPCs on objects every caller reaches (rule sets): no owner, no object-level denial."""
 
 
 def expected(method: str, role: Role, case: str) -> str:
@@ -461,6 +605,10 @@ def expected(method: str, role: Role, case: str) -> str:
     if role not in TABLE[method]:
         return "PERMISSION_DENIED"
     admin = role is Role.ADMINISTRATOR
+    if method in SHARED:
+        if method in LISTS:
+            return "listed"
+        return "NOT_FOUND" if case == "missing" and not method.endswith("/CreateRuleSet") else "OK"
     if method in CREATES:
         return "PERMISSION_DENIED" if case == "other" and not admin else "OK"
     if method in LISTS:
