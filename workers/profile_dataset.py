@@ -1,14 +1,311 @@
-"""PLACEHOLDER: replaced by the kind's implementation in the next commits (issue #12)."""
+"""The profile_dataset kind: statistics of a dataset artifact, and an HTML report of them.
+
+The worker copies the artifact from the object store (verifying size and sha256 as the
+bytes arrive, reporting progress and honouring a cancel on the way), reads it once into
+DuckDB and computes every statistic from the loaded table (``workers._profile_sql``).
+The HTML report (``workers._profile_html``) is stored last, as the task's output artifact
+``report-html``: a task that fails stores nothing, and a retried or redelivered attempt
+stores the same artifact id again (``workers._outputs``), never a second report.
+
+Bad data fails the task at once with a reason a user can act on: ``NOT_A_DATASET`` (a
+document), ``DATASET_EMPTY`` (no bytes), ``DATASET_UNREADABLE`` (does not parse as its
+format: ragged rows, invalid UTF-8, binary), ``TOO_MANY_COLUMNS``, ``PROFILE_TOO_LARGE``.
+"""
 
 from __future__ import annotations
 
-from agentic.tasks.v1 import profile_dataset_pb2
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Generator, Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
 
+from agentic.artifacts.v1 import artifacts_pb2
+from agentic.tasks.v1 import datasets_pb2, profile_dataset_pb2
+from google.protobuf import timestamp_pb2
+
+from workers import _profile_sql as sql
 from workers._context import PermanentError, TaskContext
+from workers._duckdb import Engine
+from workers._outputs import Output
+from workers._profile_html import render
+
+__all__ = ["MAX_COLUMNS", "MAX_TEXT_CHARS", "run_profile_dataset"]
+
+DEFAULT_TOP_K = 10
+DEFAULT_BINS = 20
+MAX_COLUMNS = 1000
+"""Widest dataset profiled: beyond, the result (kept in the task record and returned by
+GetTask, whose messages are at most 4 MiB) would not fit."""
+MAX_TEXT_CHARS = 256
+"""Text values in the profile (min, max, top values) are cut to this many characters."""
+MAX_RESULT_BYTES = 2 * 1024 * 1024
+"""Largest serialized result (half of GetTask's 4 MiB message limit)."""
+REPORT_SLOT = "report-html"
+
+_FORMATS = {
+    artifacts_pb2.DATASET_FORMAT_CSV: "csv",
+    artifacts_pb2.DATASET_FORMAT_PARQUET: "parquet",
+    artifacts_pb2.DATASET_FORMAT_JSONL: "jsonl",
+}
+_REPORT_SECONDS = 1.0
+_COPY_REPORT_BYTES = 32 * 1024 * 1024
+_EPOCH = date(1970, 1, 1)
+_INT64 = 2**63
+
+
+class _Progress:
+    """Progress between statements, at most once per _REPORT_SECONDS (the Engine reports
+    inside long statements itself); every call also checks for a cancel."""
+
+    def __init__(self, context: TaskContext) -> None:
+        self._context = context
+        self._at = float("-inf")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self._context.raise_if_cancelled()
+        now = time.monotonic()
+        if now - self._at >= _REPORT_SECONDS:
+            self._context.report_progress(fraction, message)
+            self._at = now
+
+
+@contextlib.contextmanager
+def _local_copy(
+    context: TaskContext,
+    ref: artifacts_pb2.ArtifactRef,
+    directory: Path | None,
+    progress: _Progress,
+) -> Iterator[Path]:
+    """A verified local copy of the dataset, removed after the block.
+
+    Like ``TaskContext.artifact_file``, but reporting progress and checking for a cancel
+    as the bytes arrive: a 5 GiB copy takes long enough to need both.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    fd, name = tempfile.mkstemp(prefix="profile-", dir=directory)
+    path = Path(name)
+    try:
+        pieces = context.artifact_pieces(ref)
+        with os.fdopen(fd, "wb") as out, contextlib.ExitStack() as stack:
+            if isinstance(pieces, Generator):
+                stack.callback(pieces.close)  # an S3 body holds a pooled connection until then
+            reported = 0
+            for piece in pieces:
+                digest.update(piece)
+                size += len(piece)
+                if size > ref.size_bytes:
+                    break
+                out.write(piece)
+                if size - reported >= _COPY_REPORT_BYTES:
+                    progress(
+                        0.15 * size / ref.size_bytes, f"copied {size} of {ref.size_bytes} bytes"
+                    )
+                    reported = size
+        if size != ref.size_bytes or digest.hexdigest() != ref.sha256:
+            raise PermanentError(
+                f"artifact {ref.artifact_id} is damaged: the store holds {size}"
+                f"{'+' if size > ref.size_bytes else ''} bytes with sha256 "
+                f"{digest.hexdigest()[:12]}..., its upload recorded {ref.size_bytes} bytes; "
+                "upload it again",
+                reason="ARTIFACT_DAMAGED",
+            )
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _value(column: sql.Column, scalar: Any) -> datasets_pb2.Value | None:
+    """A scalar from SQL (``Column.scalar``) as a Value of the column's type; None for NULL."""
+    if scalar is None:
+        return None
+    kind = column.type
+    if kind == datasets_pb2.COLUMN_TYPE_INTEGER:
+        number = int(scalar)
+        if -_INT64 <= number < _INT64:
+            return datasets_pb2.Value(int_value=number)
+        return datasets_pb2.Value(double_value=float(number))
+    if kind == datasets_pb2.COLUMN_TYPE_FLOAT:
+        return datasets_pb2.Value(double_value=float(scalar))
+    if kind == datasets_pb2.COLUMN_TYPE_BOOLEAN:
+        return datasets_pb2.Value(bool_value=bool(scalar))
+    if kind == datasets_pb2.COLUMN_TYPE_STRING:
+        return datasets_pb2.Value(string_value=str(scalar)[:MAX_TEXT_CHARS])
+    if kind == datasets_pb2.COLUMN_TYPE_DATE:
+        try:
+            day = _EPOCH + timedelta(days=int(scalar))
+        except OverflowError:  # beyond year 9999: DuckDB has them, google.type.Date not
+            return None
+        value = datasets_pb2.Value()
+        value.date_value.year, value.date_value.month = day.year, day.month
+        value.date_value.day = day.day
+        return value
+    if kind == datasets_pb2.COLUMN_TYPE_TIMESTAMP:
+        return datasets_pb2.Value(timestamp_value=_timestamp(int(scalar)))
+    return None
+
+
+def _timestamp(micros: int) -> timestamp_pb2.Timestamp:
+    seconds, rest = divmod(micros, 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=rest * 1000)
+
+
+def _edge(column: sql.Column, x: float) -> datasets_pb2.Value:
+    """A histogram bound: a number, or for dates and timestamps the point in time (a date
+    column's bounds fall between midnights, so they are timestamps too)."""
+    if column.type == datasets_pb2.COLUMN_TYPE_DATE:
+        return datasets_pb2.Value(timestamp_value=_timestamp(round(x * 86_400_000_000)))
+    if column.type == datasets_pb2.COLUMN_TYPE_TIMESTAMP:
+        return datasets_pb2.Value(timestamp_value=_timestamp(round(x)))
+    return datasets_pb2.Value(double_value=x)
+
+
+def _histogram(
+    column: sql.Column, low: float, high: float, counts: list[int]
+) -> list[profile_dataset_pb2.HistogramBin]:
+    bins = len(counts)
+    edges = [low + (high - low) * index / bins for index in range(bins)] + [high]
+    return [
+        profile_dataset_pb2.HistogramBin(
+            lower=_edge(column, edges[index]), upper=_edge(column, edges[index + 1]), count=count
+        )
+        for index, count in enumerate(counts)
+    ]
+
+
+def _profile(
+    engine: Engine, columns: list[sql.Column], top_k: int, bins: int, progress: _Progress
+) -> tuple[int, list[profile_dataset_pb2.ColumnProfile]]:
+    rows, summaries = sql.summary(engine, columns, (0.6, 0.7))
+    progress(0.7, "averaging")
+    moments = sql.moments(engine, columns, (0.7, 0.75))
+    progress(0.75, "quantiles")
+    ranged = [(c, s.non_null) for c, s in zip(columns, summaries, strict=True) if c.ranged]
+    budget = engine_budget_bytes(engine)
+    quantiles = sql.quantiles(engine, [(c, n) for c, n in ranged if n > 0], budget, (0.75, 0.85))
+    progress(0.85, "histograms")
+    spans: list[tuple[sql.Column, float, float]] = []
+    single: dict[str, int] = {}
+    for c, s in zip(columns, summaries, strict=True):
+        if not c.ranged or not sql.finite(s.min, s.max):
+            continue  # no values, or NaN / infinity among them: no equal-width bins
+        if s.min == s.max:
+            single[c.name] = s.non_null
+        else:
+            spans.append((c, float(s.min), float(s.max)))
+    counts = sql.histograms(engine, spans, bins, (0.85, 0.9))
+    out: list[profile_dataset_pb2.ColumnProfile] = []
+    for index, (c, s) in enumerate(zip(columns, summaries, strict=True)):
+        profile = profile_dataset_pb2.ColumnProfile(
+            column=datasets_pb2.Column(name=c.name, type=c.type, engine_type=c.engine_type),
+            null_count=rows - s.non_null,
+            approx_distinct=s.approx_distinct,
+        )
+        for field, scalar in (("min", s.min), ("max", s.max)):
+            value = _value(c, scalar)
+            if value is not None:
+                getattr(profile, field).CopyFrom(value)
+        m = moments.get(c.name)
+        if m is not None and m.mean is not None:
+            profile.mean = m.mean
+        if m is not None and m.stddev is not None and c.numeric:
+            profile.stddev = m.stddev
+        for field, scalar in zip(("p25", "p50", "p75"), quantiles.get(c.name, []), strict=False):
+            value = _value(c, scalar)
+            if value is not None:
+                getattr(profile, field).CopyFrom(value)
+        if c.ordered and s.non_null:
+            progress(0.9 + 0.07 * index / len(columns), f"top values of {c.name!r}")
+            span = (0.9 + 0.07 * index / len(columns), 0.9 + 0.07 * (index + 1) / len(columns))
+            top, profile.approx_distinct = sql.top_values(engine, c, top_k, span)
+            for scalar, count in top:
+                value = _value(c, scalar)
+                if value is not None:
+                    profile.top_values.add(value=value, count=count)
+        if c.name in counts:
+            _, low, high = next(item for item in spans if item[0].name == c.name)
+            profile.histogram.extend(_histogram(c, low, high, counts[c.name]))
+        elif c.name in single:
+            edge = _edge(c, float(s.min))
+            profile.histogram.add(lower=edge, upper=edge, count=single[c.name])
+        out.append(profile)
+    return rows, out
+
+
+def engine_budget_bytes(engine: Engine) -> int:
+    """What exact quantiles may hold in memory: a quarter of the engine's memory limit."""
+    limit = engine.connection.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    return _parse_size(str(limit)) // 4
+
+
+def _parse_size(text: str) -> int:
+    number, unit = text.split()
+    scale = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "KB": 10**3, "MB": 10**6}
+    scale |= {"GB": 10**9, "TB": 10**12, "bytes": 1}
+    return int(float(number) * scale.get(unit, 1))
 
 
 def run_profile_dataset(
     spec: profile_dataset_pb2.ProfileDatasetSpec, context: TaskContext
 ) -> profile_dataset_pb2.ProfileDatasetResult:
-    """Not built yet."""
-    raise PermanentError("not built yet", reason="UNIMPLEMENTED")
+    """Profile the referenced dataset; the profile and its stored HTML report's id."""
+    ref = spec.dataset
+    fmt = _FORMATS.get(ref.format)
+    if fmt is None:
+        raise PermanentError(
+            f"artifact {ref.artifact_id} is not a dataset (it has no dataset format): "
+            "profile a DATASET artifact (CSV, Parquet or JSON lines)",
+            reason="NOT_A_DATASET",
+        )
+    if ref.size_bytes == 0:
+        raise PermanentError(
+            f"dataset {ref.artifact_id} is empty (0 bytes): there is nothing to profile",
+            reason="DATASET_EMPTY",
+        )
+    top_k = spec.top_k or DEFAULT_TOP_K
+    bins = spec.histogram_bins or DEFAULT_BINS
+    progress = _Progress(context)
+    directory = Path(context.work.directory) if context.work.directory else None
+    context.report_progress(0.0, f"copying {ref.size_bytes} bytes")
+    with Engine(context) as engine:
+        with _local_copy(context, ref, directory, progress) as path:
+            progress(0.15, "reading the dataset")
+            columns = sql.load(engine, str(path), fmt)
+        # The loaded table is all that is needed from here: the copy is gone already.
+        if len(columns) > MAX_COLUMNS:
+            raise PermanentError(
+                f"dataset {ref.artifact_id} has {len(columns)} columns; a profile covers at "
+                f"most {MAX_COLUMNS}: split the dataset or drop columns",
+                reason="TOO_MANY_COLUMNS",
+            )
+        progress(0.6, "counting")
+        rows, profiles = _profile(engine, columns, top_k, bins, progress)
+    profile = profile_dataset_pb2.DatasetProfile(
+        row_count=rows, size_bytes=ref.size_bytes, format=fmt.upper(), columns=profiles
+    )
+    if profile.ByteSize() > MAX_RESULT_BYTES:
+        raise PermanentError(
+            f"the profile of dataset {ref.artifact_id} would take {profile.ByteSize()} bytes, "
+            f"more than the {MAX_RESULT_BYTES} a task result may: ask for a smaller top_k",
+            reason="PROFILE_TOO_LARGE",
+        )
+    progress(0.97, "writing the report")
+    with tempfile.TemporaryDirectory(prefix="profile-report-", dir=directory) as scratch:
+        page = Path(scratch) / "report.html"
+        page.write_text(render(profile, f"dataset {ref.artifact_id}"), encoding="utf-8")
+        context.raise_if_cancelled()
+        report_id = context.store_output(
+            Output(
+                slot=REPORT_SLOT,
+                name=f"profile-{ref.artifact_id}.html",
+                kind="document",
+                content_type="text/html",
+            ),
+            page,
+        )
+    return profile_dataset_pb2.ProfileDatasetResult(profile=profile, report_artifact_id=report_id)
