@@ -21,7 +21,28 @@ from core.config import (
     upper,
 )
 
-__all__ = ["ConfigError", "WorkerConfig"]
+__all__ = ["ConfigError", "WorkerConfig", "task_limits"]
+
+
+def task_limits(raw: str) -> tuple[tuple[str, float, float, int], ...]:
+    """``kind=soft/hard[/memory_mib],...`` -> ((kind, soft, hard, memory_mib), ...)."""
+    limits: dict[str, tuple[str, float, float, int]] = {}
+    for entry in filter(None, (part.strip() for part in raw.split(","))):
+        name, _, values = entry.partition("=")
+        parts = values.split("/")
+        if not name.strip() or len(parts) not in (2, 3):
+            raise ValueError(f"entry {entry!r} is not kind=soft/hard[/memory_mib]")
+        try:
+            soft, hard = float(parts[0]), float(parts[1])
+            memory = int(parts[2]) if len(parts) == 3 else 0
+        except ValueError:
+            raise ValueError(f"entry {entry!r} has a value that is not a number") from None
+        if not 0 < soft <= hard:
+            raise ValueError(f"entry {entry!r} needs 0 < soft <= hard")
+        if len(parts) == 3 and memory < 64:
+            raise ValueError(f"entry {entry!r} needs memory_mib >= 64")
+        limits[name.strip()] = (name.strip(), soft, hard, memory)
+    return tuple(limits.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +209,19 @@ class WorkerConfig:
         "",
         doc="name to check the sidecar's certificate against when it is not the host of "
         "`AGENTIC_CACHE_ADDRESS`",
+    )
+
+    task_limits: tuple[tuple[str, float, float, int], ...] = setting(
+        "AGENTIC_TASK_LIMITS",
+        (),
+        parse=lambda raw: task_limits(raw),
+        shown="(the registry's)",
+        doc="per-kind limits replacing the built-in ones (docs/tasks.md lists them): "
+        "`kind=soft/hard[/memory_mib]`, comma-separated, e.g. "
+        "`profile_dataset=3000/3060/4096,analytics=600/660`: the soft and hard time limits "
+        "in seconds and the kind's DuckDB memory limit (default "
+        "`AGENTIC_DUCKDB_MEMORY_LIMIT_MIB`). Checked against the broker's consumer timeout "
+        "at start like the built-in limits",
     )
 
     @classmethod

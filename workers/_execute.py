@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -140,7 +140,11 @@ def execute(
         record=claim.record,
         objects=runtime.objects,
         outputs=runtime.outputs,
-        work=runtime.work,
+        work=(
+            replace(runtime.work, duckdb_memory_limit_mib=registration.limits.memory_mib)
+            if registration.limits.memory_mib
+            else runtime.work
+        ),
     )
     watch = runtime.watchdogs.watch(Watch(runtime, registration, task_id, attempt, worker))
     result: bytes | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from agentic.tasks.v1 import analytics_pb2, compliance_report_pb2, profile_dataset_pb2, tasks_pb2
@@ -42,6 +42,9 @@ class Limits:
     """Past this, the task code gets SoftTimeLimitExceeded and the task ends FAILED."""
     hard_seconds: float
     """Past this, the watchdog fails the task and kills the process running it."""
+    memory_mib: int = 0
+    """DuckDB memory limit of one running task of the kind; 0 means the worker's
+    ``AGENTIC_DUCKDB_MEMORY_LIMIT_MIB``."""
 
     @property
     def celery_hard_seconds(self) -> float:
@@ -164,6 +167,25 @@ def load_registry(
                     f"{tasks_pb2.TaskKind.Name(entry.kind)}, which is registered already"
                 )
             merged[entry.kind] = entry
+    return merged
+
+
+def with_limits(
+    registry: Mapping[int, Registration[Any, Any]], overrides: Mapping[str, Limits]
+) -> dict[int, Registration[Any, Any]]:
+    """``registry`` with the limits of the kinds ``overrides`` names (by short name)
+    replaced: the operator's ``AGENTIC_TASK_LIMITS``. ValueError for an unknown kind."""
+    by_name = {kind_fields(kind).name: kind for kind in registry}
+    unknown = sorted(set(overrides) - set(by_name))
+    if unknown:
+        raise ValueError(
+            f"AGENTIC_TASK_LIMITS names unknown kinds {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(by_name))})"
+        )
+    merged = dict(registry)
+    for name, limits in overrides.items():
+        kind = by_name[name]
+        merged[kind] = replace(merged[kind], limits=limits)
     return merged
 
 

@@ -48,7 +48,7 @@ from workers._context import WorkSettings
 from workers._execute import Runtime, Verdict, execute
 from workers._notify import Notifier
 from workers._outputs import OutputStore
-from workers._registry import Registration, check_registry, load_registry
+from workers._registry import Limits, Registration, check_registry, load_registry, with_limits
 from workers._rule_sets import CacheSettings
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,13 @@ settings = BrokerSettings(
     url=config.broker_url, queue=config.task_queue, events_exchange=config.task_events_exchange
 )
 # The built-in kinds plus those of AGENTIC_TASK_KIND_MODULES; checked before consuming.
-kinds = load_registry(config.task_kind_modules)
+kinds = with_limits(
+    load_registry(config.task_kind_modules),
+    {
+        name: Limits(soft_seconds=soft, hard_seconds=hard, memory_mib=memory)
+        for name, soft, hard, memory in config.task_limits
+    },
+)
 app = Celery("agentic")
 configure_celery(app, settings)
 app.conf.update(worker_concurrency=config.concurrency, worker_pool="prefork")

@@ -21,9 +21,17 @@ from core.db import make_engine, migrate
 from core.tasks import AttemptStore, ClaimOutcome, OutboxItem
 from server.tasks import TaskStore
 from tests.workers._stack import submit_to_store
-from workers._context import TaskContext, TransientError
+from workers._config import ConfigError, WorkerConfig
+from workers._context import TaskContext, TransientError, WorkSettings
 from workers._execute import Outcome, Runtime, Verdict, execute
-from workers._registry import REGISTRY, Limits, Registration, RetryPolicy, check_registry
+from workers._registry import (
+    REGISTRY,
+    Limits,
+    Registration,
+    RetryPolicy,
+    check_registry,
+    with_limits,
+)
 from workers.probe import run_probe
 
 
@@ -216,3 +224,47 @@ def test_registry_is_complete_and_bounded_by_the_consumer_timeout() -> None:
     with pytest.raises(ValueError, match="result_type"):
         check_registry({pb.TASK_KIND_PROBE: wrong}, consumer_timeout_seconds=1800)
     assert PROBE.run is run_probe
+
+
+def test_operator_limits_replace_a_kinds_and_bound_its_duckdb_memory(h: Harness) -> None:
+    config = WorkerConfig.from_env(
+        {"AGENTIC_TASK_LIMITS": "probe=30/40/256, verify_artifact=100/120"}
+    )
+    overrides = {
+        name: Limits(soft_seconds=soft, hard_seconds=hard, memory_mib=memory)
+        for name, soft, hard, memory in config.task_limits
+    }
+    registry = with_limits(REGISTRY, overrides)
+    assert registry[pb.TASK_KIND_PROBE].limits == Limits(30.0, 40.0, 256)
+    assert registry[pb.TASK_KIND_VERIFY_ARTIFACT].limits == Limits(100.0, 120.0, 0)
+    assert registry[pb.TASK_KIND_ANALYTICS] is REGISTRY[pb.TASK_KIND_ANALYTICS]
+
+    seen: list[int] = []
+
+    def records_memory(spec: pb.ProbeSpec, context: TaskContext) -> pb.ProbeResult:
+        seen.append(context.work.duckdb_memory_limit_mib)
+        return pb.ProbeResult(steps_completed=spec.steps)
+
+    bounded = replace(registry[pb.TASK_KIND_PROBE], run=records_memory)
+    h.run(bounded, h.submit())
+    h.run(replace(PROBE, run=records_memory), h.submit())
+    assert seen == [256, WorkSettings().duckdb_memory_limit_mib]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("probe=30", "not kind=soft/hard"),
+        ("probe=a/b", "not a number"),
+        ("probe=40/30", "soft <= hard"),
+        ("probe=30/40/10", "memory_mib >= 64"),
+    ],
+)
+def test_bad_operator_limits_name_the_variable(raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"AGENTIC_TASK_LIMITS.*{message}"):
+        WorkerConfig.from_env({"AGENTIC_TASK_LIMITS": raw})
+
+
+def test_operator_limits_for_an_unknown_kind_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown kinds profile"):
+        with_limits(REGISTRY, {"profile": Limits(1.0, 2.0)})
