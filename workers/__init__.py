@@ -42,8 +42,10 @@ Every file a new kind touches:
                context.report_progress(done / total, "what happens now")
            return tasks_pb2.<Name>Result(...)
 
-   Raise ``PermanentError(message, reason=...)`` for failures a retry cannot fix (the task
-   ends FAILED at once, ``reason`` becomes the ErrorInfo reason), ``TransientError`` (or
+   Raise ``PermanentError(message, reason=..., metadata=..., code=...)`` for failures a
+   retry cannot fix (the task ends FAILED at once; ``reason`` and ``metadata`` become the
+   ErrorInfo's, ``code`` the Status code: FAILED_PRECONDITION by default, INVALID_ARGUMENT
+   when the spec itself is wrong), ``TransientError`` (or
    any type listed in the kind's ``RetryPolicy.transient``) for failures worth retrying
    with backoff. Any other exception is treated as a bug: FAILED, ``TASK_CRASHED``, the
    traceback in the worker log. The function may run more than once for one attempt if a

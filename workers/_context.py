@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentic.artifacts.v1 import artifacts_pb2
+from google.rpc import code_pb2
 from sqlalchemy.exc import DBAPIError
 
 from core.objects import (
@@ -43,16 +44,25 @@ class PermanentError(Exception):
 
     ``reason`` becomes the ErrorInfo reason of the task's google.rpc.Status error, and
     ``metadata`` its ErrorInfo metadata: what the reason is about, for a caller to act on
-    (``{"column": "amount"}`` for a query naming a column the dataset lacks).
+    (``{"column": "amount"}`` for a query naming a column the dataset lacks). ``code`` is
+    the Status code: FAILED_PRECONDITION by default (the input is not as the work needs
+    it: unreadable data, a missing artifact), INVALID_ARGUMENT when the spec itself is
+    wrong (a query naming an unknown column); never UNKNOWN.
     """
 
     def __init__(
-        self, message: str, *, reason: str, metadata: Mapping[str, str] | None = None
+        self,
+        message: str,
+        *,
+        reason: str,
+        metadata: Mapping[str, str] | None = None,
+        code: int = code_pb2.FAILED_PRECONDITION,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
         self.metadata: Mapping[str, str] = dict(metadata or {})
+        self.code = code
 
 
 class TransientError(Exception):

@@ -163,9 +163,7 @@ def execute(
         log.warning("task %s attempt %d: claim lost, stopping without writing", task_id, attempt)
         return Outcome(Verdict.ACK)
     except PermanentError as exc:
-        error = error_status(
-            code_pb2.UNKNOWN, exc.message, reason=exc.reason, metadata=exc.metadata
-        )
+        error = error_status(exc.code, exc.message, reason=exc.reason, metadata=exc.metadata)
     except SoftTimeLimitExceeded:
         error = error_status(
             code_pb2.DEADLINE_EXCEEDED,

@@ -168,7 +168,7 @@ def test_permanent_error_fails_at_once_and_a_crash_is_internal(h: Harness) -> No
     task_id = h.submit(steps=3, fail_at_step=2)
     h.run(PROBE, task_id)
     assert h.tasks.get(task_id).state == pb.TASK_STATE_FAILED
-    assert error_of(h, task_id) == (code_pb2.UNKNOWN, "PROBE_FAILED")
+    assert error_of(h, task_id) == (code_pb2.FAILED_PRECONDITION, "PROBE_FAILED")
     assert h.published == []
 
     def broken(spec: pb.ProbeSpec, context: TaskContext) -> pb.ProbeResult:

@@ -82,7 +82,7 @@ def test_failure_then_retry_as_a_new_attempt(pipeline: tuple[Stack, Stub]) -> No
     events = watch_to_end(stub, task.id)
     failed = events[-1].task
     assert failed.state == pb.TASK_STATE_FAILED
-    assert failed.error.code == code_pb2.UNKNOWN
+    assert failed.error.code == code_pb2.FAILED_PRECONDITION
     assert "step 3" in failed.error.message
     info = error_details_pb2.ErrorInfo()
     assert failed.error.details[0].Unpack(info)
