@@ -7,8 +7,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/app:/app/build/gen
 
-# memcached runs from this image too (compose), bound to loopback with UDP off.
+# memcached runs from this image too (compose), bound to loopback with UDP off. Pango, its
+# FreeType backend, HarfBuzz's subsetter and a font are what WeasyPrint needs for the
+# compliance report's PDF (the Makefile's SYSTEM_PACKAGES, the same list).
 RUN apt-get update && apt-get install -y --no-install-recommends memcached \
+        libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agentic.tasks.v1 import compliance_report_pb2
+from google.rpc import code_pb2
 from sqlalchemy import Engine
 
 from core.compliance import ASPICE_3_1
@@ -90,6 +91,7 @@ def run_compliance_report(
             f"there is no rule set {rule_set_id!r} (ListRuleSets shows the ones there are)",
             reason="RULE_SET_NOT_FOUND",
             metadata={"rule_set_id": rule_set_id},
+            code=code_pb2.NOT_FOUND,
         )
     context.raise_if_cancelled()
 

@@ -418,6 +418,7 @@ def test_an_unknown_rule_set_fails_the_task(env: Env, fixture: Fixture) -> None:
         task = _submit(env, fixture.project, cpb.ComplianceReportSpec(rule_set_id=rule_set_id))
         info = _error(task)
         assert info.reason == "RULE_SET_NOT_FOUND"
+        assert task.error.code == grpc.StatusCode.NOT_FOUND.value[0]
         assert dict(info.metadata) == {"rule_set_id": rule_set_id}
 
 
