@@ -469,13 +469,18 @@ class Uploads:
                     stream.received += size
                     UPLOADED_BYTES.inc(size)
             writer = stream.writer
-            if writer is not None and not stream.finished and not stream.broken:
-                checkpoint = await self._io(writer.checkpoint)
-                stream.state = checkpoint.state
-                await self._record(stream, checkpoint.committed)
-                if stream.hasher is not None and checkpoint.committed == stream.received:
-                    self._keep_hash(claim.upload_id, checkpoint.committed, stream.hasher)
-                writer.close()
+            try:
+                if writer is not None and not stream.finished and not stream.broken:
+                    checkpoint = await self._io(writer.checkpoint)
+                    stream.state = checkpoint.state
+                    await self._record(stream, checkpoint.committed)
+                    if stream.hasher is not None and checkpoint.committed == stream.received:
+                        self._keep_hash(claim.upload_id, checkpoint.committed, stream.hasher)
+            finally:
+                if writer is not None:
+                    # Also a broken or finished writer: its file, or the S3 part it may
+                    # still be sending, is done with before the lease is given up.
+                    await self._io(writer.close)
             await self._db(self._store.release, claim)
         except Exception:
             log.warning(
