@@ -67,7 +67,7 @@ def run_analytics(
         tempfile.TemporaryDirectory(prefix="agentic-analytics-", dir=directory) as scratch,
         Engine(context) as engine,
     ):
-        context.raise_if_cancelled()
+        context.report_progress(0.02, "reading the columns")
         # Time buckets and zoned timestamps in UTC, whatever the worker host's zone.
         engine.connection.execute("SET TimeZone = 'UTC'")
         described = engine.run(
@@ -84,6 +84,7 @@ def run_analytics(
             stage="running the query",
             span=(0.05, 0.85),
         )
+        context.report_progress(0.85, "writing the result files")
         outputs = [
             SourceColumn(str(row[0]), str(row[1]))
             for row in engine.run(f"DESCRIBE {_TABLE}", stage="describing the result")
