@@ -226,6 +226,10 @@ class TaskContext:
         if self._outputs is None:
             self._object_store()  # the NO_OBJECT_STORE failure when none is configured
             raise PermanentError("this worker cannot store artifacts", reason="NO_OBJECT_STORE")
+        # On PostgreSQL this thread keeps a pooled connection for its attempt's writes, and
+        # the watchdog keeps another: with the pool's 2 (AGENTIC_DB_POOL_SIZE) the output's
+        # session would wait out the pool timeout. Hand ours back; the next write takes it.
+        self._store.close()
         try:
             return self._outputs.store(
                 task_id=self.task_id,

@@ -6,9 +6,14 @@ dependency table). ``Engine`` wraps one in-memory connection for one attempt:
 
 - its memory limit, threads and spill directory come from the worker's configuration
   (``context.work``);
-- a watcher thread interrupts the running statement within ``POLL_SECONDS`` of a
-  CancelTask (``context.cancelled()``) and reports the statement's own progress (DuckDB's
-  ``query_progress``: the share of the input scanned) every ``REPORT_SECONDS``;
+- a statement runs in a helper thread while the task's own thread watches it: it
+  interrupts the statement within ``POLL_SECONDS`` of a CancelTask
+  (``context.cancelled()``) and reports the statement's own progress (DuckDB's
+  ``query_progress``: the share of the input scanned) every ``REPORT_SECONDS``. Every
+  read and write of the task database stays on the task's thread: on PostgreSQL each
+  thread keeps a connection of the worker's pool (``AGENTIC_DB_POOL_SIZE``, 2: the task
+  and the watchdog), and a third thread talking to the database would starve the task's
+  own writes (its output artifact's row) until the pool's 30 s timeout;
 - DuckDB's errors become the task's errors: unreadable data and memory exhaustion fail
   the task at once (PermanentError with a reason a user can act on), a full spill disk
   is retried (TransientError).
@@ -19,9 +24,9 @@ and the file's path too (``source``), never spliced into the text.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,12 +124,12 @@ class Engine:
         self._settings: WorkSettings = context.work
         self._spill: tempfile.TemporaryDirectory[str] | None = None
         self._connection: duckdb.DuckDBPyConnection | None = None
-        self._lock = threading.Lock()
-        self._running: tuple[str, float, float] | None = None  # stage, start, end fraction
+        self._statements = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="duckdb-statement"
+        )
+        self._statement: concurrent.futures.Future[list[tuple[Any, ...]]] | None = None
         self._cancelled = False
         self._lost = False
-        self._stop = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name="duckdb-watch", daemon=True)
 
     def __enter__(self) -> Engine:
         self._spill = tempfile.TemporaryDirectory(
@@ -145,7 +150,6 @@ class Engine:
         ):
             connection.execute(statement)
         self._connection = connection
-        self._watcher.start()
         return self
 
     def __exit__(
@@ -154,8 +158,12 @@ class Engine:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._watcher.join(timeout=5)
+        running = self._statement is not None and not self._statement.done()
+        if self._connection is not None and running:
+            # The task's thread left while a statement runs (a soft time limit, say):
+            # stop it, so the helper thread ends before the connection closes.
+            self._connection.interrupt()
+        self._statements.shutdown(wait=True)
         if self._connection is not None:
             self._connection.close()
         if self._spill is not None:
@@ -182,10 +190,12 @@ class Engine:
         become PermanentError or TransientError (see the module's docstring).
         """
         connection = self.connection
-        with self._lock:
-            self._running = (stage, span[0], span[1])
+        self._cancelled = self._lost = False
+        statement = self._statement = self._statements.submit(
+            lambda: connection.execute(sql, list(params)).fetchall()
+        )
         try:
-            return connection.execute(sql, list(params)).fetchall()
+            return self._watch(statement, stage, span)
         except duckdb.InterruptException:
             if self._lost:
                 raise ClaimLost(self._context.task_id) from None
@@ -215,17 +225,22 @@ class Engine:
                 f"{stage}: the dataset does not parse as its format: {_first_line(exc)}",
                 reason="DATASET_UNREADABLE",
             ) from None
-        finally:
-            with self._lock:
-                self._running = None
 
-    def _watch(self) -> None:
+    def _watch(
+        self,
+        statement: concurrent.futures.Future[list[tuple[Any, ...]]],
+        stage: str,
+        span: tuple[float, float],
+    ) -> list[tuple[Any, ...]]:
+        """The statement's rows (or its exception), watched from the task's own thread."""
         reported_at = time.monotonic()
-        while not self._stop.wait(POLL_SECONDS):
-            with self._lock:
-                running = self._running
-            if running is None:
-                continue
+        while True:
+            try:
+                return statement.result(timeout=POLL_SECONDS)
+            except concurrent.futures.TimeoutError:
+                pass
+            if self._cancelled or self._lost:
+                continue  # interrupted: the statement ends with InterruptException
             try:
                 if self._context.cancelled():
                     self._cancelled = True
@@ -237,8 +252,7 @@ class Engine:
                 reported_at = now
                 percent = self.connection.query_progress()
                 if percent >= 0:
-                    stage, start, end = running
-                    fraction = start + (end - start) * min(percent, 100.0) / 100.0
+                    fraction = span[0] + (span[1] - span[0]) * min(percent, 100.0) / 100.0
                     self._context.report_progress(fraction, f"{stage}: {percent:.0f}%")
             except ClaimLost:
                 self._lost = True
