@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from agentic.artifacts.v1 import artifacts_pb2 as apb
 from agentic.artifacts.v1 import artifacts_pb2_grpc

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from agentic.tasks.v1 import analytics_pb2 as a
 from agentic.tasks.v1 import datasets_pb2 as d
