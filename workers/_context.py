@@ -184,14 +184,22 @@ class TaskContext:
 
     @contextlib.contextmanager
     def artifact_file(
-        self, ref: artifacts_pb2.ArtifactRef, directory: Path | None = None
+        self,
+        ref: artifacts_pb2.ArtifactRef,
+        directory: Path | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
     ) -> Iterator[Path]:
-        """A verified local copy of the referenced artifact, removed after the block.
+        """A verified local file of the referenced artifact, removed after the block.
 
-        The bytes stream from the object store into a temporary file (in ``directory``,
-        default the system's), their size and sha256 checked against ``ref`` on the way:
-        a damaged or missing object fails the task (PermanentError ``ARTIFACT_DAMAGED`` or
-        ``ARTIFACT_MISSING``), a store outage is retried (TransientError).
+        On the file store it is a hard link of the object (no copy; ``core.objects.fetch``),
+        elsewhere the bytes stream into a temporary file (in ``directory``, default the
+        system's); either way their size and sha256 are checked against ``ref`` before
+        the block runs: a damaged or missing object fails the task (PermanentError
+        ``ARTIFACT_DAMAGED`` or ``ARTIFACT_MISSING``), a store outage is retried
+        (TransientError). ``progress`` gets the bytes checked so far after every piece
+        (report or check for a cancel there: a 5 GiB artifact takes a while). Only read
+        the file: it may be the stored object itself.
         """
         with self._reading(ref) as store:
             try:
@@ -201,6 +209,7 @@ class TaskContext:
                     size_bytes=ref.size_bytes,
                     sha256=ref.sha256,
                     directory=directory,
+                    progress=progress,
                 )
             except IntegrityError as exc:
                 raise PermanentError(str(exc), reason="ARTIFACT_DAMAGED") from None

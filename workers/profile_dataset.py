@@ -1,8 +1,9 @@
 """The profile_dataset kind: statistics of a dataset artifact, and an HTML report of them.
 
-The worker copies the artifact from the object store (verifying size and sha256 as the
-bytes arrive, reporting progress and honouring a cancel on the way), reads it once into
-DuckDB and computes every statistic from the loaded table (``workers._profile_sql``).
+The worker fetches the artifact from the object store (``TaskContext.artifact_file``: a
+hard link on the file store, a copy from S3; size and sha256 verified, with progress and a
+cancel check on the way), reads it once into DuckDB and computes every statistic from
+the loaded table (``workers._profile_sql``).
 The HTML report (``workers._profile_html``) is stored last, as the task's output artifact
 ``report-html``: a task that fails stores nothing, and a retried or redelivered attempt
 stores the same artifact id again (``workers._outputs``), never a second report.
@@ -14,12 +15,9 @@ format: ragged rows, invalid UTF-8, binary), ``TOO_MANY_COLUMNS``, ``PROFILE_TOO
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
 import tempfile
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -74,50 +72,18 @@ class _Progress:
             self._at = now
 
 
-@contextlib.contextmanager
-def _local_copy(
-    context: TaskContext,
-    ref: artifacts_pb2.ArtifactRef,
-    directory: Path | None,
-    progress: _Progress,
-) -> Iterator[Path]:
-    """A verified local copy of the dataset, removed after the block.
+def _fetch_progress(ref: artifacts_pb2.ArtifactRef, progress: _Progress) -> Callable[[int], None]:
+    """Progress (and cancel checks) while the dataset is fetched and verified: the first
+    15% of the task."""
+    reported = 0
 
-    Like ``TaskContext.artifact_file``, but reporting progress and checking for a cancel
-    as the bytes arrive: a 5 GiB copy takes long enough to need both.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    fd, name = tempfile.mkstemp(prefix="profile-", dir=directory)
-    path = Path(name)
-    try:
-        pieces = context.artifact_pieces(ref)
-        with os.fdopen(fd, "wb") as out, contextlib.ExitStack() as stack:
-            if isinstance(pieces, Generator):
-                stack.callback(pieces.close)  # an S3 body holds a pooled connection until then
-            reported = 0
-            for piece in pieces:
-                digest.update(piece)
-                size += len(piece)
-                if size > ref.size_bytes:
-                    break
-                out.write(piece)
-                if size - reported >= _COPY_REPORT_BYTES:
-                    progress(
-                        0.15 * size / ref.size_bytes, f"copied {size} of {ref.size_bytes} bytes"
-                    )
-                    reported = size
-        if size != ref.size_bytes or digest.hexdigest() != ref.sha256:
-            raise PermanentError(
-                f"artifact {ref.artifact_id} is damaged: the store holds {size}"
-                f"{'+' if size > ref.size_bytes else ''} bytes with sha256 "
-                f"{digest.hexdigest()[:12]}..., its upload recorded {ref.size_bytes} bytes; "
-                "upload it again",
-                reason="ARTIFACT_DAMAGED",
-            )
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
+    def checked(done: int) -> None:
+        nonlocal reported
+        if done - reported >= _COPY_REPORT_BYTES:
+            progress(0.15 * done / ref.size_bytes, f"checked {done} of {ref.size_bytes} bytes")
+            reported = done
+
+    return checked
 
 
 def _value(column: sql.Column, scalar: Any) -> datasets_pb2.Value | None:
@@ -273,7 +239,7 @@ def run_profile_dataset(
     directory = Path(context.work.directory) if context.work.directory else None
     context.report_progress(0.0, f"copying {ref.size_bytes} bytes")
     with Engine(context) as engine:
-        with _local_copy(context, ref, directory, progress) as path:
+        with context.artifact_file(ref, directory, progress=_fetch_progress(ref, progress)) as path:
             progress(0.15, "reading the dataset")
             columns = sql.load(engine, str(path), fmt)
         # The loaded table is all that is needed from here: the copy is gone already.

@@ -5,12 +5,17 @@ renamed into place by ``finish`` (after an fsync; the directory is fsynced too),
 reader sees a whole object or none. A checkpoint is an fsync: the committed size is then
 the staged file's length, which needs no further state (``state`` is always "").
 Continuing an upload truncates the staged file to the committed size, dropping bytes a
-dead writer wrote after its last checkpoint.
+dead writer wrote after its last checkpoint. ``pin`` hands a worker a hard link of an
+object under ``<root>/.staging/pins`` to read in place instead of a copy (a reader that
+died leaves its link; the next ``pin`` removes links older than ``PIN_MAX_AGE_SECONDS``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+import uuid
 from collections.abc import Generator
 from io import FileIO
 from pathlib import Path
@@ -93,6 +98,19 @@ class _FileWriter:
 
     def close(self) -> None:
         self._handle.close()
+
+
+PIN_MAX_AGE_SECONDS = 6 * 3600
+"""A pin older than this belongs to no reader: the longest task's hard limit stays below
+the broker's consumer timeout (30 min by default)."""
+
+
+def _remove_stale_pins(pins: Path, before: int) -> None:
+    for entry in os.scandir(pins):
+        created, _, _ = entry.name.partition("-")
+        if created.isdigit() and int(created) < before:
+            with contextlib.suppress(FileNotFoundError):  # another reader was first
+                os.unlink(entry.path)
 
 
 class FileObjectStore:
@@ -181,6 +199,28 @@ class FileObjectStore:
             return None
         except OSError as exc:
             raise ObjectStoreError(f"reading the size of {key}: {exc}") from exc
+
+    def pin(self, key: str) -> Path:
+        """A hard link of the object under ``.staging/pins/``: the same bytes with no copy,
+        on the store's own file system (so the link always works), readable even after
+        the object is deleted, until the caller removes it.
+
+        A link's name starts with its creation time; links older than
+        ``PIN_MAX_AGE_SECONDS`` were left by a reader that died and are removed here, by
+        the next reader (a link's own mtime is its object's, so it cannot tell).
+        """
+        pins = self.root / ".staging" / "pins"
+        now = int(time.time())
+        link = pins / f"{now}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        try:
+            pins.mkdir(parents=True, exist_ok=True)
+            _remove_stale_pins(pins, now - PIN_MAX_AGE_SECONDS)
+            os.link(self._final(key), link)
+        except FileNotFoundError:
+            raise ObjectMissingError(f"no object {key}") from None
+        except OSError as exc:
+            raise ObjectStoreError(f"pinning {key}: {exc}") from exc
+        return link
 
     def delete(self, key: str) -> None:
         try:

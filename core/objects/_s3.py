@@ -445,6 +445,10 @@ class S3ObjectStore:
             return None
         return answer["ContentLength"]
 
+    def pin(self, key: str) -> None:
+        """No local file: a reader copies the object (``core.objects.fetch``)."""
+        return None
+
     def delete(self, key: str) -> None:
         """Delete the object (S3 answers a missing one as deleted)."""
         with _translated(f"deleting {self.describe(key)}"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 __all__ = [
@@ -149,6 +150,13 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object (missing is fine)."""
+        ...
+
+    def pin(self, key: str) -> Path | None:
+        """A local file that is the object, for reading in place, or None when the store
+        has no local files (S3). The file stays readable until the caller removes it, even
+        if the object is deleted meanwhile; the caller never writes it.
+        ObjectMissingError when there is no object."""
         ...
 
     def check(self) -> None:

@@ -21,6 +21,7 @@ import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
 from core.objects import (
+    MAX_READ_CHUNK_BYTES,
     Checkpoint,
     IntegrityError,
     ObjectMissingError,
@@ -32,7 +33,7 @@ from core.objects import (
     open_store,
     sha256_of,
 )
-from core.objects._file import FileObjectStore
+from core.objects._file import PIN_MAX_AGE_SECONDS, FileObjectStore
 from core.objects._s3 import MIN_PART_BYTES, S3ObjectStore
 from devtools.s3 import S3Server
 from tests.core.objects.conftest import Backend
@@ -354,14 +355,60 @@ def test_keys_outside_the_pattern_are_refused(backend: Backend, key: str, call: 
 # --- fetch --------------------------------------------------------------------------------
 
 
-def test_fetch_streams_to_a_verified_local_file(backend: Backend, tmp_path: Path) -> None:
-    data = source(backend.step + 5)
+def test_fetch_gives_a_verified_local_file(backend: Backend, tmp_path: Path) -> None:
+    data = source(max(backend.step, MAX_READ_CHUNK_BYTES) + 5)  # more than one piece
     upload(backend, KEY, data)
     assert sha256_of(backend.store, KEY) == (len(data), sha256(data))
 
-    path = fetch(backend.store, KEY, size_bytes=len(data), sha256=sha256(data), directory=tmp_path)
-    assert path.parent == tmp_path
+    checked: list[int] = []
+    path = fetch(
+        backend.store,
+        KEY,
+        size_bytes=len(data),
+        sha256=sha256(data),
+        directory=tmp_path,
+        progress=checked.append,
+    )
     assert path.read_bytes() == data
+    assert checked == sorted(checked)
+    assert checked[-1] == len(data)
+    assert len(checked) > 1
+    if backend.name == "file":
+        # A hard link of the object, not a copy; it outlives the object's deletion.
+        assert isinstance(backend.store, FileObjectStore)
+        assert path.samefile(backend.store.root / KEY)
+        backend.store.delete(KEY)
+        assert backend.stored() == []
+        assert path.read_bytes() == data
+    else:
+        assert path.parent == tmp_path
+    path.unlink()
+    assert backend.staged() == []
+
+
+def test_a_fetch_stopped_by_its_progress_leaves_no_file(backend: Backend, tmp_path: Path) -> None:
+    data = source(backend.step + 5)
+    upload(backend, KEY, data)
+
+    class Stop(Exception):
+        pass
+
+    def stop(done: int) -> None:
+        raise Stop
+
+    directory = tmp_path / "fetched"
+    directory.mkdir()
+    with pytest.raises(Stop):
+        fetch(
+            backend.store,
+            KEY,
+            size_bytes=len(data),
+            sha256=sha256(data),
+            directory=directory,
+            progress=stop,
+        )
+    assert list(directory.iterdir()) == []
+    assert backend.staged() == []
 
 
 @pytest.mark.parametrize("change", ["same size", "longer", "shorter"])
@@ -381,6 +428,7 @@ def test_fetch_of_a_tampered_object_fails_and_leaves_no_file(
     with pytest.raises(IntegrityError, match="upload the artifact again"):
         fetch(backend.store, KEY, size_bytes=len(data), sha256=sha256(data), directory=directory)
     assert list(directory.iterdir()) == []
+    assert backend.staged() == []  # no pin left behind either
 
 
 # --- open_store ---------------------------------------------------------------------------
@@ -519,3 +567,19 @@ def test_file_store_check_fails_when_the_root_cannot_be_written(tmp_path: Path) 
     with pytest.raises(ObjectStoreError):
         FileObjectStore(blocker / "objects").check()
     assert os.listdir(tmp_path) == ["file"]
+
+
+def test_a_pin_left_by_a_dead_reader_is_removed_by_the_next(tmp_path: Path) -> None:
+    store = FileObjectStore(tmp_path / "objects")
+    data = source(1000)
+    writer = store.open_writer(KEY, 0, store.begin_upload(KEY))
+    writer.write(data)
+    writer.finish()
+    pins = tmp_path / "objects" / ".staging" / "pins"
+    stale = store.pin(KEY)
+    old = pins / f"{int(time.time()) - PIN_MAX_AGE_SECONDS - 1}-1-dead"
+    stale.rename(old)
+    young = store.pin(KEY)  # the stale one goes; this one, and a live reader's, stay
+    live = store.pin(KEY)
+    assert sorted(pins.iterdir()) == sorted([young, live])
+    assert young.read_bytes() == live.read_bytes() == data
