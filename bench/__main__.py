@@ -3,7 +3,8 @@
 After the read path (the cache), the task-pipeline section (``bench._tasks``)
 runs on the same PostgreSQL database with its own RabbitMQ vhost, API server and
 workers, then the artifact section (``bench._artifacts``) with its own API servers,
-bare servicer and moto S3 server; all go into one report.
+bare servicer and moto S3 server, then the dataset kinds (``bench._profile``,
+``bench._analytics``: the whole pipeline beside plain DuckDB); all go into one report.
 
 Options: ``--quick`` (a tenth of the calls, for trying the harness; does not write the
 docs unless ``--docs`` is given) and ``--docs PATH`` (default docs/benchmarks.md;
@@ -29,11 +30,16 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
+from bench._analytics import QUICK as _QUICK_ANALYTICS
+from bench._analytics import AnalyticsPlan, measure_analytics
 from bench._artifacts import QUICK as _QUICK_ARTIFACTS
 from bench._artifacts import ArtifactPlan, measure_artifacts
 from bench._artifacts_report import ArtifactSection
 from bench._cpu import OthersMeter
-from bench._report import Machine, Report, render_console, render_markdown
+from bench._profile import QUICK as _QUICK_PROFILE
+from bench._profile import ProfilePlan, measure_profile
+from bench._profile import render as render_profile
+from bench._report import Machine, Report, Section, render_console, render_markdown
 from bench._stack import Stack, running_stack
 from bench._suite import Plan, measure
 from bench._tasks import TaskPlan, measure_tasks
@@ -158,7 +164,50 @@ def _artifact_section(
         return None, message
 
 
-def run(plan: Plan, task_plan: TaskPlan, artifact_plan: ArtifactPlan, docs: Path | None) -> int:
+def _kind_sections(
+    database_url: str, workdir: Path, profile_plan: ProfilePlan, analytics_plan: AnalyticsPlan
+) -> list[Section]:
+    """The sections of the task kinds that work on datasets, each beside plain DuckDB."""
+    sections: list[Section] = []
+    try:
+        (workdir / "profile").mkdir(parents=True)
+        figures = measure_profile(workdir / "profile", profile_plan, database_url, _progress)
+        sections.append(
+            Section(
+                "Dataset profile (ProfileDataset)",
+                render_profile(figures, markdown=False),
+                render_profile(figures, markdown=True),
+            )
+        )
+    except Exception as exc:
+        print(f"profile section broke: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sections.append(
+            Section(
+                "Dataset profile (ProfileDataset)", [], [], error=f"{type(exc).__name__}: {exc}"
+            )
+        )
+    try:
+        analytics = measure_analytics(
+            database_url, workdir / "analytics", analytics_plan, _progress
+        )
+        sections.append(
+            Section("Analytics (RunAnalytics)", analytics.console(), analytics.markdown())
+        )
+    except Exception as exc:
+        print(f"analytics section broke: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sections.append(
+            Section("Analytics (RunAnalytics)", [], [], error=f"{type(exc).__name__}: {exc}")
+        )
+    return sections
+
+
+def run(
+    plan: Plan,
+    task_plan: TaskPlan,
+    artifact_plan: ArtifactPlan,
+    kind_plans: tuple[ProfilePlan, AnalyticsPlan],
+    docs: Path | None,
+) -> int:
     """Start the stack in a temporary directory, measure, report; return the exit status."""
     started = datetime.now(UTC)
     clock = time.monotonic()
@@ -189,6 +238,7 @@ def run(plan: Plan, task_plan: TaskPlan, artifact_plan: ArtifactPlan, docs: Path
         artifacts, artifacts_error = _artifact_section(
             stack.database_url, Path(tmp) / "artifacts", artifact_plan
         )
+        sections = _kind_sections(stack.database_url, Path(tmp) / "kinds", *kind_plans)
         _progress("stopping")
     # Every process that trusted them has stopped: the test key set goes too.
     shutil.rmtree(dev_keys().directory, ignore_errors=True)
@@ -207,12 +257,14 @@ def run(plan: Plan, task_plan: TaskPlan, artifact_plan: ArtifactPlan, docs: Path
         tasks_error=tasks_error,
         artifacts=artifacts,
         artifacts_error=artifacts_error,
+        sections=sections,
     )
     print(render_console(report))
     if docs is not None:
         docs.write_text(render_markdown(report))
         _progress(f"wrote {docs}")
-    return 1 if tasks_error or artifacts_error else 0
+    broken = tasks_error or artifacts_error or any(section.error for section in sections)
+    return 1 if broken else 0
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -234,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         docs = Path(args.docs) if args.docs else None
     artifact_plan = _QUICK_ARTIFACTS if args.quick else ArtifactPlan()
-    return run(plan, task_plan, artifact_plan, docs)
+    kind_plans = (
+        (_QUICK_PROFILE, _QUICK_ANALYTICS) if args.quick else (ProfilePlan(), AnalyticsPlan())
+    )
+    return run(plan, task_plan, artifact_plan, kind_plans, docs)
 
 
 if __name__ == "__main__":

@@ -243,8 +243,8 @@ def _stages(events: list[pb.TaskEvent]) -> tuple[tuple[str, float], ...]:
     seen: dict[str, float] = {}
     for event in events:
         stage = event.progress.message.split(":")[0] or pb.TaskState.Name(event.state)
-        if stage.startswith("copied"):
-            stage = "copying"
+        if stage.startswith(("fetching", "checked")):
+            stage = "fetching and checking the file"
         seen.setdefault(stage, (event.time.ToDatetime() - first).total_seconds())
     return tuple(seen.items())
 

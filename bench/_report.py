@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from bench._artifacts_report import (
@@ -103,6 +103,28 @@ class Report:
     """The artifact section (bench._artifacts), when it ran."""
     artifacts_error: str = ""
     """Why the artifact section has no figures, when it broke."""
+    sections: list[Section] = field(default_factory=list)
+    """The task kinds' sections (bench._profile, bench._analytics), in order."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """A section measured by its own module: its title and its lines, or why it broke."""
+
+    title: str
+    console: list[str]
+    markdown: list[str]
+    error: str = ""
+
+    def lines(self, *, markdown: bool) -> list[str]:
+        """The section with its heading."""
+        heading = [f"## {self.title}"] if markdown else [self.title.lower()]
+        body = (
+            [f"The section broke: {self.error}"]
+            if self.error
+            else (self.markdown if markdown else self.console)
+        )
+        return ["", *heading, "", *body]
 
 
 def _tasks_lines(report: Report, *, markdown: bool) -> list[str]:
@@ -247,6 +269,7 @@ def render_console(report: Report) -> str:
         *("sanity: " + s for s in report.sanity),
         *_tasks_lines(report, markdown=False),
         *_artifacts_lines(report, markdown=False),
+        *(line for section in report.sections for line in section.lines(markdown=False)),
     ]
     return "\n".join(lines) + "\n"
 
@@ -447,5 +470,6 @@ def render_markdown(report: Report) -> str:
         _CAVEATS,
         *_tasks_lines(report, markdown=True),
         *_artifacts_lines(report, markdown=True),
+        *(line for section in report.sections for line in section.lines(markdown=True)),
     ]
     return "\n".join(parts)
