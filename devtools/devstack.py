@@ -180,7 +180,12 @@ def main() -> None:
         }
         api = start_python("api", "server", api_env)
         processes.append(api)
-        worker_env = {"AGENTIC_BROKER_URL": broker_url, "DATABASE_URL": api_env["DATABASE_URL"]}
+        worker_env = {
+            "AGENTIC_BROKER_URL": broker_url,
+            "DATABASE_URL": api_env["DATABASE_URL"],
+            # Compliance reports read rule sets through the same sidecar as GetRuleSet.
+            "AGENTIC_CACHE_ADDRESS": api_env["AGENTIC_CACHE_ADDRESS"],
+        }
         processes.append(start_python("worker", "workers", worker_env))
         print(
             banner(

@@ -237,7 +237,7 @@ def run_profile_dataset(
     bins = spec.histogram_bins or DEFAULT_BINS
     progress = _Progress(context)
     directory = Path(context.work.directory) if context.work.directory else None
-    context.report_progress(0.0, f"copying {ref.size_bytes} bytes")
+    context.report_progress(0.0, f"fetching {ref.size_bytes} bytes")
     with Engine(context) as engine:
         with context.artifact_file(ref, directory, progress=_fetch_progress(ref, progress)) as path:
             progress(0.15, "reading the dataset")
