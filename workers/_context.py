@@ -9,9 +9,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentic.artifacts.v1 import artifacts_pb2
 from google.rpc import code_pb2
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from core.objects import (
@@ -23,6 +25,9 @@ from core.objects import (
 )
 from core.tasks import AttemptStore, TaskRecord
 from workers._outputs import Output, OutputStore
+
+if TYPE_CHECKING:
+    from workers._rule_sets import RuleSets
 
 # How old the cancel flag a check answers from may be. Every write of the attempt
 # (claim, progress) returns the task as it now is, so a task that reports progress learns
@@ -95,6 +100,8 @@ class TaskContext:
         objects: ObjectStore | None = None,
         outputs: OutputStore | None = None,
         work: WorkSettings | None = None,
+        database: Engine | None = None,
+        rule_sets: RuleSets | None = None,
     ) -> None:
         self.task_id = task_id
         self._objects = objects
@@ -102,6 +109,8 @@ class TaskContext:
         self.work = work or WorkSettings()
         """Bounds and places for the task's local work (DuckDB, temporary files)."""
         self._progress_lock = threading.Lock()
+        self._database = database
+        self._rule_sets = rule_sets
         self.attempt = attempt
         self._worker = worker
         self._store = store
@@ -112,6 +121,22 @@ class TaskContext:
         self._record = record
         self._cancel_requested = record is not None and record.cancel_requested
         self._cancel_read_at = time.monotonic() if record is not None else float("-inf")
+
+    @property
+    def database(self) -> Engine:
+        """The worker's database, for kinds that read project data (read-only queries;
+        the attempt's own writes go through the context). On PostgreSQL the task's thread
+        keeps a pooled connection for those writes: use short statements."""
+        if self._database is None:
+            raise PermanentError("this worker has no database for task code", reason="NO_DATABASE")
+        return self._database
+
+    @property
+    def rule_sets(self) -> RuleSets:
+        """The process's rule-set reads (through the cache sidecar, the database behind)."""
+        if self._rule_sets is None:
+            raise PermanentError("this worker cannot read rule sets", reason="NO_DATABASE")
+        return self._rule_sets
 
     @property
     def record(self) -> TaskRecord | None:

@@ -42,6 +42,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from google.rpc import code_pb2
+from sqlalchemy import Engine
 
 from core.objects import ObjectStore
 from core.tasks import AttemptStore, ClaimOutcome, OutboxItem, error_status
@@ -54,6 +55,7 @@ from workers._context import (
 )
 from workers._outputs import OutputStore
 from workers._registry import Registration
+from workers._rule_sets import RuleSets
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,10 @@ class Runtime:
     """Where the artifacts that tasks produce are written (same store, and the database)."""
     work: WorkSettings = field(default_factory=lambda: WorkSettings())
     """Bounds and places of the tasks' local work."""
+    database: Engine | None = None
+    """The worker's database, for kinds that read project data (``TaskContext.database``)."""
+    rule_sets: RuleSets | None = None
+    """The process's rule-set reads (``TaskContext.rule_sets``)."""
 
 
 def _claim_token() -> str:
@@ -145,6 +151,8 @@ def execute(
             if registration.limits.memory_mib
             else runtime.work
         ),
+        database=runtime.database,
+        rule_sets=runtime.rule_sets,
     )
     watch = runtime.watchdogs.watch(Watch(runtime, registration, task_id, attempt, worker))
     result: bytes | None = None

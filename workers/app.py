@@ -42,14 +42,13 @@ from core.tasks import (
     publish_run,
 )
 from core.tasks._broker import events_exchange
-from workers import compliance_report
 from workers._config import WorkerConfig
 from workers._context import WorkSettings
 from workers._execute import Runtime, Verdict, execute
 from workers._notify import Notifier
 from workers._outputs import OutputStore
 from workers._registry import Limits, Registration, check_registry, load_registry, with_limits
-from workers._rule_sets import CacheSettings
+from workers._rule_sets import CacheSettings, RuleSets
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,8 @@ _REQUEUE_PAUSE_SECONDS = 1.0
 # outage costs a running task nothing, not a reconnect attempt per progress report.
 _notifier = Notifier(config.broker_url, events_exchange(settings.events_exchange))
 _runtime: tuple[int, Runtime] | None = None
-# The compliance report's cache sidecar; its channel opens in each pool process, on first use.
+# The cache sidecar of rule-set reads (TaskContext.rule_sets); its channel opens in each pool
+# process, on first use.
 _rule_set_cache = CacheSettings(
     address=config.cache_address,
     timeout_seconds=config.cache_timeout_seconds,
@@ -103,7 +103,6 @@ def runtime() -> Runtime:
     with _runtime_lock:
         if _runtime is None or _runtime[0] != os.getpid():
             engine = make_engine(config.database_url, pool_size=config.db_pool_size)
-            compliance_report.bind(engine, _rule_set_cache)
             objects = open_store(config.object_store_url)
             _runtime = (
                 os.getpid(),
@@ -116,6 +115,8 @@ def runtime() -> Runtime:
                     publish=_publish,
                     objects=objects,
                     outputs=OutputStore(engine, objects),
+                    database=engine,
+                    rule_sets=RuleSets(engine, _rule_set_cache),
                     work=WorkSettings(
                         duckdb_memory_limit_mib=config.duckdb_memory_limit_mib,
                         duckdb_threads=config.duckdb_threads,

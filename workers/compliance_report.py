@@ -17,21 +17,19 @@ Everything the result and the reports hold derives from the spec, the rule set, 
 documents, the export and the task's create time, so a re-run on the same inputs gives
 the same findings and the same bytes.
 
-The kind needs its process's database engine and cache settings: ``workers.app`` binds
-them (``bind``) when it builds the process's runtime, after the fork.
+The kind reads the project's documents from the worker's database
+(``TaskContext.database``) and the rule set through the cache sidecar
+(``TaskContext.rule_sets``), both built with the process's runtime, after the fork.
 """
 
 from __future__ import annotations
 
 import tempfile
-import threading
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from agentic.tasks.v1 import compliance_report_pb2
 from google.rpc import code_pb2
-from sqlalchemy import Engine
 
 from core.compliance import ASPICE_3_1
 from workers._compliance_checks import judge
@@ -39,26 +37,8 @@ from workers._compliance_inputs import dataset, documents, read_traceability
 from workers._compliance_render import ReportHeader, render_html, write_pdf
 from workers._context import PermanentError, TaskContext
 from workers._outputs import Output
-from workers._rule_sets import CacheSettings, RuleSets
 
-__all__ = ["bind", "run_compliance_report"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Sources:
-    engine: Engine
-    rule_sets: RuleSets
-
-
-_sources: _Sources | None = None
-_bind_lock = threading.Lock()
-
-
-def bind(engine: Engine, cache: CacheSettings) -> None:
-    """Give this process's compliance reports its database and its cache sidecar."""
-    global _sources
-    with _bind_lock:
-        _sources = _Sources(engine=engine, rule_sets=RuleSets(engine, cache))
+__all__ = ["run_compliance_report"]
 
 
 def _utc(value: datetime) -> datetime:
@@ -70,13 +50,8 @@ def run_compliance_report(
     spec: compliance_report_pb2.ComplianceReportSpec, context: TaskContext
 ) -> compliance_report_pb2.ComplianceReportResult:
     """Check the task's project against the spec's rule set; store the HTML and PDF report."""
-    sources = _sources
     record = context.record
-    if sources is None or record is None:
-        raise PermanentError(
-            "this worker has no database bound for compliance reports", reason="NO_DATABASE"
-        )
-    if not record.project_id:
+    if record is None or not record.project_id:
         raise PermanentError(
             "a compliance report checks a project: submit it with project_id",
             reason="NO_PROJECT",
@@ -85,7 +60,7 @@ def run_compliance_report(
     rule_set_id = spec.rule_set_id or ASPICE_3_1
 
     context.report_progress(0.02, f"reading rule set {rule_set_id}")
-    rule_set = sources.rule_sets.get(rule_set_id)
+    rule_set = context.rule_sets.get(rule_set_id)
     if rule_set is None:
         raise PermanentError(
             f"there is no rule set {rule_set_id!r} (ListRuleSets shows the ones there are)",
@@ -96,13 +71,13 @@ def run_compliance_report(
     context.raise_if_cancelled()
 
     context.report_progress(0.05, "reading the project's documents")
-    provided = documents(sources.engine, project_id)
+    provided = documents(context.database, project_id)
     context.raise_if_cancelled()
 
     outcome = None
     traceability_name = ""
     if spec.traceability.artifact_id:
-        export = dataset(sources.engine, project_id, spec.traceability)
+        export = dataset(context.database, project_id, spec.traceability)
         traceability_name = export.name
         trace = read_traceability(context, spec.traceability, export.fmt, span=(0.1, 0.6))
         context.raise_if_cancelled()
