@@ -25,18 +25,13 @@ from core.db import ArtifactRow, ArtifactWorkProductRow
 from workers._compliance_checks import COLUMNS, Traceability
 from workers._context import PermanentError, TaskContext, TransientError
 from workers._duckdb import Engine as DuckDB
-from workers._duckdb import quote, source
+from workers._duckdb import dataset_format, quote, source
 
 __all__ = ["BATCH_ROWS", "Dataset", "dataset", "documents", "read_traceability"]
 
 BATCH_ROWS = 10_000
 """Rows fetched from DuckDB at a time (a cancel is seen between two batches)."""
 _DOCUMENT, _DATASET, _READY = "document", "dataset", "ready"
-_FORMATS = {
-    artifacts_pb2.DATASET_FORMAT_CSV: "csv",
-    artifacts_pb2.DATASET_FORMAT_PARQUET: "parquet",
-    artifacts_pb2.DATASET_FORMAT_JSONL: "jsonl",
-}
 _PROGRESS_SECONDS = 1.0
 
 
@@ -97,7 +92,7 @@ def dataset(engine: Engine, project_id: str, ref: artifacts_pb2.ArtifactRef) -> 
             "(CSV, Parquet or JSON lines)",
             reason="TRACEABILITY_INVALID",
         )
-    return Dataset(name=row.name, fmt=_FORMATS.get(ref.format, row.format))
+    return Dataset(name=row.name, fmt=dataset_format(ref) or row.format)
 
 
 def read_traceability(

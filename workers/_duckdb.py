@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 import duckdb
+from agentic.artifacts.v1 import artifacts_pb2
 from agentic.tasks.v1 import datasets_pb2
 
 from workers._context import (
@@ -45,7 +46,7 @@ from workers._context import (
     WorkSettings,
 )
 
-__all__ = ["Engine", "column_type", "quote", "source"]
+__all__ = ["Engine", "column_type", "dataset_format", "quote", "source"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ POLL_SECONDS = 0.1
 REPORT_SECONDS = 1.0
 """How often the watcher records the running statement's progress."""
 
+_DATASET_FORMATS = {
+    artifacts_pb2.DATASET_FORMAT_CSV: "csv",
+    artifacts_pb2.DATASET_FORMAT_PARQUET: "parquet",
+    artifacts_pb2.DATASET_FORMAT_JSONL: "jsonl",
+}
 # Table functions per artifact format; the path is the statement's first parameter.
 _SOURCES = {
     "csv": "read_csv(?, header = true)",
@@ -114,6 +120,13 @@ def source(fmt: str) -> str:
             f"datasets of format {fmt!r} cannot be read (csv, parquet or jsonl)",
             reason="UNSUPPORTED_FORMAT",
         ) from None
+
+
+def dataset_format(ref: artifacts_pb2.ArtifactRef) -> str | None:
+    """The format (``csv``, ``parquet``, ``jsonl``) of a dataset reference, as its upload
+    declared it (the server copies it into the reference at submit; never guessed from
+    the bytes); None for a document or a format this worker does not read."""
+    return _DATASET_FORMATS.get(ref.format)
 
 
 class Engine:

@@ -32,7 +32,7 @@ from agentic.tasks.v1 import analytics_pb2, datasets_pb2
 from google.protobuf import struct_pb2
 
 from workers._context import PermanentError, TaskContext
-from workers._duckdb import Engine, quote, source
+from workers._duckdb import Engine, dataset_format, quote, source
 from workers._outputs import Output
 from workers._query import SourceColumn, build_query
 
@@ -41,11 +41,6 @@ __all__ = ["PREVIEW_ROWS", "run_analytics"]
 PREVIEW_ROWS = 100
 """Rows of the result carried inline (``AnalyticsResult.rows``)."""
 
-_FORMATS = {
-    artifacts_pb2.DATASET_FORMAT_CSV: "csv",
-    artifacts_pb2.DATASET_FORMAT_PARQUET: "parquet",
-    artifacts_pb2.DATASET_FORMAT_JSONL: "jsonl",
-}
 _TABLE = "analytics_result"
 # The result artifacts: format (and slot "result-<format>"), COPY options, content type.
 _RESULT_FILES = (
@@ -133,7 +128,7 @@ def run_analytics(
 def _format(ref: artifacts_pb2.ArtifactRef) -> str:
     """The dataset's format as its upload declared it (the server copies it into the
     reference at submit): never guessed from the bytes."""
-    fmt = _FORMATS.get(ref.format)
+    fmt = dataset_format(ref)
     if fmt is None:
         raise PermanentError(
             f"artifact {ref.artifact_id} is not a dataset of a format this worker reads "

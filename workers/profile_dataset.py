@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2
 
 from workers import _profile_sql as sql
 from workers._context import PermanentError, TaskContext
-from workers._duckdb import Engine
+from workers._duckdb import Engine, dataset_format
 from workers._outputs import Output
 from workers._profile_html import render
 
@@ -45,11 +45,6 @@ MAX_RESULT_BYTES = 2 * 1024 * 1024
 """Largest serialized result (half of GetTask's 4 MiB message limit)."""
 REPORT_SLOT = "report-html"
 
-_FORMATS = {
-    artifacts_pb2.DATASET_FORMAT_CSV: "csv",
-    artifacts_pb2.DATASET_FORMAT_PARQUET: "parquet",
-    artifacts_pb2.DATASET_FORMAT_JSONL: "jsonl",
-}
 _REPORT_SECONDS = 1.0
 _COPY_REPORT_BYTES = 32 * 1024 * 1024
 _EPOCH = date(1970, 1, 1)
@@ -221,7 +216,7 @@ def run_profile_dataset(
 ) -> profile_dataset_pb2.ProfileDatasetResult:
     """Profile the referenced dataset; the profile and its stored HTML report's id."""
     ref = spec.dataset
-    fmt = _FORMATS.get(ref.format)
+    fmt = dataset_format(ref)
     if fmt is None:
         raise PermanentError(
             f"artifact {ref.artifact_id} is not a dataset (it has no dataset format): "
