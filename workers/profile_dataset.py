@@ -32,7 +32,7 @@ from workers._duckdb import Engine, dataset_format
 from workers._outputs import Output
 from workers._profile_html import render
 
-__all__ = ["MAX_COLUMNS", "MAX_TEXT_CHARS", "run_profile_dataset"]
+__all__ = ["MAX_COLUMNS", "MAX_TEXT_CHARS", "profile_statistics", "run_profile_dataset"]
 
 DEFAULT_TOP_K = 10
 DEFAULT_BINS = 20
@@ -139,9 +139,14 @@ def _histogram(
     ]
 
 
-def _profile(
-    engine: Engine, columns: list[sql.Column], top_k: int, bins: int, progress: _Progress
+def profile_statistics(
+    engine: Engine,
+    columns: list[sql.Column],
+    top_k: int,
+    bins: int,
+    progress: Callable[[float, str], None],
 ) -> tuple[int, list[profile_dataset_pb2.ColumnProfile]]:
+    """The row count and every column's profile, from the table ``sql.load`` loaded."""
     rows, summaries = sql.summary(engine, columns, (0.6, 0.7))
     progress(0.7, "averaging")
     moments = sql.moments(engine, columns, (0.7, 0.75))
@@ -245,7 +250,7 @@ def run_profile_dataset(
                 reason="TOO_MANY_COLUMNS",
             )
         progress(0.6, "counting")
-        rows, profiles = _profile(engine, columns, top_k, bins, progress)
+        rows, profiles = profile_statistics(engine, columns, top_k, bins, progress)
     profile = profile_dataset_pb2.DatasetProfile(
         row_count=rows, size_bytes=ref.size_bytes, format=fmt.upper(), columns=profiles
     )
