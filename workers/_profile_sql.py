@@ -304,10 +304,13 @@ def top_values(
 ) -> tuple[list[tuple[Any, int]], int]:
     """The ``k`` most frequent non-NULL values of ``column`` with their counts (ties by
     value), and the exact number of distinct values (the groups the same GROUP BY made)."""
+    # The groups once (a CTE used twice is materialized), then their number and the top
+    # k: a window count over every group would sort or buffer them all again.
     rows = engine.run(
-        "SELECT v, n, count(*) OVER () AS groups FROM ("
-        f"SELECT {column.scalar} AS v, count(*) AS n FROM {TABLE} "
-        f"WHERE {column.ref} IS NOT NULL GROUP BY v) ORDER BY n DESC, v ASC LIMIT ?",
+        f"WITH g AS MATERIALIZED (SELECT {column.scalar} AS v, count(*) AS n FROM {TABLE} "
+        f"WHERE {column.ref} IS NOT NULL GROUP BY v) "
+        "SELECT v, n, (SELECT count(*) FROM g) AS groups FROM g "
+        "ORDER BY n DESC, v ASC LIMIT ?",
         [k],
         stage=f"top values of {column.name!r}",
         span=span,
