@@ -94,3 +94,21 @@ def test_health_needs_no_token_but_every_service_call_does(api: Api) -> None:
     assert out.returncode != 0
     assert "Unauthenticated" in out.stderr
     assert "TOKEN_MISSING" in out.stderr
+
+
+def test_the_readme_conditional_update_works_as_written(api: Api) -> None:
+    """The cookbook's UpdateProject line, placeholders filled in, as an operator runs it."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("# conditional partial update", 1)[1].split("ga -d '", 1)[1]
+    body = example.split("'", 1)[0]
+    made = grpcurl(
+        api,
+        f"{SERVICE}/CreateProject",
+        data=json.dumps({"project": {"name": f"cookbook-{uuid.uuid4().hex[:8]}"}}),
+    )
+    assert made.returncode == 0, made.stderr
+    project = json.loads(made.stdout)["project"]
+    filled = body.replace("<id>", project["id"]).replace("<etag>", project["etag"])
+    out = grpcurl(api, f"{SERVICE}/UpdateProject", data=filled)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["project"]["description"] == "v2"
