@@ -254,3 +254,21 @@ class RuleSetRow(Base):
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+
+class SchedulerLeaseRow(Base):
+    """A leader lease: who may act alone (the beat scheduler) until ``expire_time``.
+
+    Taken and renewed only by conditional UPDATEs (``workers._leader``): the holder renews
+    its own row; anyone takes a row whose ``expire_time`` has passed, and ``term`` then
+    counts up, so each leadership has its own number (logs, metrics, the runbook). An empty
+    ``holder`` is a lease nobody has taken yet, or one given up on shutdown.
+    """
+
+    __tablename__ = "scheduler_leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    term: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    acquire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    expire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
