@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
+import server.backup._manifest
 import server.backup._objects
 from core.db import ProjectRow, make_engine, migrate
 from core.db._engine import MIGRATIONS
@@ -63,7 +64,7 @@ def add_project(url: str, name: str) -> None:
         with engine.begin() as conn:
             now = datetime.now(UTC)
             conn.execute(
-                ProjectRow.__table__.insert().values(
+                insert(ProjectRow).values(
                     id=str(uuid.uuid4()),
                     name=name,
                     description="",
@@ -185,7 +186,7 @@ def test_a_failed_backup_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     add_project(url, "p")
     put_objects(tmp_path / "objects", 3, 100)
     copies = {"n": 0}
-    real = server.backup._objects.copy_with_sha256
+    real = server.backup._manifest.copy_with_sha256
 
     def failing(source: Path, target: Path) -> tuple[int, str]:
         copies["n"] += 1
