@@ -4,6 +4,7 @@ by the holder only, release, and a race of contenders with exactly one winner.""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -51,12 +52,17 @@ def test_one_holder_at_a_time(contenders: tuple[Clock, LeaderLease, LeaderLease]
     _clock, a, b = contenders
     assert a.current() is None
     first = a.acquire()
-    assert first is not None and first.taken_over and first.term == 1
+    assert first is not None
+    assert first.taken_over
+    assert first.term == 1
     assert b.acquire() is None
     again = a.acquire()
-    assert again is not None and not again.taken_over and again.term == 1
+    assert again is not None
+    assert not again.taken_over
+    assert again.term == 1
     current = a.current()
-    assert current is not None and current[:2] == ("a", 1)
+    assert current is not None
+    assert current[:2] == ("a", 1)
 
 
 def test_expiry_lets_a_standby_take_over_and_only_the_holder_renews(
@@ -68,11 +74,14 @@ def test_expiry_lets_a_standby_take_over_and_only_the_holder_renews(
     assert b.acquire() is None
     clock.advance(0.001)
     taken = b.acquire()
-    assert taken is not None and taken.taken_over and taken.term == 2
+    assert taken is not None
+    assert taken.taken_over
+    assert taken.term == 2
     # The former holder cannot renew what it lost, even though it still names itself.
     assert a.acquire() is None
     current = b.current()
-    assert current is not None and current[:2] == ("b", 2)
+    assert current is not None
+    assert current[:2] == ("b", 2)
     assert current[2] == clock.now + timedelta(seconds=TTL)
 
 
@@ -81,7 +90,8 @@ def test_renewal_moves_the_expiry(contenders: tuple[Clock, LeaderLease, LeaderLe
     assert a.acquire() is not None
     clock.advance(8)
     renewed = a.acquire()
-    assert renewed is not None and not renewed.taken_over
+    assert renewed is not None
+    assert not renewed.taken_over
     clock.advance(9)  # 17 s after the first take, 9 after the renewal
     assert b.acquire() is None
     clock.advance(1.5)
@@ -95,14 +105,14 @@ def test_release_hands_over_at_once(contenders: tuple[Clock, LeaderLease, Leader
     assert b.acquire() is None
     assert a.release()
     taken = b.acquire()
-    assert taken is not None and taken.taken_over and taken.term == 2
+    assert taken is not None
+    assert taken.taken_over
+    assert taken.term == 2
 
 
 def test_valid_until_counts_from_before_the_update(
     contenders: tuple[Clock, LeaderLease, LeaderLease],
 ) -> None:
-    import time
-
     _clock, a, _b = contenders
     before = time.monotonic()
     lease = a.acquire()
@@ -122,7 +132,12 @@ def test_racing_contenders_have_one_winner(engine: Engine) -> None:
         wins: list[str] = []
         errors: list[BaseException] = []
 
-        def contend(lease: LeaderLease) -> None:
+        def contend(
+            lease: LeaderLease,
+            barrier: threading.Barrier = barrier,
+            wins: list[str] = wins,
+            errors: list[BaseException] = errors,
+        ) -> None:
             try:
                 barrier.wait(10)
                 if lease.acquire() is not None:
@@ -138,4 +153,6 @@ def test_racing_contenders_have_one_winner(engine: Engine) -> None:
         assert not errors, errors
         assert len(wins) == 1, f"round {round_}: winners {wins}"
         current = leases[0].current()
-        assert current is not None and current[0] == wins[0] and current[1] == round_ + 2
+        assert current is not None
+        assert current[0] == wins[0]
+        assert current[1] == round_ + 2

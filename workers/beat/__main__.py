@@ -1,0 +1,77 @@
+"""``python -m workers.beat``: run the beat until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+
+from core.db import make_engine
+from core.serving import start_metrics, wait_for_stop_signal
+from workers._beat_config import BeatConfig, ConfigError
+from workers._leader import LeaderLease
+from workers.beat._beat import Beat
+from workers.beat._client import TaskClient
+from workers.beat._jobs import JOBS
+
+LEASE_NAME = "beat"
+"""The one lease every beat process of a deployment competes for."""
+
+
+async def serve(config: BeatConfig) -> None:
+    """Compete for the lease and fire while leading; on a stop signal give the lease up."""
+    engine = make_engine(config.database_url, pool_size=1)
+    client = TaskClient(
+        config.api_address,
+        token_file=config.token_file,
+        ca_file=config.api_ca_file,
+        timeout_seconds=config.submit_timeout_seconds,
+    )
+    lease = LeaderLease(engine, LEASE_NAME, config.holder, ttl_seconds=config.lease_ttl_seconds)
+    beat = Beat(
+        config.schedule,
+        lease,
+        lambda job, request_id: JOBS[job].submit(client, request_id),
+        renew_seconds=config.renew_seconds,
+    )
+    metrics = start_metrics(config.metrics_address)
+    stop = threading.Event()
+    logging.getLogger(__name__).info(
+        "beat %s: schedule %s, lease TTL %gs, renew every %gs",
+        config.holder,
+        ", ".join(entry.describe() for entry in config.schedule) or "(empty)",
+        config.lease_ttl_seconds,
+        config.renew_seconds,
+    )
+    runner = asyncio.ensure_future(asyncio.to_thread(beat.run, stop))
+    ready = {"pid": os.getpid(), "holder": config.holder, "metrics_port": metrics and metrics.port}
+    signalled = asyncio.ensure_future(wait_for_stop_signal(config.ready_file, ready))
+    try:
+        await asyncio.wait({runner, signalled}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.set()
+        signalled.cancel()
+        await runner  # releases the lease; an error of the loop surfaces here
+        client.close()
+        if metrics is not None:
+            await metrics.close()
+        engine.dispose()
+
+
+def main() -> None:
+    """Entry point."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = BeatConfig.from_env(jobs=frozenset(JOBS))
+    except ConfigError as exc:
+        sys.exit(f"workers.beat: bad configuration: {exc}")
+    logging.getLogger().setLevel(config.log_level)
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()
