@@ -9,9 +9,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # memcached runs from this image too (compose), bound to loopback with UDP off. Pango, its
 # FreeType backend, HarfBuzz's subsetter and a font are what WeasyPrint needs for the
-# compliance report's PDF (the Makefile's SYSTEM_PACKAGES, the same list).
+# compliance report's PDF; postgresql-client's pg_dump and pg_restore are what
+# `python -m server.backup` runs for PostgreSQL (the Makefile's SYSTEM_PACKAGES, the same list).
 RUN apt-get update && apt-get install -y --no-install-recommends memcached \
-        libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core \
+        libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core postgresql-client \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -34,7 +34,8 @@ venv: $(VENV)/.installed
 # The system packages the stack needs: memcached, and rabbitmq-server (a private node is
 # started when no broker runs; the fault tests always start their own); for the compliance
 # report's PDF (WeasyPrint), Pango with its FreeType backend, HarfBuzz's subsetter (font
-# subsets; WeasyPrint warns without it) and a font. Installed from Debian's packages when
+# subsets; WeasyPrint warns without it) and a font; pg_dump and pg_restore for the backups
+# of a PostgreSQL database (python -m server.backup). Installed from Debian's packages when
 # missing and we may (root with apt-get); otherwise a clear message. Each entry is
 # package:probe, the probe a command on PATH, an executable, or a file that must exist
 # (libraries in Debian's multiarch directory, named by gcc or, without gcc, by Python's
@@ -44,7 +45,8 @@ LIBDIR := /usr/lib/$(MULTIARCH)
 SYSTEM_PACKAGES := memcached:memcached rabbitmq-server:/usr/lib/rabbitmq/bin/rabbitmq-server \
 	libpango-1.0-0:$(LIBDIR)/libpango-1.0.so.0 libpangoft2-1.0-0:$(LIBDIR)/libpangoft2-1.0.so.0 \
 	libharfbuzz-subset0:$(LIBDIR)/libharfbuzz-subset.so.0 \
-	fonts-dejavu-core:/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+	fonts-dejavu-core:/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf \
+	postgresql-client:pg_restore
 system-deps:
 	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
 		pkg=$${entry%%:*}; probe=$${entry#*:}; \
