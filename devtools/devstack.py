@@ -100,9 +100,39 @@ DEV_AUTH = VAR / "dev-auth"
 DEMO_ROLES = [Role.PROJECT_MANAGER, Role.TECHNICAL_LEAD]
 
 
+BEAT_IDENTITY = "agentic-beat"
+"""The beat's service identity on the development stack."""
+BEAT_TOKEN_TTL_SECONDS = 30 * 86400  # a month of make run; the beat re-reads the file per fire
+
+
+def beat_env(api: Process, api_env: dict[str, str], keys: DevKeys) -> dict[str, str]:
+    """The beat's environment: the API server just started, and a token file of its own.
+
+    An Administrator, as the operator's scheduler is: the jobs coming after health_probe
+    (retention, backup) call Administrator RPCs. Its metrics port follows the API's: 9466,
+    or a free one when the API's asks for one (a second stack beside this one, the tests).
+    """
+    token_file = VAR / "run" / "beat.token"
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.touch(mode=0o600)
+    token_file.write_text(
+        keys.mint(BEAT_IDENTITY, [Role.ADMINISTRATOR], ttl_seconds=BEAT_TOKEN_TTL_SECONDS)
+    )
+    free = os.environ.get("AGENTIC_METRICS_ADDRESS", "").endswith(":0")
+    return {
+        "DATABASE_URL": api_env["DATABASE_URL"],
+        "AGENTIC_BEAT_API_ADDRESS": f"127.0.0.1:{api.ready['grpc_port']}",
+        "AGENTIC_BEAT_TOKEN_FILE": str(token_file),
+        "AGENTIC_BEAT_METRICS_ADDRESS": os.environ.get(
+            "AGENTIC_BEAT_METRICS_ADDRESS", "127.0.0.1:0" if free else "127.0.0.1:9466"
+        ),
+    }
+
+
 def banner(
     api: Process,
     sidecar: Process,
+    beat: Process,
     memcached: Memcached,
     broker_url: str,
     *,
@@ -130,6 +160,8 @@ def banner(
             f"  RabbitMQ:              {_redact(broker_url)}"
             + (" (private node, data in var/rabbitmq)" if started else " (already running)"),
             "  Celery worker:         1 (python -m workers)",
+            f"  beat (scheduler):      python -m workers.beat as {BEAT_IDENTITY}, metrics "
+            f"http://127.0.0.1:{beat.ready['metrics_port']}/metrics",
             "Every call but health and reflection needs a token (dev keys in var/dev-auth):",
             f"  export TOKEN={token}",
             f"  (alice, {' + '.join(r.value for r in DEMO_ROLES)}, 12 h; mint more: {mint})",
@@ -187,10 +219,13 @@ def main() -> None:
             "AGENTIC_CACHE_ADDRESS": api_env["AGENTIC_CACHE_ADDRESS"],
         }
         processes.append(start_python("worker", "workers", worker_env))
+        beat = start_python("beat", "workers.beat", beat_env(api, api_env, keys))
+        processes.append(beat)
         print(
             banner(
                 api,
                 sidecar,
+                beat,
                 memcached,
                 broker_url,
                 started=stop_broker is not None,
