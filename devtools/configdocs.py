@@ -16,13 +16,19 @@ from pathlib import Path
 from cache_sidecar import Config
 from core.config import markdown_table
 from server._config import ServerConfig
+from server.backup import BackupConfig
 from workers._config import WorkerConfig
 
 __all__ = ["README", "TABLES", "render"]
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
-TABLES: dict[str, type] = {"server": ServerConfig, "worker": WorkerConfig, "sidecar": Config}
+TABLES: dict[str, type] = {
+    "server": ServerConfig,
+    "worker": WorkerConfig,
+    "sidecar": Config,
+    "backup": BackupConfig,
+}
 """Marker name -> config dataclass: ``<!-- config:NAME -->`` ... ``<!-- /config:NAME -->``."""
 
 

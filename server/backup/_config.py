@@ -43,5 +43,6 @@ class BackupConfig:
         "AGENTIC_APP_VERSION",
         "",
         shown="(unset: the checkout's `git describe --always --dirty`, else `unknown`)",
-        doc="the application version each manifest records (the image sets it)",
+        doc="the application version each manifest records; set it where the code is no git "
+        "checkout (an image)",
     )
