@@ -17,6 +17,7 @@ from cache_sidecar import Config
 from core.config import markdown_table
 from server._config import ServerConfig
 from server.backup import BackupConfig
+from workers._beat_config import BeatConfig
 from workers._config import WorkerConfig
 
 __all__ = ["README", "TABLES", "render"]
@@ -28,6 +29,7 @@ TABLES: dict[str, type] = {
     "worker": WorkerConfig,
     "sidecar": Config,
     "backup": BackupConfig,
+    "beat": BeatConfig,
 }
 """Marker name -> config dataclass: ``<!-- config:NAME -->`` ... ``<!-- /config:NAME -->``."""
 
