@@ -89,7 +89,8 @@ class BeatConfig:
         "AGENTIC_BEAT_NAME",
         "",
         shown="(`beat@<host>:<pid>`)",
-        doc="this process's name in the lease row (who leads), unique per process",
+        doc="this process's name in the lease row (who leads), followed there by `/` and a "
+        "random suffix, so that two processes given one name still count as two",
     )
     metrics_address: str = setting(
         "AGENTIC_BEAT_METRICS_ADDRESS",

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import threading
+import uuid
 
 from core.db import make_engine
 from core.serving import start_metrics, wait_for_stop_signal
@@ -29,7 +30,10 @@ async def serve(config: BeatConfig) -> None:
         ca_file=config.api_ca_file,
         timeout_seconds=config.submit_timeout_seconds,
     )
-    lease = LeaderLease(engine, LEASE_NAME, config.holder, ttl_seconds=config.lease_ttl_seconds)
+    # The suffix keeps two processes apart even when they were given one name: two holders
+    # of one id would both renew the lease, and both lead.
+    holder = f"{config.holder}/{uuid.uuid4().hex[:8]}"
+    lease = LeaderLease(engine, LEASE_NAME, holder, ttl_seconds=config.lease_ttl_seconds)
     beat = Beat(
         config.schedule,
         lease,
@@ -40,13 +44,13 @@ async def serve(config: BeatConfig) -> None:
     stop = threading.Event()
     logging.getLogger(__name__).info(
         "beat %s: schedule %s, lease TTL %gs, renew every %gs",
-        config.holder,
+        holder,
         ", ".join(entry.describe() for entry in config.schedule) or "(empty)",
         config.lease_ttl_seconds,
         config.renew_seconds,
     )
     runner = asyncio.ensure_future(asyncio.to_thread(beat.run, stop))
-    ready = {"pid": os.getpid(), "holder": config.holder, "metrics_port": metrics and metrics.port}
+    ready = {"pid": os.getpid(), "holder": holder, "metrics_port": metrics and metrics.port}
     signalled = asyncio.ensure_future(wait_for_stop_signal(config.ready_file, ready))
     try:
         await asyncio.wait({runner, signalled}, return_when=asyncio.FIRST_COMPLETED)
