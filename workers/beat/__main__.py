@@ -8,6 +8,9 @@ import os
 import sys
 import threading
 import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
 
 from core.db import make_engine
 from core.serving import start_metrics, wait_for_stop_signal
@@ -21,8 +24,24 @@ LEASE_NAME = "beat"
 """The one lease every beat process of a deployment competes for."""
 
 
-async def serve(config: BeatConfig) -> None:
-    """Compete for the lease and fire while leading; on a stop signal give the lease up."""
+@dataclass
+class BeatProcess:
+    """A beat built from its configuration, not yet running."""
+
+    beat: Beat
+    holder: str
+    """This process's id in the lease row."""
+    client: TaskClient
+    engine: Engine
+
+    def close(self) -> None:
+        """Release the channel and the database connections."""
+        self.client.close()
+        self.engine.dispose()
+
+
+def create_beat(config: BeatConfig) -> BeatProcess:
+    """Wire the lease, the API client and the jobs for ``config``; nothing runs yet."""
     engine = make_engine(config.database_url, pool_size=1)
     client = TaskClient(
         config.api_address,
@@ -40,28 +59,35 @@ async def serve(config: BeatConfig) -> None:
         lambda job, request_id: JOBS[job].submit(client, request_id),
         renew_seconds=config.renew_seconds,
     )
+    return BeatProcess(beat, holder, client, engine)
+
+
+async def serve(config: BeatConfig) -> None:
+    """Compete for the lease and fire while leading; on a stop signal give the lease up."""
+    built = create_beat(config)
     metrics = start_metrics(config.metrics_address)
     stop = threading.Event()
     logging.getLogger(__name__).info(
         "beat %s: schedule %s, lease TTL %gs, renew every %gs",
-        holder,
+        built.holder,
         ", ".join(entry.describe() for entry in config.schedule) or "(empty)",
         config.lease_ttl_seconds,
         config.renew_seconds,
     )
-    runner = asyncio.ensure_future(asyncio.to_thread(beat.run, stop))
-    ready = {"pid": os.getpid(), "holder": holder, "metrics_port": metrics and metrics.port}
+    runner = asyncio.ensure_future(asyncio.to_thread(built.beat.run, stop))
+    ready = {"pid": os.getpid(), "holder": built.holder, "metrics_port": metrics and metrics.port}
     signalled = asyncio.ensure_future(wait_for_stop_signal(config.ready_file, ready))
     try:
         await asyncio.wait({runner, signalled}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stop.set()
         signalled.cancel()
-        await runner  # releases the lease; an error of the loop surfaces here
-        client.close()
-        if metrics is not None:
-            await metrics.close()
-        engine.dispose()
+        try:
+            await runner  # releases the lease; an error of the loop surfaces here
+        finally:
+            built.close()
+            if metrics is not None:
+                await metrics.close()
 
 
 def main() -> None:
