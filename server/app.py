@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
+from agentic.admin.v1 import admin_pb2, admin_pb2_grpc
 from agentic.artifacts.v1 import artifacts_pb2, artifacts_pb2_grpc
 from agentic.compliance.v1 import rule_sets_pb2, rule_sets_pb2_grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
@@ -31,6 +32,7 @@ from server.access import (
     StreamSlots,
     deadline_remaining,
 )
+from server.admin import Admin, AdminService
 from server.artifacts import ArtifactLimits, Artifacts, ArtifactService, ArtifactStore
 from server.auth import JwksKeySet, TokenVerifier
 from server.caching import CoherentCache
@@ -46,6 +48,7 @@ SERVICE_NAMES = (
     artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
     tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     rule_sets_pb2.DESCRIPTOR.services_by_name["RuleSetService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
 
@@ -268,6 +271,8 @@ def create_server(config: ServerConfig) -> App:
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactService(artifacts), server)
     rule_sets = RuleSets(RuleSetStore(engine), executor, cache=coherent, relay=relay)
     rule_sets_pb2_grpc.add_RuleSetServiceServicer_to_server(RuleSetService(rule_sets), server)
+    admin = Admin(engine, executor, cache=cache)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(admin), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))

@@ -6,6 +6,7 @@ from core.db._engine import make_engine, migrate
 from core.db._schema import (
     ArtifactRow,
     ArtifactWorkProductRow,
+    AuditEventRow,
     Base,
     EventOutboxRow,
     ProjectMemberRow,
@@ -20,6 +21,7 @@ from core.db._schema import (
 __all__ = [
     "ArtifactRow",
     "ArtifactWorkProductRow",
+    "AuditEventRow",
     "Base",
     "EventOutboxRow",
     "ProjectMemberRow",

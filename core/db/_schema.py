@@ -272,3 +272,23 @@ class SchedulerLeaseRow(Base):
     term: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     acquire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     expire_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class AuditEventRow(Base):
+    """One recorded operator action (an AdminService call) or scheduled job run.
+
+    Append-only: written by ``server.admin._audit`` in its own transaction, after the
+    action's outcome is known, and read newest first by ListAuditEvents (keyset over
+    ``(create_time, id)`` like every listing). ``request_json`` is the request in proto3
+    JSON, ``outcome`` a gRPC status code name.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_create_time_id", "create_time", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    subject: Mapped[str] = mapped_column(String(128), nullable=False)
+    action: Mapped[str] = mapped_column(String(200), nullable=False)
+    request_json: Mapped[str] = mapped_column(Text, nullable=False)
+    outcome: Mapped[str] = mapped_column(String(32), nullable=False)

@@ -79,6 +79,12 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
     "/agentic.compliance.v1.RuleSetService/ListRuleSets": _EVERYONE,
     "/agentic.compliance.v1.RuleSetService/UpdateRuleSet": frozenset({_ADMIN, _PM}),
     "/agentic.compliance.v1.RuleSetService/DeleteRuleSet": frozenset({_ADMIN, _PM}),
+    # Operations: the cache, the task pipeline and the audit log are the Administrators'.
+    "/agentic.admin.v1.AdminService/GetCacheStats": frozenset({_ADMIN}),
+    "/agentic.admin.v1.AdminService/ClearCacheNamespace": frozenset({_ADMIN}),
+    "/agentic.admin.v1.AdminService/GetTaskStats": frozenset({_ADMIN}),
+    "/agentic.admin.v1.AdminService/PurgeTasks": frozenset({_ADMIN}),
+    "/agentic.admin.v1.AdminService/ListAuditEvents": frozenset({_ADMIN}),
 }
 """Full method name -> the roles that may call it. Everything else is denied."""
 

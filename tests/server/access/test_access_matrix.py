@@ -26,6 +26,8 @@ Cell semantics, per RPC shape:
   same way; so do the data kinds' Submits (SubmitProfileDataset, SubmitAnalytics: a READY
   dataset of the project; SubmitComplianceReport: the project, and a READY dataset as its
   traceability export).
+- operations (AdminService) act on the system, not on an object: every case is the same
+  call (PurgeTasks as a dry run, so the suite's tasks stay), OK for an Administrator.
 - rule sets are organisation-wide reference data, not owned objects: every caller reaches
   every set (the role table alone decides who writes). So "own" and "other" are both a
   custom set (made by the suite's Administrator) and give OK to allowed roles, "missing"
@@ -45,6 +47,8 @@ from typing import Any
 
 import grpc
 import pytest
+from agentic.admin.v1 import admin_pb2 as adpb
+from agentic.admin.v1 import admin_pb2_grpc
 from agentic.artifacts.v1 import artifacts_pb2 as apb
 from agentic.artifacts.v1 import artifacts_pb2_grpc
 from agentic.compliance.v1 import rule_sets_pb2 as rpb
@@ -58,7 +62,7 @@ from agentic.tasks.v1 import (
     tasks_pb2_grpc,
 )
 from agentic.tasks.v1 import tasks_pb2 as tpb
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 
 from server.access import RPC_ROLES
 from server.access._table import roles_table_markdown
@@ -106,6 +110,7 @@ PACKAGES = {
     "TaskService": "agentic.tasks.v1",
     "ArtifactService": "agentic.artifacts.v1",
     "RuleSetService": "agentic.compliance.v1",
+    "AdminService": "agentic.admin.v1",
 }
 
 TABLE = documented_table()
@@ -114,7 +119,13 @@ TABLE = documented_table()
 def every_rpc() -> list[str]:
     """Every RPC of the API's services, from the generated descriptors."""
     methods = []
-    for descriptor in (ppb.DESCRIPTOR, tpb.DESCRIPTOR, apb.DESCRIPTOR, rpb.DESCRIPTOR):
+    for descriptor in (
+        ppb.DESCRIPTOR,
+        tpb.DESCRIPTOR,
+        apb.DESCRIPTOR,
+        rpb.DESCRIPTOR,
+        adpb.DESCRIPTOR,
+    ):
         for service in descriptor.services_by_name.values():
             methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
     return methods
@@ -151,6 +162,7 @@ class Caller:
     stranger: artifacts_pb2_grpc.ArtifactServiceStub
     """STRANGER as a Technical Lead: creates the uploads that are another's."""
     rule_sets: rule_sets_pb2_grpc.RuleSetServiceStub
+    admin: admin_pb2_grpc.AdminServiceStub
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +189,7 @@ def callers(api: Api) -> Iterator[dict[Role, Caller]]:
             artifacts(subject, Role.TECHNICAL_LEAD),
             stranger,
             rule_sets_pb2_grpc.RuleSetServiceStub(channel),
+            admin_pb2_grpc.AdminServiceStub(channel),
         )
     yield made
     for channel in channels:
@@ -557,6 +570,35 @@ def delete_rule_set(api: Api, caller: Caller, case: str) -> Any:
     return caller.rule_sets.DeleteRuleSet(request, timeout=TIMEOUT)
 
 
+# --- operations: the same call in every case; PurgeTasks only counts (a dry run).
+
+
+def get_cache_stats(api: Api, caller: Caller, case: str) -> Any:
+    return caller.admin.GetCacheStats(adpb.GetCacheStatsRequest(), timeout=TIMEOUT)
+
+
+def clear_cache_namespace(api: Api, caller: Caller, case: str) -> Any:
+    request = adpb.ClearCacheNamespaceRequest(namespace="projects")
+    return caller.admin.ClearCacheNamespace(request, timeout=TIMEOUT)
+
+
+def get_task_stats(api: Api, caller: Caller, case: str) -> Any:
+    request = adpb.GetTaskStatsRequest(window=duration_pb2.Duration(seconds=60))
+    return caller.admin.GetTaskStats(request, timeout=TIMEOUT)
+
+
+def purge_tasks(api: Api, caller: Caller, case: str) -> Any:
+    request = adpb.PurgeTasksRequest(older_than=duration_pb2.Duration(seconds=86400), dry_run=True)
+    purged = caller.admin.PurgeTasks(request, timeout=TIMEOUT)
+    assert purged.dry_run
+    return purged
+
+
+def list_audit_events(api: Api, caller: Caller, case: str) -> Any:
+    request = adpb.ListAuditEventsRequest(page_size=10)
+    return caller.admin.ListAuditEvents(request, timeout=TIMEOUT)
+
+
 ACTIONS: dict[str, Action] = {
     "/agentic.projects.v1.ProjectService/CreateProject": create_project,
     "/agentic.projects.v1.ProjectService/GetProject": get_project,
@@ -586,6 +628,11 @@ ACTIONS: dict[str, Action] = {
     "/agentic.compliance.v1.RuleSetService/ListRuleSets": list_rule_sets,
     "/agentic.compliance.v1.RuleSetService/UpdateRuleSet": update_rule_set,
     "/agentic.compliance.v1.RuleSetService/DeleteRuleSet": delete_rule_set,
+    "/agentic.admin.v1.AdminService/GetCacheStats": get_cache_stats,
+    "/agentic.admin.v1.AdminService/ClearCacheNamespace": clear_cache_namespace,
+    "/agentic.admin.v1.AdminService/GetTaskStats": get_task_stats,
+    "/agentic.admin.v1.AdminService/PurgeTasks": purge_tasks,
+    "/agentic.admin.v1.AdminService/ListAuditEvents": list_audit_events,
 }
 CREATES = {
     "/agentic.projects.v1.ProjectService/CreateProject",
@@ -598,6 +645,8 @@ LISTS = {
 }
 SHARED = {m for m in ACTIONS if m.startswith("/agentic.compliance.v1.RuleSetService/")}
 """RPCs on objects every caller reaches (rule sets): no owner, no object-level denial."""
+OPERATIONS = {m for m in ACTIONS if m.startswith("/agentic.admin.v1.AdminService/")}
+"""RPCs on the system itself: no object, so every case of an allowed role is OK."""
 
 
 def expected(method: str, role: Role, case: str) -> str:
@@ -605,6 +654,8 @@ def expected(method: str, role: Role, case: str) -> str:
     if role not in TABLE[method]:
         return "PERMISSION_DENIED"
     admin = role is Role.ADMINISTRATOR
+    if method in OPERATIONS:
+        return "OK"
     if method in SHARED:
         if method in LISTS:
             return "listed"

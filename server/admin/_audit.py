@@ -1,0 +1,122 @@
+"""The audit log: who did what to the system, when, and how it ended.
+
+Plain synchronous code on one engine. ``record`` writes one row in its own transaction,
+after the action's outcome is known (so a refused action is recorded too, and a failed
+audit write never undoes an action that happened: it is logged and the action's answer
+stands). ``AuditLog.list`` reads newest first, paged like every listing
+(``server.paging``).
+
+Scheduled job runs are to be recorded through ``record_job_run`` (subject ``beat``,
+action ``job:<name>``), so the log answers "what ran on its own" as well as "who ran it".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from agentic.admin.v1 import admin_pb2
+from sqlalchemy import Engine, select, tuple_
+from sqlalchemy.orm import sessionmaker
+
+from core.db import AuditEventRow
+from server import paging as _paging
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+_FILTER_KEY = "audit_events"  # one listing, no filters; the key still binds tokens to it
+_MAX_REQUEST_CHARS = 4000
+"""Longest request summary kept: the admin requests are small; this bounds a hostile one."""
+BEAT_SUBJECT = "beat"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    """One page of audit events and the token for the next one ("" when last)."""
+
+    events: list[admin_pb2.AuditEvent]
+    next_page_token: str
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` with UTC attached when the database returned it naive (SQLite)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _to_proto(row: AuditEventRow) -> admin_pb2.AuditEvent:
+    event = admin_pb2.AuditEvent(
+        id=row.id,
+        subject=row.subject,
+        action=row.action,
+        request_json=row.request_json,
+        outcome=row.outcome,
+    )
+    event.time.FromDatetime(as_utc(row.create_time))
+    return event
+
+
+class AuditLog:
+    """Writes and pages through ``audit_events`` on one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def record(self, *, subject: str, action: str, request_json: str, outcome: str) -> None:
+        """Append one event now; a failure is logged, never raised (see the module doc)."""
+        row = AuditEventRow(
+            id=str(uuid.uuid4()),
+            create_time=datetime.now(UTC),
+            subject=subject[:128],
+            action=action[:200],
+            request_json=request_json[:_MAX_REQUEST_CHARS],
+            outcome=outcome[:32],
+        )
+        try:
+            with self._sessions.begin() as session:
+                session.add(row)
+        except Exception:
+            log.exception("could not record the audit event %s %s %s", subject, action, outcome)
+
+    def list(self, *, page_size: int, page_token: str) -> AuditPage:
+        """A page of events, newest first (keyset over (create_time, id) descending)."""
+        size = page_size or DEFAULT_PAGE_SIZE
+        cursor = _paging.decode(page_token, _FILTER_KEY)
+        query = select(AuditEventRow)
+        if cursor is not None:
+            query = query.where(
+                tuple_(AuditEventRow.create_time, AuditEventRow.id)
+                < (cursor.create_time, cursor.id)
+            )
+        # One extra row tells whether another page exists without a COUNT.
+        query = query.order_by(AuditEventRow.create_time.desc(), AuditEventRow.id.desc())
+        with self._sessions() as session:
+            rows = list(session.scalars(query.limit(size + 1)))
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            last = rows[-1]
+            token = _paging.encode(
+                _paging.Cursor(create_time=as_utc(last.create_time), id=last.id), _FILTER_KEY
+            )
+        return AuditPage([_to_proto(r) for r in rows], token)
+
+
+def check_page_token(page_token: str) -> None:
+    """INVALID_ARGUMENT now for a token that is not ours (before any database work)."""
+    _paging.decode(page_token, _FILTER_KEY)
+
+
+def record_job_run(audit: AuditLog, job: str, summary: Mapping[str, Any], outcome: str) -> None:
+    """Record one scheduled job run (for the beat): subject ``beat``, action ``job:<job>``."""
+    audit.record(
+        subject=BEAT_SUBJECT,
+        action=f"job:{job}",
+        request_json=json.dumps(dict(summary), sort_keys=True, default=str),
+        outcome=outcome,
+    )
