@@ -8,6 +8,7 @@ the namespace clear go to the same sidecar client the reads use.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Awaitable, Callable
@@ -116,6 +117,9 @@ class Admin:
             return result
         except ApiError as error:
             outcome = error.code.name
+            raise
+        except asyncio.CancelledError:
+            outcome = "CANCELLED"  # the caller went away; the action may have taken effect
             raise
         finally:
             await self._run(
