@@ -1,8 +1,8 @@
 """Operator actions (AdminService): cache figures and clears, task statistics and purges,
 and the audit log that records each of them."""
 
-from server.admin._audit import AuditLog, record_job_run
+from server.admin._audit import AuditLog
 from server.admin._facade import Admin
 from server.admin._service import AdminService
 
-__all__ = ["Admin", "AdminService", "AuditLog", "record_job_run"]
+__all__ = ["Admin", "AdminService", "AuditLog"]

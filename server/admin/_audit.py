@@ -1,29 +1,22 @@
-"""The audit log: who did what to the system, when, and how it ended.
+"""The audit log as the API server uses it: admin calls written, every event read back.
 
-Plain synchronous code on one engine. ``record`` writes one row in its own transaction,
-after the action's outcome is known (so a refused action is recorded too, and a failed
-audit write never undoes an action that happened: it is logged and the action's answer
-stands). ``AuditLog.list`` reads newest first, paged like every listing
-(``server.paging``).
-
-Scheduled job runs are to be recorded through ``record_job_run`` (subject ``beat``,
-action ``job:<name>``), so the log answers "what ran on its own" as well as "who ran it".
+Plain synchronous code on one engine. Writing is ``core.audit.AuditWriter`` (also what the
+beat records its job runs with: subject ``beat/<holder>``, action ``job:<name>``, so the log
+answers "what ran on its own" as well as "who ran it"). ``AuditLog.list`` reads newest
+first, paged like every listing (``server.paging``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from agentic.admin.v1 import admin_pb2
 from sqlalchemy import Engine, select, tuple_
 from sqlalchemy.orm import sessionmaker
 
+from core.audit import AuditWriter
 from core.db import AuditEventRow
 from server import paging as _paging
 
@@ -31,9 +24,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 _FILTER_KEY = "audit_events"  # one listing, no filters; the key still binds tokens to it
-_MAX_REQUEST_CHARS = 4000
-"""Longest request summary kept: the admin requests are small; this bounds a hostile one."""
-BEAT_SUBJECT = "beat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,22 +56,13 @@ class AuditLog:
 
     def __init__(self, engine: Engine) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._writer = AuditWriter(engine)
 
     def record(self, *, subject: str, action: str, request_json: str, outcome: str) -> None:
-        """Append one event now; a failure is logged, never raised (see the module doc)."""
-        row = AuditEventRow(
-            id=str(uuid.uuid4()),
-            create_time=datetime.now(UTC),
-            subject=subject[:128],
-            action=action[:200],
-            request_json=request_json[:_MAX_REQUEST_CHARS],
-            outcome=outcome[:32],
+        """Append one event now; a failure is logged, never raised (``core.audit``)."""
+        self._writer.record(
+            subject=subject, action=action, request_json=request_json, outcome=outcome
         )
-        try:
-            with self._sessions.begin() as session:
-                session.add(row)
-        except Exception:
-            log.exception("could not record the audit event %s %s %s", subject, action, outcome)
 
     def list(self, *, page_size: int, page_token: str) -> AuditPage:
         """A page of events, newest first (keyset over (create_time, id) descending)."""
@@ -110,13 +91,3 @@ class AuditLog:
 def check_page_token(page_token: str) -> None:
     """INVALID_ARGUMENT now for a token that is not ours (before any database work)."""
     _paging.decode(page_token, _FILTER_KEY)
-
-
-def record_job_run(audit: AuditLog, job: str, summary: Mapping[str, Any], outcome: str) -> None:
-    """Record one scheduled job run (for the beat): subject ``beat``, action ``job:<job>``."""
-    audit.record(
-        subject=BEAT_SUBJECT,
-        action=f"job:{job}",
-        request_json=json.dumps(dict(summary), sort_keys=True, default=str),
-        outcome=outcome,
-    )

@@ -9,6 +9,7 @@ beyond what that policy says.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import urllib.request
@@ -22,7 +23,7 @@ import pytest
 from agentic.tasks.v1 import tasks_pb2 as pb
 from sqlalchemy import select
 
-from core.db import SchedulerLeaseRow, TaskRow
+from core.db import AuditEventRow, SchedulerLeaseRow, TaskRow
 from tests._identity import Role, token
 from tests._processes import Service, start_service
 from tests._support import wait_for
@@ -219,6 +220,20 @@ def test_two_beats_fire_each_instant_once_across_a_kill_9_of_the_leader(beats: B
         f"accepted after the instant: max {max(late):.3f}s"
     )
     assert max(late) < 0.5, late  # on time: the loop wakes for each instant
+
+    # Every fire is in the audit log, by the beat that fired it, with its task.
+    with s.db().connect() as conn:
+        runs = conn.execute(
+            select(AuditEventRow.subject, AuditEventRow.request_json).where(
+                AuditEventRow.action == f"job:{JOB}", AuditEventRow.outcome == "OK"
+            )
+        ).all()
+    audited = {json.loads(body)["request_id"]: subject for subject, body in runs}
+    assert set(audited) >= {request_id(JOB, t) for t in instants}
+    assert {subject.removeprefix("beat/").split("/")[0] for subject in audited.values()} <= {
+        "beat-a",
+        "beat-b",
+    }
 
     # Every fire is an ordinary probe task that the worker ran.
     def all_succeeded() -> bool:

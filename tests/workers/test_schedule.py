@@ -149,6 +149,8 @@ class Harness:
     """The wall time of each accepted fire."""
     failures: list[SubmitError] = field(default_factory=list)
     """The next fires fail with these, one each."""
+    audited: list[tuple[str, dict[str, str], str]] = field(default_factory=list)
+    """(job, summary, outcome) of every fire the beat recorded in the audit log."""
 
     def fire(self, job: str, rid: str) -> tasks_pb2.Task:
         if self.failures:
@@ -175,6 +177,7 @@ def loop() -> Harness:
         lease,  # the lease's interface, without a database
         fire,
         renew_seconds=0.5,
+        audit=lambda job, summary, outcome: harness.audited.append((job, dict(summary), outcome)),
         clock=lambda: clocks.wall,
         monotonic=lambda: clocks.mono,
     )
@@ -270,3 +273,20 @@ def test_a_lease_that_cannot_be_renewed_stops_the_fires_when_it_lapses(
         beat.step()
     assert loop.ids() == [at(0), at(2), at(4), at(6), at(8)]
     assert not beat.leading()
+
+
+def test_every_fire_is_audited_with_its_outcome(loop: Harness) -> None:
+    beat, clocks = loop.beat, loop.clocks
+    loop.failures.append(SubmitError(grpc.StatusCode.UNAVAILABLE, "the API is away"))
+    clocks.advance(0.3)
+    beat.step()  # the fire at 0 fails
+    while not loop.fired:
+        clocks.advance(beat.step())  # its retry, same request_id, is submitted
+    assert [(job, summary["request_id"], outcome) for job, summary, outcome in loop.audited] == [
+        ("health_probe", at(0), "UNAVAILABLE"),
+        ("health_probe", at(0), "OK"),
+    ]
+    failed, submitted = (summary for _, summary, _ in loop.audited)
+    assert "the API is away" in failed["error"]
+    assert submitted["task_id"] == at(0)  # the fake API's task id is the request_id
+    assert submitted["instant"] == T0.isoformat()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from core.audit import AuditWriter
 from core.db import make_engine
 from core.serving import start_metrics, wait_for_stop_signal
 from workers._beat_config import BeatConfig, ConfigError
@@ -53,11 +54,15 @@ def create_beat(config: BeatConfig) -> BeatProcess:
     # of one id would both renew the lease, and both lead.
     holder = f"{config.holder}/{uuid.uuid4().hex[:8]}"
     lease = LeaderLease(engine, LEASE_NAME, holder, ttl_seconds=config.lease_ttl_seconds)
+    audit = AuditWriter(engine)
     beat = Beat(
         config.schedule,
         lease,
         lambda job, request_id: JOBS[job].submit(client, request_id),
         renew_seconds=config.renew_seconds,
+        audit=lambda job, summary, outcome: audit.record_job_run(
+            subject=f"beat/{holder}", job=job, summary=summary, outcome=outcome
+        ),
     )
     return BeatProcess(beat, holder, client, engine)
 

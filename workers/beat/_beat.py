@@ -13,6 +13,10 @@ Policy, in terms of the schedule's instants (``workers._schedule``):
 - A fire that fails (API down, UNAVAILABLE beyond its deadline) is retried with backoff,
   same request_id, until it is submitted or the job's next instant supersedes it.
 - Nothing fires while the lease is not valid by this process's monotonic clock.
+
+Every fire, submitted or failed, is recorded in the audit log (``audit``: job, a summary
+with the instant, request_id and task id or error, and the outcome: ``OK`` or the failed
+submit's gRPC status code name, as for admin calls).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -81,12 +85,14 @@ class Beat:
         fire: Callable[[str, str], tasks_pb2.Task],
         *,
         renew_seconds: float,
+        audit: Callable[[str, Mapping[str, str], str], None] = lambda job, summary, outcome: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._entries = [entry for entry in entries if not entry.paused]
         self._lease_of = lease
         self._fire = fire
+        self._audit = audit
         self._renew = renew_seconds
         self._clock = clock
         self._monotonic = monotonic
@@ -171,14 +177,17 @@ class Beat:
 
     def _fire_one(self, job: str, due: datetime, now: datetime) -> None:
         rid = request_id(job, due)
+        summary = {"instant": due.isoformat(), "request_id": rid}
         try:
             task = self._fire(job, rid)
         except SubmitError as exc:
+            self._audit(job, {**summary, "error": str(exc)}, exc.code.name)
             FIRES.labels(job, "failed").inc()
             delays = self._delays.setdefault(job, _FIRE_RETRY.delays())
             self._retry_at[job] = self._monotonic() + next(delays)
             _log.warning("fire of %s at %s failed, retrying: %s", job, due.isoformat(), exc)
             return
+        self._audit(job, {**summary, "task_id": task.id}, "OK")
         self._done[job] = due
         self._retry_at.pop(job, None)
         self._delays.pop(job, None)
