@@ -221,7 +221,8 @@ def test_two_beats_fire_each_instant_once_across_a_kill_9_of_the_leader(beats: B
     )
     assert max(late) < 0.5, late  # on time: the loop wakes for each instant
 
-    # Every fire is in the audit log, by the beat that fired it, with its task.
+    # Every fire is in the audit log, by the beat that fired it, with its task; but the
+    # killed leader may have died between its last submit and that submit's audit row.
     with s.db().connect() as conn:
         runs = conn.execute(
             select(AuditEventRow.subject, AuditEventRow.request_json).where(
@@ -229,7 +230,7 @@ def test_two_beats_fire_each_instant_once_across_a_kill_9_of_the_leader(beats: B
             )
         ).all()
     audited = {json.loads(body)["request_id"]: subject for subject, body in runs}
-    assert set(audited) >= {request_id(JOB, t) for t in instants}
+    assert set(audited) >= {request_id(JOB, t) for t in instants if t != last_before}
     assert {subject.removeprefix("beat/").split("/")[0] for subject in audited.values()} <= {
         "beat-a",
         "beat-b",

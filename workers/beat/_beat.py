@@ -16,7 +16,8 @@ Policy, in terms of the schedule's instants (``workers._schedule``):
 
 Every fire, submitted or failed, is recorded in the audit log (``audit``: job, a summary
 with the instant, request_id and task id or error, and the outcome: ``OK`` or the failed
-submit's gRPC status code name, as for admin calls).
+submit's gRPC status code name, as for admin calls). A beat killed between a submit and
+its audit row leaves that one fire unaudited; its task is there all the same.
 """
 
 from __future__ import annotations
