@@ -28,7 +28,7 @@ from sqlalchemy import Engine, Executable, Update, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from core.db import SchedulerLeaseRow
+from core.db import SchedulerLeaseRow, utc
 
 __all__ = ["LeaderLease", "Lease"]
 
@@ -126,7 +126,7 @@ class LeaderLease:
         if found is None:
             return None
         holder, term, expire = found
-        return str(holder), int(term), _utc(expire)
+        return str(holder), int(term), utc(expire)
 
     def _where_name(self, statement: Update) -> Update:
         return statement.where(SchedulerLeaseRow.name == self._name)
@@ -150,8 +150,3 @@ class LeaderLease:
             .values(values)
             .on_conflict_do_nothing(index_elements=["name"])
         )
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands DateTime(timezone=True) back naive; every writer stores UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -25,13 +25,13 @@ The kind reads the project's documents from the worker's database
 from __future__ import annotations
 
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from agentic.tasks.v1 import compliance_report_pb2
 from google.rpc import code_pb2
 
 from core.compliance import ASPICE_3_1
+from core.db import utc
 from workers._compliance_checks import judge
 from workers._compliance_inputs import dataset, documents, read_traceability
 from workers._compliance_render import ReportHeader, render_html, write_pdf
@@ -39,11 +39,6 @@ from workers._context import PermanentError, TaskContext
 from workers._outputs import Output
 
 __all__ = ["run_compliance_report"]
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they are UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def run_compliance_report(
@@ -97,7 +92,7 @@ def run_compliance_report(
     header = ReportHeader(
         project_id=project_id,
         task_id=context.task_id,
-        created=_utc(record.create_time),
+        created=utc(record.create_time),
         traceability_name=traceability_name,
     )
     document = render_html(header, rule_set, result, provided)

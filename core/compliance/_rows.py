@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
 from agentic.compliance.v1 import rule_sets_pb2
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.compliance._builtin import BUILTIN_IDS, builtin_rule_sets
-from core.db import RuleSetRow
+from core.db import RuleSetRow, utc
 
 
 def etag_of(rule_set_id: str, version: int) -> str:
     """Opaque etag of a custom rule set at a version (derived like projects' and artifacts')."""
     return hashlib.sha256(f"{rule_set_id}:{version}".encode()).hexdigest()[:20]
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def encode_processes(processes: Iterable[rule_sets_pb2.Process]) -> bytes:
@@ -51,8 +45,8 @@ def to_proto(row: RuleSetRow) -> rule_sets_pb2.RuleSet:
         etag=etag_of(row.id, row.version),
         owner_id=row.owner_id,
     )
-    rule_set.create_time.FromDatetime(_utc(row.create_time))
-    rule_set.update_time.FromDatetime(_utc(row.update_time))
+    rule_set.create_time.FromDatetime(utc(row.create_time))
+    rule_set.update_time.FromDatetime(utc(row.update_time))
     return rule_set
 
 

@@ -17,6 +17,7 @@ from core.db._schema import (
     TaskOutboxRow,
     TaskRow,
 )
+from core.db._times import utc
 
 __all__ = [
     "ArtifactRow",
@@ -35,4 +36,5 @@ __all__ = [
     "install_statement_deadlines",
     "make_engine",
     "migrate",
+    "utc",
 ]

@@ -17,8 +17,8 @@ from typing import cast
 from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from core.db import TaskOutboxRow
-from core.tasks._record import TaskRecord, utc
+from core.db import TaskOutboxRow, utc
+from core.tasks._record import TaskRecord
 
 # The fast path gets this long before the relay publishes the same row.
 FAST_PATH_GRACE_SECONDS = 3.0

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypedDict
 
 from agentic.tasks.v1 import tasks_pb2
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from core.db import TaskRow
+from core.db import TaskRow, utc
 
 
 class AttemptReset(TypedDict):
@@ -86,11 +86,6 @@ class TaskRecord:
 
 
 COLUMNS = tuple(f.name for f in fields(TaskRecord))
-
-
-def utc(value: datetime) -> datetime:
-    """``value`` as an aware UTC datetime (SQLite hands back naive ones)."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _value(value: Any) -> Any:

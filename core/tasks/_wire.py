@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from agentic.tasks.v1 import tasks_pb2
 from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from core.db import utc
 from core.tasks._record import TaskRecord
 
 DOMAIN = "agentic.tasks.v1"
@@ -99,7 +100,7 @@ def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     if value is None:
         return None
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    stamp.FromDatetime(utc(value))
     return stamp
 
 

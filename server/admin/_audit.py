@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from agentic.admin.v1 import admin_pb2
 from sqlalchemy import Engine, select, tuple_
 from sqlalchemy.orm import sessionmaker
 
 from core.audit import AuditWriter
-from core.db import AuditEventRow
+from core.db import AuditEventRow, utc
 from server import paging as _paging
 
 log = logging.getLogger(__name__)
@@ -34,11 +33,6 @@ class AuditPage:
     next_page_token: str
 
 
-def as_utc(value: datetime) -> datetime:
-    """``value`` with UTC attached when the database returned it naive (SQLite)."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _to_proto(row: AuditEventRow) -> admin_pb2.AuditEvent:
     event = admin_pb2.AuditEvent(
         id=row.id,
@@ -47,7 +41,7 @@ def _to_proto(row: AuditEventRow) -> admin_pb2.AuditEvent:
         request_json=row.request_json,
         outcome=row.outcome,
     )
-    event.time.FromDatetime(as_utc(row.create_time))
+    event.time.FromDatetime(utc(row.create_time))
     return event
 
 
@@ -83,7 +77,7 @@ class AuditLog:
             rows = rows[:size]
             last = rows[-1]
             token = _paging.encode(
-                _paging.Cursor(create_time=as_utc(last.create_time), id=last.id), _FILTER_KEY
+                _paging.Cursor(create_time=utc(last.create_time), id=last.id), _FILTER_KEY
             )
         return AuditPage([_to_proto(r) for r in rows], token)
 

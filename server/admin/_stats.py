@@ -23,8 +23,7 @@ from agentic.tasks.v1 import tasks_pb2
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import sessionmaker
 
-from core.db import TaskRow
-from server.admin._audit import as_utc as _utc
+from core.db import TaskRow, utc
 
 SAMPLE_LIMIT = 10_000
 """Tasks per kind and measure the percentiles are taken over (newest first)."""
@@ -71,7 +70,7 @@ def task_stats(
                 .order_by(TaskRow.start_time.desc())
                 .limit(SAMPLE_LIMIT)
             )
-            started[kind] = [(_utc(s) - _utc(c)).total_seconds() for c, s in waits if s is not None]
+            started[kind] = [(utc(s) - utc(c)).total_seconds() for c, s in waits if s is not None]
             runs = session.execute(
                 select(TaskRow.start_time, TaskRow.end_time)
                 .where(
@@ -83,12 +82,12 @@ def task_stats(
                 .limit(SAMPLE_LIMIT)
             )
             ran[kind] = [
-                (_utc(e) - _utc(s)).total_seconds()
+                (utc(e) - utc(s)).total_seconds()
                 for s, e in runs
                 if s is not None and e is not None
             ]
     if oldest is not None:
-        _seconds(response.oldest_pending_age, max(0.0, (now - _utc(oldest)).total_seconds()))
+        _seconds(response.oldest_pending_age, max(0.0, (now - utc(oldest)).total_seconds()))
     for kind in sorted(set(started) | set(ran)):
         waits_sorted, runs_sorted = sorted(started[kind]), sorted(ran[kind])
         if not waits_sorted and not runs_sorted:

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, and_, delete, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import events
-from core.db import ArtifactRow, ArtifactWorkProductRow
+from core.db import ArtifactRow, ArtifactWorkProductRow, utc
 from core.objects import object_key
 from core.rpc import Aborted, FailedPrecondition, NotFound, ResourceExhausted
 from server import paging as _paging
@@ -114,10 +114,6 @@ def etag_of(artifact_id: str, version: int) -> str:
     return hashlib.sha256(f"artifact:{artifact_id}:{version}".encode()).hexdigest()[:20]
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _to_artifact(row: ArtifactRow, work_products: Sequence[str]) -> Artifact:
     ready = row.state == READY
     return Artifact(
@@ -133,9 +129,9 @@ def _to_artifact(row: ArtifactRow, work_products: Sequence[str]) -> Artifact:
         sha256=row.sha256 if ready else row.declared_sha256,
         object_key=row.object_key,
         work_products=tuple(sorted(work_products)),
-        create_time=_utc(row.create_time),
-        update_time=_utc(row.update_time),
-        expire_time=_utc(row.expire_time) if row.expire_time and row.state == UPLOADING else None,
+        create_time=utc(row.create_time),
+        update_time=utc(row.update_time),
+        expire_time=utc(row.expire_time) if row.expire_time and row.state == UPLOADING else None,
         failure_reason=row.failure_reason,
         etag=etag_of(row.id, row.version),
     )
@@ -400,7 +396,7 @@ class ArtifactStore:
         if more:
             last = rows[-1]
             token = _paging.encode(
-                _paging.Cursor(create_time=_utc(last.create_time), id=last.id), filter_key
+                _paging.Cursor(create_time=utc(last.create_time), id=last.id), filter_key
             )
         return Page([_to_artifact(r, products[r.id]) for r in rows], token)
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import events
-from core.db import ProjectMemberRow, ProjectRow
+from core.db import ProjectMemberRow, ProjectRow, utc
 from core.rpc import Aborted, AlreadyExists, NotFound, PermissionDenied
 from server import paging as _paging
 
@@ -88,19 +88,14 @@ def etag_of(project_id: str, version: int) -> str:
     return hashlib.sha256(f"{project_id}:{version}".encode()).hexdigest()[:20]
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _to_project(row: ProjectRow, member_ids: Iterable[str] = ()) -> Project:
     return Project(
         id=row.id,
         name=row.name,
         description=row.description,
         owner_id=row.owner_id,
-        create_time=_utc(row.create_time),
-        update_time=_utc(row.update_time),
+        create_time=utc(row.create_time),
+        update_time=utc(row.update_time),
         etag=etag_of(row.id, row.version),
         member_ids=tuple(sorted(member_ids)),
     )
@@ -235,7 +230,7 @@ class ProjectStore:
         if more:
             last = rows[-1]
             token = _paging.encode(
-                _paging.Cursor(create_time=_utc(last.create_time), id=last.id), filter_key
+                _paging.Cursor(create_time=utc(last.create_time), id=last.id), filter_key
             )
         return Page(projects=[_to_project(r, members[r.id]) for r in rows], next_page_token=token)
 

@@ -13,9 +13,9 @@ from agentic.tasks.v1 import tasks_pb2
 from sqlalchemy import ColumnElement, func, or_, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import ProjectRow, TaskEventRow, TaskOutboxRow, TaskRow
+from core.db import ProjectRow, TaskEventRow, TaskOutboxRow, TaskRow, utc
 from core.rpc import NotFound
-from core.tasks._record import TaskRecord, load, record_of, utc
+from core.tasks._record import TaskRecord, load, record_of
 from core.tasks._wire import DOMAIN
 from server import paging as _paging
 from server.projects import reach_condition as project_reach_condition
