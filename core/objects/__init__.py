@@ -7,6 +7,7 @@ reference: streamed to a local file, its sha256 verified before anyone uses it.
 """
 
 from core.objects._fetch import IntegrityError, fetch, sha256_of
+from core.objects._file import fsync_directory
 from core.objects._open import open_store
 from core.objects._store import (
     KEY_PATTERN,
@@ -33,6 +34,7 @@ __all__ = [
     "UploadWriter",
     "check_key",
     "fetch",
+    "fsync_directory",
     "object_key",
     "open_store",
     "sha256_of",

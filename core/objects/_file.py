@@ -30,12 +30,13 @@ from core.objects._store import (
     check_key,
 )
 
-__all__ = ["FileObjectStore"]
+__all__ = ["FileObjectStore", "fsync_directory"]
 
 DEFAULT_CHECKPOINT_BYTES = 8 * 1024 * 1024
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable (fsync of the directory itself)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -92,7 +93,7 @@ class _FileWriter:
         try:
             self._final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._staged, self._final)
-            _fsync_directory(self._final.parent)
+            fsync_directory(self._final.parent)
         except OSError as exc:
             raise ObjectStoreError(f"publishing {self._final}: {exc}") from exc
 

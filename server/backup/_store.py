@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.objects import fsync_directory
 from server.backup._manifest import MANIFEST_NAME, Manifest, ManifestError
 
 __all__ = ["PARTIAL_MAX_AGE_SECONDS", "BackupDirectory", "StoredBackup"]
@@ -28,14 +29,6 @@ PARTIAL_MAX_AGE_SECONDS = 24 * 3600
 """A partial backup this old is no backup in progress: no backup of ours takes a day."""
 
 
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomically(path: Path, body: str) -> None:
     staged = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     with staged.open("w") as handle:
@@ -43,7 +36,7 @@ def _write_atomically(path: Path, body: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(staged, path)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +69,10 @@ class BackupDirectory:
         """Write the manifest and give the backup its name: from here on it is whole."""
         _write_atomically(partial / MANIFEST_NAME, manifest.to_json())
         for folder, _subfolders, _names in os.walk(partial):
-            _fsync_directory(Path(folder))
+            fsync_directory(Path(folder))
         final = self.root / manifest.name
         os.replace(partial, final)
-        _fsync_directory(self.root)
+        fsync_directory(self.root)
         return StoredBackup(final, manifest, None)
 
     @staticmethod
