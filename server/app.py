@@ -23,7 +23,7 @@ from core.events import AmqpPublisher, EventRelay, NullPublisher, Publisher
 from core.objects import ObjectStore, ObjectStoreError, open_store
 from core.rpc import ServiceInterceptor, enable_reflection
 from core.serving import Dependency, DependencyHealth, start_metrics, wait_for_stop_signal
-from core.tls import channel_credentials, server_credentials
+from core.tls import configured_channel_credentials, server_credentials
 from server._config import ServerConfig
 from server.access import (
     AccessControl,
@@ -152,14 +152,8 @@ async def refresh_keys_forever(keys: JwksKeySet, every_seconds: float) -> None:
 def _cache_client(config: ServerConfig) -> CacheClient | None:
     if not config.cache_address:
         return None
-    credentials = (
-        channel_credentials(
-            config.cache_server_ca_file,
-            config.cache_client_cert_file or None,
-            config.cache_client_key_file or None,
-        )
-        if config.cache_server_ca_file
-        else None
+    credentials = configured_channel_credentials(
+        config.cache_server_ca_file, config.cache_client_cert_file, config.cache_client_key_file
     )
     return CacheClient.connect(
         config.cache_address,

@@ -45,7 +45,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from core.cache import CacheClient, CacheRejected, CacheUnavailable, Namespace
 from core.compliance import BUILTIN_IDS, load_rule_set
-from core.tls import TlsConfigError, channel_credentials
+from core.tls import TlsConfigError, configured_channel_credentials
 from workers._context import TransientError
 
 __all__ = ["CacheSettings", "RuleSets"]
@@ -142,14 +142,8 @@ class RuleSets:
                 return self._client
             cache = self._cache
             try:
-                credentials = (
-                    channel_credentials(
-                        cache.server_ca_file,
-                        cache.client_cert_file or None,
-                        cache.client_key_file or None,
-                    )
-                    if cache.server_ca_file
-                    else None
+                credentials = configured_channel_credentials(
+                    cache.server_ca_file, cache.client_cert_file, cache.client_key_file
                 )
             except TlsConfigError as exc:
                 log.error("cache sidecar TLS: %s; rule sets are read from the database", exc)

@@ -63,6 +63,16 @@ def channel_credentials(
     )
 
 
+def configured_channel_credentials(
+    ca_file: str, cert_file: str = "", key_file: str = ""
+) -> grpc.ChannelCredentials | None:
+    """``channel_credentials`` as configuration spells them: empty ``ca_file`` means a
+    plaintext channel (None); empty cert and key mean no client identity."""
+    if not ca_file:
+        return None
+    return channel_credentials(ca_file, cert_file or None, key_file or None)
+
+
 def _read(path: StrPath, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
