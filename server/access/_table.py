@@ -57,6 +57,11 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
     "/agentic.tasks.v1.TaskService/SubmitProfileDataset": _EVERYONE,
     "/agentic.tasks.v1.TaskService/SubmitAnalytics": _EVERYONE,
     "/agentic.tasks.v1.TaskService/SubmitComplianceReport": frozenset({_ADMIN, _PM, _TL}),
+    # The periodic maintenance jobs touch the whole service: the Administrators' (the beat
+    # submits them with an Administrator's token).
+    "/agentic.tasks.v1.TaskService/SubmitRetention": frozenset({_ADMIN}),
+    "/agentic.tasks.v1.TaskService/SubmitCacheWarm": frozenset({_ADMIN}),
+    "/agentic.tasks.v1.TaskService/SubmitBackup": frozenset({_ADMIN}),
     "/agentic.tasks.v1.TaskService/GetTask": _EVERYONE,
     "/agentic.tasks.v1.TaskService/ListTasks": _EVERYONE,
     "/agentic.tasks.v1.TaskService/WatchTask": _EVERYONE,
@@ -85,6 +90,10 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
     "/agentic.admin.v1.AdminService/GetTaskStats": frozenset({_ADMIN}),
     "/agentic.admin.v1.AdminService/PurgeTasks": frozenset({_ADMIN}),
     "/agentic.admin.v1.AdminService/ListAuditEvents": frozenset({_ADMIN}),
+    "/agentic.admin.v1.AdminService/ListCacheKeys": frozenset({_ADMIN}),
+    "/agentic.admin.v1.AdminService/WarmCache": frozenset({_ADMIN}),
+    "/agentic.admin.v1.AdminService/RunJob": frozenset({_ADMIN}),
+    "/agentic.admin.v1.AdminService/ListBackups": frozenset({_ADMIN}),
 }
 """Full method name -> the roles that may call it. Everything else is denied."""
 
