@@ -1,7 +1,7 @@
 """Artifacts: documents and datasets in object storage, their uploads (ByteStream Write,
 resumable), reads (ByteStream Read), cached metadata and the ArtifactService servicer."""
 
-from server.artifacts._expiry import SweepReport, sweep
+from server.artifacts._expiry import SweepReport, expire, sweep
 from server.artifacts._facade import Artifacts
 from server.artifacts._service import ArtifactService
 from server.artifacts._store import DOMAIN, ArtifactStore
@@ -14,5 +14,6 @@ __all__ = [
     "ArtifactStore",
     "Artifacts",
     "SweepReport",
+    "expire",
     "sweep",
 ]

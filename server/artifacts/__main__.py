@@ -14,11 +14,8 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from core.db import make_engine
-from core.objects import open_store
 from server._config import ConfigError, ServerConfig
-from server.artifacts._expiry import sweep
-from server.artifacts._store import ArtifactStore
+from server.artifacts._expiry import expire as run_expiry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,16 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    engine = make_engine(config.database_url)
-    try:
-        now = args.now.astimezone(UTC) if args.now is not None else None
-        report = sweep(
-            ArtifactStore(engine),
-            open_store(config.object_store_url, part_bytes=config.object_store_part_bytes),
-            now=now,
-        )
-    finally:
-        engine.dispose()
+    report = run_expiry(config, now=args.now.astimezone(UTC) if args.now is not None else None)
     print(
         json.dumps(
             {

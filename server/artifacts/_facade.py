@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from agentic.artifacts.v1 import artifacts_pb2
 
+from core.artifacts import remove_bytes
 from core.cache import Namespace
 from core.events import EventRelay, Outboxed
 from core.objects import ObjectStore, object_key
@@ -42,7 +43,7 @@ from server.auth import Principal
 from server.caching import CoherentCache, CoherentWrites
 from server.projects import project_not_found
 
-__all__ = ["Artifacts", "remove_bytes"]
+__all__ = ["Artifacts"]
 
 log = logging.getLogger(__name__)
 
@@ -287,9 +288,3 @@ class Artifacts:
             close = getattr(pieces, "close", None)
             if close is not None:
                 await self._io(close)
-
-
-def remove_bytes(objects: ObjectStore, key: str, state: str) -> None:
-    """Remove an artifact's object and any staged upload of it."""
-    objects.delete(key)
-    objects.abort_upload(key, state)

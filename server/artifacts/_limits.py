@@ -25,12 +25,10 @@ from __future__ import annotations
 from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session
 
+from core.artifacts import READY, UPLOADING
 from core.db import ArtifactRow, ProjectRow
 
 __all__ = ["READY", "UPLOADING", "lock_for_create", "open_uploads", "usage"]
-
-UPLOADING = "uploading"
-READY = "ready"
 
 # The first key of the advisory locks this module takes (pg_advisory_xact_lock(int, int)),
 # so that they never collide with another use of advisory locks on the same database.

@@ -12,7 +12,7 @@ and a stream whose lease was taken over stops at its next step.
 
 Deleting is two steps, so a crash between them leaves work to finish rather than bytes
 nobody knows of: the row turns ``deleting`` (invisible from then on) and is removed once
-the bytes are; ``sweep`` finishes deletions a crash interrupted.
+the bytes are; ``core.artifacts.sweep`` finishes deletions a crash interrupted.
 """
 
 from __future__ import annotations
@@ -24,16 +24,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, insert, or_, select, tuple_, update
+from sqlalchemy import Engine, and_, delete, insert, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import events
+from core.artifacts import (
+    DELETING,
+    FAILED,
+    READY,
+    UPLOADING,
+    deleting_values,
+    fail_upload,
+    lease_free,
+    remove_rows,
+    update_rows,
+    upload_ended,
+)
 from core.db import ArtifactRow, ArtifactWorkProductRow, utc
 from core.objects import object_key
 from core.rpc import Aborted, FailedPrecondition, NotFound, ResourceExhausted
 from server import paging as _paging
 from server.artifacts import _limits
-from server.artifacts._limits import READY, UPLOADING
 
 __all__ = [
     "DOMAIN",
@@ -48,9 +59,6 @@ __all__ = [
 
 DOMAIN = "agentic.artifacts.v1"
 DEFAULT_PAGE_SIZE = 50
-
-FAILED = "failed"
-DELETING = "deleting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,39 +210,9 @@ def _set_work_products(session: Session, artifact_id: str, work_products: Sequen
         session.execute(insert(ArtifactWorkProductRow), rows)
 
 
-def _update(session: Session, where: Any, **values: Any) -> int:
-    """UPDATE the artifact rows ``where`` holds; how many rows changed (0: the condition
-    was no longer true, e.g. a lease lost or a version moved on)."""
-    result: Any = session.execute(
-        update(ArtifactRow)
-        .where(where)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    # Session.execute is typed Result; DML hands back a CursorResult with rowcount.
-    return int(result.rowcount)
-
-
 def _unchanged(row: ArtifactRow) -> Any:
     """SQL: the artifact still has the version ``row`` was read at (optimistic concurrency)."""
     return and_(ArtifactRow.id == row.id, ArtifactRow.version == row.version)
-
-
-def _lease_free(now: datetime) -> Any:
-    """SQL: no Write stream holds the row's upload (none ever did, or its lease lapsed)."""
-    return or_(ArtifactRow.writer_id.is_(None), ArtifactRow.writer_expire_time < now)
-
-
-def _upload_ended(now: datetime) -> dict[str, Any]:
-    """The values that close a row's upload (finished or failed) as a change of the artifact."""
-    return {
-        "store_state": "",
-        "writer_id": None,
-        "writer_expire_time": None,
-        "expire_time": None,
-        "update_time": now,
-        "version": ArtifactRow.version + 1,
-    }
 
 
 class ArtifactStore:
@@ -449,10 +427,10 @@ class ArtifactStore:
             free = and_(
                 ArtifactRow.upload_id == upload_id,
                 ArtifactRow.state == UPLOADING,
-                _lease_free(now),
+                lease_free(now),
             )
             expire = now + timedelta(seconds=lease_seconds)
-            if _update(session, free, writer_id=writer_id, writer_expire_time=expire) != 1:
+            if update_rows(session, free, writer_id=writer_id, writer_expire_time=expire) != 1:
                 raise _busy(upload_id)
             return Claim(
                 upload_id=upload_id,
@@ -479,7 +457,7 @@ class ArtifactStore:
         """Record durable progress and renew the lease; ABORTED when the lease was lost."""
         expire = datetime.now(UTC) + timedelta(seconds=lease_seconds)
         with self._sessions.begin() as session:
-            held = _update(
+            held = update_rows(
                 session,
                 self._held(claim),
                 committed_size=committed,
@@ -492,21 +470,21 @@ class ArtifactStore:
     def release(self, claim: Claim) -> None:
         """Give the lease up (the stream ended); nothing when it was already lost."""
         with self._sessions.begin() as session:
-            _update(session, self._held(claim), writer_id=None, writer_expire_time=None)
+            update_rows(session, self._held(claim), writer_id=None, writer_expire_time=None)
 
     def complete(self, claim: Claim, *, size: int, sha256: str) -> tuple[Artifact, events.Outboxed]:
         """Make the artifact READY with its verified size and sha256 (the bytes are in
         place); ABORTED when the lease was lost."""
         now = datetime.now(UTC)
         with self._sessions.begin() as session:
-            ready = _update(
+            ready = update_rows(
                 session,
                 self._held(claim),
                 state=READY,
                 size_bytes=size,
                 sha256=sha256,
                 committed_size=size,
-                **_upload_ended(now),
+                **upload_ended(now),
             )
             if ready != 1:
                 raise _busy(claim.upload_id)
@@ -519,7 +497,7 @@ class ArtifactStore:
     def reset(self, claim: Claim, *, store_state: str) -> None:
         """Start the upload over at 0 bytes (its bytes did not hash as declared)."""
         with self._sessions.begin() as session:
-            _update(session, self._held(claim), committed_size=0, store_state=store_state)
+            update_rows(session, self._held(claim), committed_size=0, store_state=store_state)
 
     # -- changing and deleting -------------------------------------------------------------
 
@@ -556,7 +534,7 @@ class ArtifactStore:
             }
             if name is not None:
                 values["name"] = name
-            if _update(session, _unchanged(row), **values) != 1:
+            if update_rows(session, _unchanged(row), **values) != 1:
                 raise _stale(artifact_id)
             if work_products is not None:
                 _set_work_products(session, artifact_id, work_products)
@@ -569,20 +547,18 @@ class ArtifactStore:
         with self._sessions.begin() as session:
             row = self._current(session, artifact_id, etag)
             artifact = _to_artifact(row, ())
-            deleting = _update(
-                session,
-                _unchanged(row),
-                state=DELETING,
-                # The state this row had: which bytes the last step must remove.
-                failure_reason=row.state,
-                update_time=datetime.now(UTC),
-                version=row.version + 1,
-                writer_id=None,
-                writer_expire_time=None,
+            now = datetime.now(UTC)
+            deleting = update_rows(
+                session, _unchanged(row), **deleting_values(row.state, row.version, now)
             )
             if deleting != 1:
                 raise _stale(artifact_id)
             return artifact, _event(session, events.EventType.ARTIFACT_DELETED, artifact_id)
+
+    def fail(self, artifact_id: str, reason: str) -> events.Outboxed | None:
+        """Mark an upload FAILED (its bytes were lost); None when it is no longer UPLOADING."""
+        with self._sessions.begin() as session:
+            return fail_upload(session, artifact_id, reason, datetime.now(UTC))
 
     def store_state(self, artifact_id: str) -> str:
         """The store's bookkeeping of a (deleting) upload, to abort it."""
@@ -593,62 +569,7 @@ class ArtifactStore:
     def remove(self, artifact_id: str) -> None:
         """Last step of a delete, once the bytes are gone: the row goes."""
         with self._sessions.begin() as session:
-            session.execute(
-                delete(ArtifactWorkProductRow).where(
-                    ArtifactWorkProductRow.artifact_id == artifact_id
-                )
-            )
-            session.execute(delete(ArtifactRow).where(ArtifactRow.id == artifact_id))
-
-    # -- expiry ----------------------------------------------------------------------------
-
-    def expired_uploads(self, now: datetime, limit: int) -> list[tuple[str, str, str]]:
-        """Up to ``limit`` (artifact id, object key, store state) of uploads past their
-        expiry whose lease no stream holds."""
-        with self._sessions() as session:
-            rows = session.execute(
-                select(ArtifactRow.id, ArtifactRow.object_key, ArtifactRow.store_state)
-                .where(
-                    ArtifactRow.state == UPLOADING,
-                    ArtifactRow.expire_time < now,
-                    _lease_free(now),
-                )
-                .order_by(ArtifactRow.expire_time)
-                .limit(limit)
-            )
-            return [(r[0], r[1], r[2]) for r in rows]
-
-    def fail(self, artifact_id: str, reason: str) -> events.Outboxed | None:
-        """Mark an (expired) upload FAILED; None when it is no longer UPLOADING."""
-        now = datetime.now(UTC)
-        with self._sessions.begin() as session:
-            uploading = and_(ArtifactRow.id == artifact_id, ArtifactRow.state == UPLOADING)
-            failed = _update(
-                session,
-                uploading,
-                state=FAILED,
-                failure_reason=reason,
-                committed_size=0,
-                **_upload_ended(now),
-            )
-            if failed != 1:
-                return None
-            return _event(session, events.EventType.ARTIFACT_UPDATED, artifact_id)
-
-    def stale_deletions(self, before: datetime, limit: int) -> list[tuple[str, str, str, str]]:
-        """Deletions a crash interrupted: (artifact id, object key, store state, former state)."""
-        with self._sessions() as session:
-            rows = session.execute(
-                select(
-                    ArtifactRow.id,
-                    ArtifactRow.object_key,
-                    ArtifactRow.store_state,
-                    ArtifactRow.failure_reason,
-                )
-                .where(ArtifactRow.state == DELETING, ArtifactRow.update_time < before)
-                .limit(limit)
-            )
-            return [(r[0], r[1], r[2], r[3]) for r in rows]
+            remove_rows(session, [artifact_id])
 
 
 def new_id() -> str:
