@@ -55,7 +55,13 @@ if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
     from types_boto3_s3.type_defs import CompletedPartTypeDef
 
-__all__ = ["DEFAULT_PART_BYTES", "MIN_PART_BYTES", "S3ObjectStore"]
+__all__ = [
+    "DEFAULT_PART_BYTES",
+    "MIN_PART_BYTES",
+    "S3ObjectStore",
+    "s3_client",
+    "translated_errors",
+]
 
 DEFAULT_PART_BYTES = 8 * 1024 * 1024
 """The issue's part size: 8 MiB, AWS's own default multipart chunk size."""
@@ -80,7 +86,7 @@ def _error_of(exc: ClientError) -> tuple[str, str]:
 
 
 @contextmanager
-def _translated(what: str) -> Iterator[None]:
+def translated_errors(what: str) -> Iterator[None]:
     """Turn botocore's exceptions into the store's, with ``what`` (action, bucket, key)."""
     try:
         yield
@@ -179,7 +185,7 @@ class _S3Writer:
                 f"of {self._part_bytes} bytes: the upload is too large for S3"
             )
         what = f"uploading part {number} of {self._store.describe(self._key)}"
-        with _translated(what):
+        with translated_errors(what):
             answer = self._store.client.upload_part(
                 Bucket=self._store.bucket,
                 Key=self._store.name(self._key),
@@ -193,7 +199,7 @@ class _S3Writer:
         self._check_usable()
         if len(self._buffer) != self._upload.tail:
             tail = self._store._tail_name(self._key, self._upload)
-            with _translated(f"staging the tail of {self._store.describe(self._key)}"):
+            with translated_errors(f"staging the tail of {self._store.describe(self._key)}"):
                 self._store.client.put_object(
                     Bucket=self._store.bucket, Key=tail, Body=bytes(self._buffer)
                 )
@@ -206,7 +212,7 @@ class _S3Writer:
         name = store.name(self._key)
         if not upload.parts and not self._buffer:
             # S3 cannot complete an upload of no parts; an empty object is a plain PUT.
-            with _translated(f"writing the empty object {store.describe(self._key)}"):
+            with translated_errors(f"writing the empty object {store.describe(self._key)}"):
                 store.client.put_object(Bucket=store.bucket, Key=name, Body=b"")
             store.abort_upload(self._key, upload.dump())
             self._spent = True
@@ -219,7 +225,7 @@ class _S3Writer:
             {"PartNumber": number, "ETag": etag} for number, etag, _ in upload.parts
         ]
         try:
-            with _translated(f"completing the upload of {store.describe(self._key)}"):
+            with translated_errors(f"completing the upload of {store.describe(self._key)}"):
                 store.client.complete_multipart_upload(
                     Bucket=store.bucket,
                     Key=name,
@@ -237,6 +243,31 @@ class _S3Writer:
     def close(self) -> None:
         self._buffer = bytearray()
         self._spent = True
+
+
+def s3_client(
+    *,
+    connect_timeout_seconds: float = 5.0,
+    read_timeout_seconds: float = 60.0,
+    max_attempts: int = 5,
+    max_pool_connections: int = 32,
+    session: boto3.session.Session | None = None,
+) -> S3Client:
+    """An S3 client with our timeouts and retries (botocore's standard retry mode, with
+    backoff); endpoint, region and credentials from boto3's usual sources. Shared by the
+    object store and the backups' S3 destination, so both talk to S3 alike."""
+    config = Config(
+        connect_timeout=connect_timeout_seconds,
+        read_timeout=read_timeout_seconds,
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        # One connection per concurrent upload or download stream in the process.
+        max_pool_connections=max_pool_connections,
+    )
+    # A session of our own unless given one: boto3's default session is created lazily
+    # and not thread-safely. The client itself is thread-safe and shared by every writer.
+    if session is None:
+        session = boto3.session.Session()
+    return session.client("s3", config=config)
 
 
 class S3ObjectStore:
@@ -271,18 +302,13 @@ class S3ObjectStore:
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.part_bytes = part_bytes
-        config = Config(
-            connect_timeout=connect_timeout_seconds,
-            read_timeout=read_timeout_seconds,
-            retries={"mode": "standard", "max_attempts": max_attempts},
-            # One connection per concurrent upload or download stream in the process.
+        self.client: S3Client = s3_client(
+            connect_timeout_seconds=connect_timeout_seconds,
+            read_timeout_seconds=read_timeout_seconds,
+            max_attempts=max_attempts,
             max_pool_connections=max_pool_connections,
+            session=session,
         )
-        # A session of our own unless given one: boto3's default session is created lazily
-        # and not thread-safely. The client itself is thread-safe and shared by every writer.
-        if session is None:
-            session = boto3.session.Session()
-        self.client: S3Client = session.client("s3", config=config)
 
     def name(self, key: str) -> str:
         """The S3 object key of object ``key``."""
@@ -305,7 +331,7 @@ class S3ObjectStore:
     def _delete_tails(self, key: str, upload: _Upload) -> None:
         """Delete every tail the upload has left (a dead writer's included)."""
         prefix = self._tails_prefix(key, upload)
-        with _translated(f"deleting the staged tails of {self.describe(key)}"):
+        with translated_errors(f"deleting the staged tails of {self.describe(key)}"):
             pages = self.client.get_paginator("list_objects_v2")
             for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
                 names = [item["Key"] for item in page.get("Contents", [])]
@@ -317,7 +343,7 @@ class S3ObjectStore:
 
     def begin_upload(self, key: str) -> str:
         """Create a multipart upload on the final key."""
-        with _translated(f"starting an upload to {self.describe(key)}"):
+        with translated_errors(f"starting an upload to {self.describe(key)}"):
             answer = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.name(key))
         return _Upload(answer["UploadId"], [], 0).dump()
 
@@ -343,7 +369,7 @@ class S3ObjectStore:
         """ObjectMissingError when the upload is gone (aborted, expired, completed);
         StagingLostError when S3 lacks a recorded part."""
         stored: dict[int, tuple[str, int]] = {}
-        with _translated(f"listing the parts of the upload to {self.describe(key)}"):
+        with translated_errors(f"listing the parts of the upload to {self.describe(key)}"):
             pages = self.client.get_paginator("list_parts")
             for page in pages.paginate(
                 Bucket=self.bucket, Key=self.name(key), UploadId=upload.upload_id
@@ -361,7 +387,7 @@ class S3ObjectStore:
         tail = self._tail_name(key, upload)
         what = f"reading the staged tail of {self.describe(key)}"
         try:
-            with _translated(what):
+            with translated_errors(what):
                 # Only the recorded length: a longer tail is a dead writer's later
                 # checkpoint, whose extra bytes are past the committed size.
                 answer = self.client.get_object(
@@ -391,7 +417,7 @@ class S3ObjectStore:
             check_key(key)
             return  # not an S3 upload's state: nothing of it is staged here
         try:
-            with _translated(f"aborting the upload to {self.describe(key)}"):
+            with translated_errors(f"aborting the upload to {self.describe(key)}"):
                 self.client.abort_multipart_upload(
                     Bucket=self.bucket, Key=self.name(key), UploadId=upload.upload_id
                 )
@@ -412,7 +438,7 @@ class S3ObjectStore:
         elif offset:
             byte_range = f"bytes={offset}-"
         try:
-            with _translated(f"reading {self.describe(key)}"):
+            with translated_errors(f"reading {self.describe(key)}"):
                 if byte_range is None:
                     answer = self.client.get_object(Bucket=self.bucket, Key=name)
                 else:
@@ -439,7 +465,7 @@ class S3ObjectStore:
     def size(self, key: str) -> int | None:
         """HEAD the object."""
         try:
-            with _translated(f"looking up {self.describe(key)}"):
+            with translated_errors(f"looking up {self.describe(key)}"):
                 answer = self.client.head_object(Bucket=self.bucket, Key=self.name(key))
         except ObjectMissingError:
             return None
@@ -451,7 +477,7 @@ class S3ObjectStore:
 
     def delete(self, key: str) -> None:
         """Delete the object (S3 answers a missing one as deleted)."""
-        with _translated(f"deleting {self.describe(key)}"):
+        with translated_errors(f"deleting {self.describe(key)}"):
             self.client.delete_object(Bucket=self.bucket, Key=self.name(key))
 
     def check(self) -> None:
@@ -459,7 +485,7 @@ class S3ObjectStore:
         exists. It does not prove write permission (a write probe would leave versions
         behind in a versioned bucket at every health check)."""
         try:
-            with _translated(f"checking bucket s3://{self.bucket}"):
+            with translated_errors(f"checking bucket s3://{self.bucket}"):
                 self.client.head_bucket(Bucket=self.bucket)
         except ObjectMissingError as exc:
             raise ObjectStoreError(f"bucket s3://{self.bucket} does not exist") from exc

@@ -2,10 +2,11 @@
 the object store, and the restore of one.
 
 Reads the server's ``DATABASE_URL`` and ``AGENTIC_OBJECT_STORE_URL`` and the backup
-settings (``AGENTIC_BACKUP_DIR``, ``AGENTIC_BACKUP_KEEP_LAST``, ``AGENTIC_BACKUP_KEEP_DAYS``)
-from the environment; prints one JSON object. Exit codes: 0 done; 1 the operation failed
-(a backup that could not be made or failed its verification, a corrupt backup refused, a
-failed restore); 2 a configuration or usage error; 3 restore refused because the target
+settings (``AGENTIC_BACKUP_DIR`` or ``AGENTIC_BACKUP_URL``, ``AGENTIC_BACKUP_KEEP_LAST``,
+``AGENTIC_BACKUP_KEEP_DAYS``) from the environment; prints one JSON object. Exit codes:
+0 done; 1 the operation failed (a backup that could not be made or failed its
+verification, a corrupt backup refused, a failed restore); 2 a configuration or usage
+error (no backup destination among them); 3 restore refused because the target
 database holds rows (pass ``--force`` to replace them).
 """
 
@@ -18,16 +19,13 @@ import os
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+import core.backup as _backup
+from core.backup import BackupConfig, DatabaseError, StoredBackup, open_destination
 from core.config import ConfigError, read_env
 from core.objects import ObjectStore, open_store
 from server._config import ServerConfig
-from server.backup import _backup
-from server.backup._config import BackupConfig
-from server.backup._database import DatabaseError
-from server.backup._store import BackupDirectory, StoredBackup
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -38,7 +36,7 @@ def _summary(backup: StoredBackup) -> dict[str, Any]:
     manifest = backup.manifest
     return {
         "name": backup.name,
-        "path": str(backup.path),
+        "path": backup.location,
         "create_time": manifest.create_time.isoformat(),
         "verify_time": backup.verify_time.isoformat() if backup.verify_time else None,
         "app_version": manifest.app_version,
@@ -71,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace, config: BackupConfig, server: ServerConfig) -> int:
-    directory = BackupDirectory(Path(config.backup_dir))
+    destination = open_destination(config)
     store: ObjectStore = open_store(
         server.object_store_url, part_bytes=server.object_store_part_bytes
     )
@@ -79,33 +77,37 @@ def _run(args: argparse.Namespace, config: BackupConfig, server: ServerConfig) -
     code = 0
     if args.command == "create":
         backup = _backup.create(
-            directory, server.database_url, store, version=_backup.app_version(config.app_version)
+            destination, server.database_url, store, version=_backup.app_version(config.app_version)
         )
         out = {"created": _summary(backup)}
         if args.prune:
             plan, leftovers = _backup.prune(
-                directory, keep_last=config.keep_last, keep_days=config.keep_days
+                destination, keep_last=config.keep_last, keep_days=config.keep_days
             )
             out["pruned"] = {"deleted": list(plan.delete), "leftovers_removed": leftovers}
     elif args.command == "list":
-        backups, broken = directory.backups()
+        backups, broken = destination.backups()
         out = {
-            "directory": str(directory.root),
+            "directory": destination.url,
             "backups": [_summary(b) for b in backups],
             "unreadable": [{"name": n, "problem": p} for n, p in broken],
         }
     elif args.command == "verify":
-        report = _backup.verify(directory, _backup.find(directory, args.name), store)
+        report = _backup.verify(destination, _backup.find(destination, args.name), store)
         out = {**asdict(report), "ok": report.ok}
         code = 0 if report.ok else EXIT_FAILED
     elif args.command == "restore":
         restored = _backup.restore(
-            _backup.find(directory, args.name), server.database_url, store, force=args.force
+            destination,
+            _backup.find(destination, args.name),
+            server.database_url,
+            store,
+            force=args.force,
         )
         out = {"restored": asdict(restored)}
     else:
         plan, leftovers = _backup.prune(
-            directory, keep_last=config.keep_last, keep_days=config.keep_days
+            destination, keep_last=config.keep_last, keep_days=config.keep_days
         )
         out = {
             "kept": list(plan.keep),
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         config = read_env(BackupConfig)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not config.destination:
+        print("configuration error: set AGENTIC_BACKUP_DIR or AGENTIC_BACKUP_URL", file=sys.stderr)
         return EXIT_USAGE
     try:
         return _run(args, config, server)

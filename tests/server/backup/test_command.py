@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,40 +20,17 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import insert, select
 
-import server.backup._manifest
-import server.backup._objects
+import core.backup._manifest
+import core.backup._objects
+from core.backup import BackupDirectory, BackupError, create
+from core.backup._database import head_revision
 from core.db import ProjectRow, make_engine, migrate
 from core.db._engine import MIGRATIONS
 from core.objects import open_store
-from server.backup import BackupDirectory, BackupError, create
-from server.backup._database import head_revision
 from tests._processes import run_module
-from tests._support import REPO, postgres_database, wait_for
+from tests._support import REPO, wait_for
 
 EXIT_FAILED, EXIT_REFUSED = 1, 3
-
-
-def database(backend: str, workdir: Path, name: str) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{workdir / f'{name}.db'}"
-    else:
-        with postgres_database(workdir / f"pg-{name}") as url:
-            yield url
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def source(backend: str, tmp_path: Path) -> Iterator[str]:
-    yield from database(backend, tmp_path, "source")
-
-
-@pytest.fixture
-def target(backend: str, tmp_path: Path) -> Iterator[str]:
-    yield from database(backend, tmp_path, "target")
 
 
 def add_project(url: str, name: str) -> None:
@@ -186,7 +162,7 @@ def test_a_failed_backup_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     add_project(url, "p")
     put_objects(tmp_path / "objects", 3, 100)
     copies = {"n": 0}
-    real = server.backup._manifest.copy_with_sha256
+    real = core.backup._manifest.copy_with_sha256
 
     def failing(source: Path, target: Path) -> tuple[int, str]:
         copies["n"] += 1
@@ -194,7 +170,7 @@ def test_a_failed_backup_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
             raise OSError("No space left on device")
         return real(source, target)
 
-    monkeypatch.setattr(server.backup._objects, "copy_with_sha256", failing)
+    monkeypatch.setattr(core.backup._objects, "copy_with_sha256", failing)
     directory = BackupDirectory(tmp_path / "backups")
     with pytest.raises(BackupError, match="No space left"):
         create(directory, url, open_store((tmp_path / "objects").as_uri()), version="t")

@@ -1,4 +1,4 @@
-"""The pure parts of backups: the retention rules and the manifest's parsing."""
+"""The pure parts of backups: the retention rules, the manifest's parsing and the settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.backup import Candidate, FileEntry, Manifest, ManifestError, plan
+from core.backup import BackupConfig, Candidate, FileEntry, Manifest, ManifestError, plan
+from core.config import ConfigError, read_env
+from server._config import ServerConfig
+from workers._config import WorkerConfig
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 DIGEST = "a" * 64
@@ -101,3 +104,19 @@ def test_a_manifest_that_is_not_whole_or_leaves_its_directory_is_refused(
 ) -> None:
     with pytest.raises(ManifestError, match=message):
         manifest(**changes)
+
+
+def test_the_server_and_the_worker_read_the_one_backup_declaration() -> None:
+    env = {
+        "AGENTIC_BACKUP_URL": "s3://bucket/some/prefix/",
+        "AGENTIC_BACKUP_KEEP_LAST": "3",
+        "AGENTIC_AUTH_ENABLED": "false",
+    }
+    for config in (ServerConfig.from_env(env).backup, WorkerConfig.from_env(env).backup):
+        assert config == BackupConfig(backup_url="s3://bucket/some/prefix", keep_last=3)
+        assert config.destination == "s3://bucket/some/prefix"
+    # Set but empty: no destination at all (ListBackups' FAILED_PRECONDITION).
+    assert read_env(BackupConfig, {"AGENTIC_BACKUP_DIR": ""}).destination == ""
+    assert read_env(BackupConfig, {}).destination == "var/backups"
+    with pytest.raises(ConfigError, match="AGENTIC_BACKUP_URL"):
+        read_env(BackupConfig, {"AGENTIC_BACKUP_URL": "/var/backups"})

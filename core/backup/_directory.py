@@ -1,4 +1,4 @@
-"""Where backups live: a local directory (``AGENTIC_BACKUP_DIR``), one sub-directory each.
+"""Backups in a local directory (``AGENTIC_BACKUP_DIR``), one sub-directory each.
 
 A backup is written into ``.<name>.partial`` and renamed to ``<name>`` only once its
 manifest is written and synced, so a backup that failed or was killed leaves a dot-name
@@ -10,23 +10,32 @@ the manifest records the last verify that passed.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.backup._destination import (
+    PARTIAL_MAX_AGE_SECONDS,
+    VERIFIED_NAME,
+    Progress,
+    StoredBackup,
+    parse_verified,
+    verified_record,
+)
+from core.backup._manifest import MANIFEST_NAME, Manifest, ManifestError
 from core.objects import fsync_directory
-from server.backup._manifest import MANIFEST_NAME, Manifest, ManifestError
 
-__all__ = ["PARTIAL_MAX_AGE_SECONDS", "BackupDirectory", "StoredBackup"]
+__all__ = ["BackupDirectory", "new_name"]
 
-VERIFIED_NAME = "verified.json"
-PARTIAL_MAX_AGE_SECONDS = 24 * 3600
-"""A partial backup this old is no backup in progress: no backup of ours takes a day."""
+
+def new_name(now: datetime) -> str:
+    """A new backup's name: its time (so names sort by time) and a random suffix."""
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 def _write_atomically(path: Path, body: str) -> None:
@@ -39,33 +48,25 @@ def _write_atomically(path: Path, body: str) -> None:
     fsync_directory(path.parent)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredBackup:
-    """A complete backup: its directory, manifest and last passed verification."""
-
-    path: Path
-    manifest: Manifest
-    verify_time: datetime | None
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
 class BackupDirectory:
     """The backups under one directory."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Absolute, for messages and ListBackups: a relative AGENTIC_BACKUP_DIR means the
+        # process's working directory, which the reader of a message does not know.
+        self.url = str(root.absolute())
 
     def begin(self, now: datetime) -> tuple[str, Path]:
         """A new backup's name and the partial directory to write it into."""
-        name = f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        name = new_name(now)
         partial = self.root / f".{name}.partial"
         partial.mkdir(parents=True)
         return name, partial
 
-    def complete(self, partial: Path, manifest: Manifest) -> StoredBackup:
+    def complete(
+        self, partial: Path, manifest: Manifest, progress: Progress | None = None
+    ) -> StoredBackup:
         """Write the manifest and give the backup its name: from here on it is whole."""
         _write_atomically(partial / MANIFEST_NAME, manifest.to_json())
         for folder, _subfolders, _names in os.walk(partial):
@@ -73,7 +74,7 @@ class BackupDirectory:
         final = self.root / manifest.name
         os.replace(partial, final)
         fsync_directory(self.root)
-        return StoredBackup(final, manifest, None)
+        return StoredBackup(str(final.absolute()), manifest, None)
 
     @staticmethod
     def abandon(partial: Path) -> None:
@@ -105,25 +106,23 @@ class BackupDirectory:
         manifest = Manifest.from_json((path / MANIFEST_NAME).read_text())
         if manifest.name != name:
             raise ManifestError(f"{name}'s manifest names {manifest.name!r}")
-        verify_time = None
         marker = path / VERIFIED_NAME
-        if marker.is_file():
-            try:
-                verify_time = datetime.fromisoformat(json.loads(marker.read_text())["verify_time"])
-            except (ValueError, KeyError, TypeError):
-                verify_time = None  # an unreadable marker is no verification
-        return StoredBackup(path, manifest, verify_time)
+        verify_time = parse_verified(marker.read_text()) if marker.is_file() else None
+        return StoredBackup(str(path.absolute()), manifest, verify_time)
+
+    @contextmanager
+    def local_copy(self, backup: StoredBackup) -> Iterator[Path]:
+        """The backup's own directory: it is local already."""
+        yield Path(backup.location)
 
     def mark_verified(self, backup: StoredBackup, now: datetime) -> StoredBackup:
         """Record that ``backup`` passed verification at ``now``."""
-        _write_atomically(
-            backup.path / VERIFIED_NAME, json.dumps({"verify_time": now.isoformat()}) + "\n"
-        )
-        return StoredBackup(backup.path, backup.manifest, now)
+        _write_atomically(Path(backup.location) / VERIFIED_NAME, verified_record(now))
+        return StoredBackup(backup.location, backup.manifest, now)
 
     def clear_verified(self, backup: StoredBackup) -> None:
         """Forget a verification: the backup failed a later one."""
-        (backup.path / VERIFIED_NAME).unlink(missing_ok=True)
+        (Path(backup.location) / VERIFIED_NAME).unlink(missing_ok=True)
 
     def delete(self, name: str) -> None:
         """Remove backup ``name``: renamed out of sight first, so an interrupted removal

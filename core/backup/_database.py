@@ -138,6 +138,10 @@ def dump(url: str, directory: Path) -> tuple[str, str]:
                 # One step (pages=-1): the copy is one snapshot; with WAL the server's
                 # writers go on meanwhile.
                 source.backup(copy)
+                # The copy inherits the source's WAL mode; as a rollback-journal database it
+                # is one self-contained file, so checking it (read-only) leaves no -wal and
+                # -shm files beside it. The server turns WAL back on when it opens a restore.
+                copy.execute("PRAGMA journal_mode=DELETE")
                 row = copy.execute(f"SELECT version_num FROM {_VERSION_TABLE}").fetchone()
             except sqlite3.Error as exc:
                 raise DatabaseError(f"copying {source_path}: {exc}") from exc

@@ -1,10 +1,12 @@
 """The five operations: create, list, verify, restore and prune, on plain values.
 
 ``create`` dumps the database, copies the objects, writes the manifest last (the backup
-is renamed into place only then) and verifies the result before ``prune`` may delete any
-older backup. ``restore`` verifies the whole backup before it touches the target, so a
-corrupt backup is refused and the target stays as it was; it refuses a target that holds
-rows unless forced, and migrates a backup of an older schema up to this code's head.
+is renamed into place, or uploaded, only then) and verifies the result before ``prune``
+may delete any older backup. Every operation works on a ``Destination`` (a directory or an
+S3 prefix) and reads a backup's files through ``Destination.local_copy``. ``restore``
+verifies the whole backup before it touches the target, so a corrupt backup is refused
+and the target stays as it was; it refuses a target that holds rows unless forced, and
+migrates a backup of an older schema up to this code's head.
 """
 
 from __future__ import annotations
@@ -12,19 +14,22 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.backup import _database, _objects
+from core.backup._destination import Destination, StoredBackup
+from core.backup._errors import BackupError, RestoreRefusedError
+from core.backup._manifest import FileEntry, Manifest, ManifestError, sha256_file
+from core.backup._retention import Candidate, Plan, plan
 from core.db import make_engine, migrate
 from core.objects import ObjectStore
-from server.backup import _database, _objects
-from server.backup._manifest import FileEntry, Manifest, ManifestError, sha256_file
-from server.backup._retention import Candidate, Plan, plan
-from server.backup._store import BackupDirectory, StoredBackup
 
 __all__ = [
     "BackupError",
+    "Phase",
     "RestoreRefusedError",
     "RestoreReport",
     "VerifyReport",
@@ -40,13 +45,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 _REPO = Path(__file__).resolve().parent.parent.parent
 
+Phase = Callable[[float, str], None]
+"""Told (fraction done, what now) as ``create`` moves on: between phases and per file
+stored. The backup kind reports it as progress and checks for cancellation there (an
+exception raised from it abandons the backup like any failure)."""
 
-class BackupError(Exception):
-    """A backup could not be made, read or restored; the message says why."""
 
-
-class RestoreRefusedError(BackupError):
-    """The target database holds rows and the restore was not forced."""
+def _quiet(_fraction: float, _message: str) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,24 +102,27 @@ def app_version(configured: str) -> str:
 
 
 def create(
-    directory: BackupDirectory,
+    destination: Destination,
     database_url: str,
     store: ObjectStore,
     *,
     version: str,
     now: datetime | None = None,
+    phase: Phase = _quiet,
 ) -> StoredBackup:
     """Make one backup and verify it; BackupError (nothing left that looks whole) when
     any step fails."""
     now = now or datetime.now(UTC)
     backend = _database.backend_of(database_url)
-    name, partial = directory.begin(now)
+    name, partial = destination.begin(now)
     try:
+        phase(0.05, f"dumping the {backend} database")
         dump_name, revision = _database.dump(database_url, partial)
         if not revision:
             raise BackupError("the database has no schema revision: is it migrated?")
         size, digest = sha256_file(partial / dump_name)
         files = [FileEntry(dump_name, size, digest)]
+        phase(0.3, "copying the objects")
         copied = _objects.copy_objects(store, partial)
         remote: list[FileEntry] = []
         if copied is None:
@@ -131,25 +140,34 @@ def create(
             files=tuple(files),
             remote_objects=tuple(remote),
         )
-        backup = directory.complete(partial, manifest)
+        phase(0.5, f"writing {len(files)} files to {destination.url}")
+        backup = destination.complete(partial, manifest, lambda message: phase(0.5, message))
     except BaseException as exc:
-        directory.abandon(partial)
+        destination.abandon(partial)
         if isinstance(exc, (_database.DatabaseError, OSError)):
             raise BackupError(f"backup {name} failed: {exc}") from exc
         raise
-    report = verify(directory, backup, store)
+    phase(0.7, f"verifying backup {name}")
+    report = verify(destination, backup, store)
     if not report.ok:
         raise BackupError(f"backup {name} failed its verification: {'; '.join(report.problems)}")
-    return directory.get(name)
+    return destination.get(name)
 
 
-def check(backup: StoredBackup, store: ObjectStore | None = None) -> VerifyReport:
+def check(
+    destination: Destination, backup: StoredBackup, store: ObjectStore | None = None
+) -> VerifyReport:
     """Re-read every file's size and sha256 and check the dump (changes nothing)."""
+    with destination.local_copy(backup) as root:
+        return _check_files(backup, root, store)
+
+
+def _check_files(backup: StoredBackup, root: Path, store: ObjectStore | None) -> VerifyReport:
     manifest = backup.manifest
     problems: list[str] = []
     checked = checked_bytes = 0
     for entry in manifest.files:
-        path = backup.path / entry.path
+        path = root / entry.path
         if not path.is_file():
             problems.append(f"{entry.path} is missing")
             continue
@@ -164,7 +182,7 @@ def check(backup: StoredBackup, store: ObjectStore | None = None) -> VerifyRepor
             problems.append(f"{entry.path} has sha256 {digest}, the manifest says {entry.sha256}")
     if not problems:
         try:
-            _database.check_dump(manifest.database_backend, backup.path / manifest.database_file)
+            _database.check_dump(manifest.database_backend, root / manifest.database_file)
         except _database.DatabaseError as exc:
             problems.append(str(exc))
     missing: list[str] = []
@@ -174,19 +192,24 @@ def check(backup: StoredBackup, store: ObjectStore | None = None) -> VerifyRepor
 
 
 def verify(
-    directory: BackupDirectory, backup: StoredBackup, store: ObjectStore | None = None
+    destination: Destination, backup: StoredBackup, store: ObjectStore | None = None
 ) -> VerifyReport:
     """``check``, recording the outcome: a passed verification is what ``prune`` trusts."""
-    report = check(backup, store)
+    report = check(destination, backup, store)
     if report.ok:
-        directory.mark_verified(backup, datetime.now(UTC))
+        destination.mark_verified(backup, datetime.now(UTC))
     else:
-        directory.clear_verified(backup)
+        destination.clear_verified(backup)
     return report
 
 
 def restore(
-    backup: StoredBackup, database_url: str, store: ObjectStore, *, force: bool = False
+    destination: Destination,
+    backup: StoredBackup,
+    database_url: str,
+    store: ObjectStore,
+    *,
+    force: bool = False,
 ) -> RestoreReport:
     """Restore ``backup`` into the database and the object store.
 
@@ -195,8 +218,22 @@ def restore(
     RestoreRefusedError when the target holds rows and ``force`` is False.
     """
     started = time.monotonic()
+    # One local copy for the check and the restore: what is restored is what was checked.
+    with destination.local_copy(backup) as root:
+        return _restore_from(backup, root, database_url, store, force=force, started=started)
+
+
+def _restore_from(
+    backup: StoredBackup,
+    root: Path,
+    database_url: str,
+    store: ObjectStore,
+    *,
+    force: bool,
+    started: float,
+) -> RestoreReport:
     manifest = backup.manifest
-    report = check(backup)
+    report = _check_files(backup, root, None)
     if not report.ok:
         raise BackupError(f"backup {backup.name} is corrupt: {'; '.join(report.problems)}")
     if manifest.alembic_revision not in _database.known_revisions():
@@ -216,7 +253,7 @@ def restore(
             "the target database holds rows: restore into an empty database, or pass --force "
             "to replace them"
         )
-    _database.restore(database_url, manifest.database_backend, backup.path / manifest.database_file)
+    _database.restore(database_url, manifest.database_backend, root / manifest.database_file)
     engine = make_engine(database_url, pool_size=1)
     try:
         migrate(engine)  # a backup of an older schema is brought to this code's head
@@ -226,7 +263,7 @@ def restore(
     restored = 0
     missing: list[str] = []
     if manifest.object_store == "file":
-        restored = _objects.put_back(store, backup.path, manifest.object_files)
+        restored = _objects.put_back(store, root, manifest.object_files)
     else:
         missing = _objects.missing_remote(store, manifest.remote_objects)
     return RestoreReport(
@@ -240,12 +277,12 @@ def restore(
 
 
 def prune(
-    directory: BackupDirectory, *, keep_last: int, keep_days: float, now: datetime | None = None
+    destination: Destination, *, keep_last: int, keep_days: float, now: datetime | None = None
 ) -> tuple[Plan, list[str]]:
     """Delete the backups the retention rules let go: the plan, and leftovers of failed
     backups removed."""
     now = now or datetime.now(UTC)
-    backups, _broken = directory.backups()
+    backups, _broken = destination.backups()
     decided = plan(
         [Candidate(b.name, b.manifest.create_time, b.verify_time is not None) for b in backups],
         keep_last=keep_last,
@@ -253,18 +290,18 @@ def prune(
         now=now,
     )
     for name in decided.delete:
-        directory.delete(name)
-    return decided, directory.remove_leftovers(now.timestamp())
+        destination.delete(name)
+    return decided, destination.remove_leftovers(now.timestamp())
 
 
-def find(directory: BackupDirectory, name: str | None) -> StoredBackup:
+def find(destination: Destination, name: str | None) -> StoredBackup:
     """Backup ``name``, or the newest one when ``name`` is None; BackupError when none."""
     if name is not None:
         try:
-            return directory.get(name)
+            return destination.get(name)
         except ManifestError as exc:
             raise BackupError(str(exc)) from None
-    backups, _broken = directory.backups()
+    backups, _broken = destination.backups()
     if not backups:
-        raise BackupError(f"no backups in {directory.root}")
+        raise BackupError(f"no backups in {destination.url}")
     return backups[-1]

@@ -22,10 +22,10 @@ from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
 
+from core.artifacts import READY
+from core.backup._manifest import FileEntry, copy_with_sha256
 from core.db import ArtifactRow, make_engine
 from core.objects import KEY_PATTERN, ObjectStore
-from server.artifacts._limits import READY
-from server.backup._manifest import FileEntry, copy_with_sha256
 
 __all__ = [
     "OBJECTS_DIR",
