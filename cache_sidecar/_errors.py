@@ -9,7 +9,11 @@ anything unexpected becomes INTERNAL, never UNKNOWN)::
     └── core.rpc.InvalidArgument      INVALID_ARGUMENT (+ BadRequest)
         ├── UnknownNamespace            reason UNKNOWN_NAMESPACE, field namespace
         ├── ValueTooLarge               reason VALUE_TOO_LARGE, field value
-        └── InvalidLeaseToken           reason INVALID_LEASE_TOKEN, field lease_token
+        ├── InvalidLeaseToken           reason INVALID_LEASE_TOKEN, field lease_token
+        └── InvalidPageToken            reason INVALID_PAGE_TOKEN, field page_token
+    └── core.rpc.Unavailable          UNAVAILABLE
+        └── KeyDumpFailed               reason KEY_DUMP_FAILED (ListKeys: a node's
+                                        lru_crawler metadump failed)
 
 An unreachable Memcached is deliberately not an error: reads degrade to "load from
 the origin, do not fill" (see _leases.py).
@@ -17,9 +21,16 @@ the origin, do not fill" (see _leases.py).
 
 from __future__ import annotations
 
-from core.rpc import FieldViolation, InvalidArgument
+from core.rpc import FieldViolation, InvalidArgument, Unavailable
 
-__all__ = ["DOMAIN", "InvalidLeaseToken", "UnknownNamespace", "ValueTooLarge"]
+__all__ = [
+    "DOMAIN",
+    "InvalidLeaseToken",
+    "InvalidPageToken",
+    "KeyDumpFailed",
+    "UnknownNamespace",
+    "ValueTooLarge",
+]
 
 DOMAIN = "agentic.cache.v1"
 """ErrorInfo.domain of every error this service returns."""
@@ -67,3 +78,28 @@ class InvalidLeaseToken(InvalidArgument):
             reason="INVALID_LEASE_TOKEN",
             domain=DOMAIN,
         )
+
+
+class InvalidPageToken(InvalidArgument):
+    """A ListKeys page token is not one ListKeys returned for this namespace."""
+
+    def __init__(self) -> None:
+        description = "page_token is not a next_page_token ListKeys returned for this namespace"
+        super().__init__(
+            [FieldViolation("page_token", description, "INVALID_PAGE_TOKEN")],
+            message=description,
+            reason="INVALID_PAGE_TOKEN",
+            domain=DOMAIN,
+        )
+
+
+class KeyDumpFailed(Unavailable):
+    """A Memcached node did not complete its key dump (ListKeys); try again."""
+
+    def __init__(self, address: str, why: str) -> None:
+        super().__init__(
+            f"memcached {address}: key dump failed ({why}); try again",
+            reason="KEY_DUMP_FAILED",
+            domain=DOMAIN,
+        )
+        self.metadata = {"node": address}

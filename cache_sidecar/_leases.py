@@ -31,8 +31,10 @@ from typing import TypeVar
 
 from cache_sidecar._codec import encode_negative, encode_value
 from cache_sidecar._errors import InvalidLeaseToken, UnknownNamespace, ValueTooLarge
+from cache_sidecar._keylist import KeyPage, list_keys
 from cache_sidecar._metrics import Counter, Counters
-from cache_sidecar._policy import NamespacePolicy, Policy
+from cache_sidecar._policy import NamespacePolicy, Policy, WarmPolicy
+from cache_sidecar._reads import ReadCounter
 from cache_sidecar._store import (
     FillStatus,
     Location,
@@ -42,7 +44,7 @@ from cache_sidecar._store import (
     parse_lease_token,
 )
 
-__all__ = ["GetResult", "NoFillReason", "Outcome", "ReadCache"]
+__all__ = ["GetResult", "NoFillReason", "Outcome", "ReadCache", "WarmPlan"]
 
 # Cross-process waiters poll: first after 2 ms (a fill usually follows a load of a few
 # ms), then backing off to at most 25 ms so a long load costs ~40 reads per second.
@@ -78,6 +80,15 @@ class GetResult:
     value: bytes = b""
     lease_token: str = ""
     no_fill_reason: NoFillReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WarmPlan:
+    """What warming a namespace loads: its policy (None: none) and, for a most-read
+    policy, the keys read most in its window, most read first."""
+
+    policy: WarmPolicy | None
+    keys: tuple[bytes, ...] = ()
 
 
 class _Flight:
@@ -119,6 +130,12 @@ class ReadCache:
         self._rng = rng or random.Random()
         self._flights: dict[tuple[str, bytes], _Flight] = {}
         self._pollers: set[asyncio.Task[None]] = set()
+        # Reads counted for most-read warm policies; touched only on the event loop.
+        self._reads = {
+            ns.name: ReadCounter(ns.warm.most_read, ns.warm.window_seconds)
+            for ns in policy.namespaces.values()
+            if ns.warm is not None and ns.warm.most_read is not None
+        }
 
     def namespace(self, name: str) -> NamespacePolicy:
         """Return a namespace's policy; raise UnknownNamespace when it is not configured."""
@@ -137,6 +154,9 @@ class ReadCache:
         caller's deadline) so the caller gets LOAD_NO_FILL rather than a timeout.
         """
         policy = self.namespace(namespace)
+        reads = self._reads.get(namespace)
+        if reads is not None:
+            reads.record(key)
         max_wait = policy.lease_wait_seconds
         if wait_budget_seconds is not None:
             max_wait = max(0.0, min(max_wait, wait_budget_seconds))
@@ -287,6 +307,18 @@ class ReadCache:
         quarantined = await self._run(self._store.invalidate_namespace, namespace)
         self._counters.add(namespace, Counter.INVALIDATIONS_NAMESPACE)
         return quarantined
+
+    async def list_keys(self, namespace: str, page_size: int, page_token: str) -> KeyPage:
+        """One page of the keys of the namespace's current generation (see _keylist)."""
+        self.namespace(namespace)
+        return await self._run(list_keys, self._store, namespace, page_size, page_token)
+
+    def warm_plan(self, namespace: str) -> WarmPlan:
+        """The namespace's warm policy and, for most-read, its most read keys now."""
+        policy = self.namespace(namespace)
+        reads = self._reads.get(namespace)
+        keys = tuple(reads.top()) if reads is not None else ()
+        return WarmPlan(policy.warm, keys)
 
     async def close(self) -> None:
         """Stop the pollers (their waiters are answered UNAVAILABLE)."""

@@ -15,6 +15,12 @@ looks like this (see ``namespaces.toml`` for the shipped one)::
     [namespaces.project_lists]
     invalidate_namespace_on = ["project.*"]
 
+    [namespaces.rule_sets]
+    warm = "all"                       # a cache_warm task loads every key the origin has
+
+    [namespaces.projects]
+    warm = { most_read = 100, window_seconds = 3600 }   # the 100 keys read most in 1 h
+
 Event patterns use AMQP topic syntax (``*`` is one dot-separated word, ``#`` zero or
 more), so the same strings serve as queue binding keys. Any mistake (unknown field,
 wrong type, out of range) raises PolicyError naming the file, namespace and field: a
@@ -36,10 +42,12 @@ from core.cache import Namespace
 from core.events import EventType
 
 __all__ = [
+    "MAX_WARM_MOST_READ",
     "Invalidation",
     "NamespacePolicy",
     "Policy",
     "PolicyError",
+    "WarmPolicy",
     "check_against_contract",
     "load_policy",
     "parse_policy",
@@ -66,7 +74,10 @@ _BUILTIN_DEFAULTS: dict[str, Any] = {
     "max_value_bytes": 512 * 1024,
 }
 _POLICY_FIELDS = frozenset({"ttl_seconds", *_BUILTIN_DEFAULTS})
-_RULE_FIELDS = frozenset({"invalidate_keys_on", "invalidate_namespace_on"})
+_RULE_FIELDS = frozenset({"invalidate_keys_on", "invalidate_namespace_on", "warm"})
+MAX_WARM_MOST_READ = 10_000
+"""Largest N of a most-read warm policy (GetWarmPlan answers at most N keys)."""
+MAX_WARM_WINDOW_SECONDS = 7 * 24 * 3600
 
 
 class PolicyError(ValueError):
@@ -82,6 +93,22 @@ class Invalidation:
 
     namespace: str
     key_field: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WarmPolicy:
+    """What a cache_warm task loads into a namespace after it was cleared or a node came
+    back empty: every key of the origin (``most_read`` None), or the ``most_read`` keys
+    read most in the last ``window_seconds``."""
+
+    most_read: int | None = None
+    window_seconds: int = 0
+
+    def describe(self) -> str:
+        """The policy as a warming task reports it: ``all`` or ``most_read:<N>/<W>s``."""
+        if self.most_read is None:
+            return "all"
+        return f"most_read:{self.most_read}/{self.window_seconds}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +135,8 @@ class NamespacePolicy:
     """(event pattern, key field) pairs: such an event invalidates one key."""
     namespace_rules: tuple[str, ...]
     """Event patterns that invalidate the whole namespace."""
+    warm: WarmPolicy | None = None
+    """What cache warming loads; None: the namespace is not warmed."""
 
     def value_expire_seconds(self, rng: random.Random) -> int:
         """Return the Memcached expiry of a value: the TTL minus a random jitter."""
@@ -264,6 +293,7 @@ def _namespace(name: str, defaults: Mapping[str, Any], table: Mapping[str, Any])
         max_value_bytes=_int(merged, "max_value_bytes", 1, MAX_VALUE_BYTES_LIMIT),
         key_rules=_key_rules(table.get("invalidate_keys_on", {})),
         namespace_rules=_namespace_rules(table.get("invalidate_namespace_on", [])),
+        warm=_warm(table["warm"]) if "warm" in table else None,
     )
 
 
@@ -313,6 +343,31 @@ def _namespace_rules(rules: Any) -> tuple[str, ...]:
     if not isinstance(rules, list):
         raise _FieldError(field, "must be an array of event patterns")
     return tuple(_pattern(field, pattern) for pattern in rules)
+
+
+def _warm(value: Any) -> WarmPolicy:
+    field = "warm"
+    if value == "all":
+        return WarmPolicy()
+    if not isinstance(value, dict):
+        raise _FieldError(
+            field,
+            f'must be "all" or {{ most_read = N, window_seconds = W }}, got {value!r}',
+        )
+    unknown = set(value) - {"most_read", "window_seconds"}
+    if unknown:
+        raise _FieldError(
+            f"{field}.{sorted(unknown)[0]}", "unknown field (known: most_read, window_seconds)"
+        )
+    for name in ("most_read", "window_seconds"):
+        if name not in value:
+            raise _FieldError(f"{field}.{name}", "required in a most-read warm policy")
+    try:
+        most_read = _int(value, "most_read", 1, MAX_WARM_MOST_READ)
+        window = _int(value, "window_seconds", 60, MAX_WARM_WINDOW_SECONDS)
+    except _FieldError as exc:
+        raise _FieldError(f"{field}.{exc.field}", exc.message) from None
+    return WarmPolicy(most_read=most_read, window_seconds=window)
 
 
 def check_against_contract(policy: Policy, source: str = "<policy>") -> None:

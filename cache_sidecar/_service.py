@@ -14,7 +14,8 @@ from typing import Any
 from agentic.cache.v1 import cache_pb2, cache_pb2_grpc
 
 from cache_sidecar._breaker import BreakerState
-from cache_sidecar._leases import GetResult, NoFillReason, Outcome, ReadCache
+from cache_sidecar._keylist import KeyPage
+from cache_sidecar._leases import GetResult, NoFillReason, Outcome, ReadCache, WarmPlan
 from cache_sidecar._metrics import Counter, Counters, NodeSnapshot
 from cache_sidecar._store import FillStatus
 
@@ -101,6 +102,49 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         # Node snapshots ask Memcached for its own stats: blocking, so off the loop.
         nodes = await loop.run_in_executor(self._executor, self._nodes)
         return _stats_response(self._counters, nodes, self._events_connected())
+
+    async def ListKeys(
+        self, request: cache_pb2.ListKeysRequest, context: Any
+    ) -> cache_pb2.ListKeysResponse:
+        """One page of a namespace's keys (see the proto)."""
+        page = await self._cache.list_keys(request.namespace, request.page_size, request.page_token)
+        return _list_keys_response(page)
+
+    async def GetWarmPlan(
+        self, request: cache_pb2.GetWarmPlanRequest, context: Any
+    ) -> cache_pb2.GetWarmPlanResponse:
+        """A namespace's warm policy and most-read keys (see the proto)."""
+        return _warm_plan_response(self._cache.warm_plan(request.namespace))
+
+
+def _list_keys_response(page: KeyPage) -> cache_pb2.ListKeysResponse:
+    return cache_pb2.ListKeysResponse(
+        keys=[
+            cache_pb2.KeyInfo(
+                key=k.key,
+                hashed=k.hashed,
+                node=k.node,
+                size_bytes=k.size_bytes,
+                expire_unix_seconds=k.expire_unix_seconds,
+                last_access_unix_seconds=k.last_access_unix_seconds,
+            )
+            for k in page.keys
+        ],
+        next_page_token=page.next_page_token,
+    )
+
+
+def _warm_plan_response(plan: WarmPlan) -> cache_pb2.GetWarmPlanResponse:
+    if plan.policy is None:
+        return cache_pb2.GetWarmPlanResponse(mode=cache_pb2.WARM_MODE_NONE)
+    if plan.policy.most_read is None:
+        return cache_pb2.GetWarmPlanResponse(mode=cache_pb2.WARM_MODE_ALL)
+    return cache_pb2.GetWarmPlanResponse(
+        mode=cache_pb2.WARM_MODE_MOST_READ,
+        keys=list(plan.keys),
+        limit=plan.policy.most_read,
+        window_seconds=plan.policy.window_seconds,
+    )
 
 
 def _get_response(result: GetResult) -> cache_pb2.GetResponse:

@@ -125,6 +125,10 @@ class Store:
         if not addresses:
             raise ValueError("at least one memcached address is required")
         self._prefix = key_prefix
+        self.key_prefix = key_prefix
+        """First segment of every Memcached key (the policy's key_prefix)."""
+        self.connect_timeout_seconds = connect_timeout_seconds
+        self.timeout_seconds = timeout_seconds
 
         # Connections per node are bounded by the threads that use them (the I/O pool,
         # the event consumer, recovery, metrics scrapes).
@@ -280,6 +284,10 @@ class Store:
             node.quarantine("invalidation failed")
             return False
         return True
+
+    def generation_on(self, node: Node, namespace: str) -> int:
+        """Return the namespace's current generation on ``node``; raise NodeDown."""
+        return guarded(node, lambda c: self._generation(c, namespace))
 
     # -- recovery and stats ------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from core.cache._client import (
     FillResult,
     Invalidation,
     Outcome,
+    Warmed,
 )
 from core.cache._namespaces import Namespace
 
@@ -24,4 +25,5 @@ __all__ = [
     "Invalidation",
     "Namespace",
     "Outcome",
+    "Warmed",
 ]

@@ -1,4 +1,4 @@
-"""Typed async client of the cache sidecar, for the API server.
+"""Typed async client of the cache sidecar, for the API server and the workers.
 
 It wraps the generated stub once: every call has a deadline, and ``grpc.RpcError``
 never escapes. Failures surface as::
@@ -51,6 +51,7 @@ __all__ = [
     "FillResult",
     "Invalidation",
     "Outcome",
+    "Warmed",
 ]
 
 _log = logging.getLogger(__name__)
@@ -136,6 +137,18 @@ class FillResult(enum.Enum):
     UNAVAILABLE = "unavailable"
 
 
+class Warmed(enum.Enum):
+    """What warm() did with a key."""
+
+    STORED = "stored"
+    """Loaded from the origin and stored (a value, or a cached "not found")."""
+    ALREADY_CACHED = "already_cached"
+    """The cache held it (a value or a cached "not found"): the origin was not read."""
+    NOT_STORED = "not_stored"
+    """Not stored: the node was unavailable, another reader's lease did not end in
+    time, or an invalidation voided the fill (the next read loads the newer value)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Invalidation:
     """What a write makes stale: ``keys`` of ``namespace``, or all of it (``keys`` None)."""
@@ -177,6 +190,7 @@ class CacheClient:
         invalidate_timeout_seconds: float = 2.0,
         owns_channel: bool = False,
         caller_deadline: Callable[[], float | None] | None = None,
+        list_timeout_seconds: float = 10.0,
     ) -> None:
         """Wrap ``channel``.
 
@@ -185,11 +199,14 @@ class CacheClient:
         invalidation including retries. ``caller_deadline`` returns the seconds the
         caller's own caller has left (None: no deadline); every call then uses the
         smaller of the two, so no cache call outlives the request it serves.
+        ``list_timeout_seconds`` is the deadline of list_keys, which makes each
+        Memcached node dump its keys (a pass over all its items).
         """
         self._channel = channel
         self._stub = cache_pb2_grpc.CacheServiceStub(channel)
         self._timeout = timeout_seconds
         self._invalidate_timeout = invalidate_timeout_seconds
+        self._list_timeout = list_timeout_seconds
         self._owns_channel = owns_channel
         self._caller_deadline = caller_deadline
         self._warned_at = -_WARN_INTERVAL_SECONDS
@@ -315,6 +332,33 @@ class CacheClient:
         )
         return response
 
+    async def list_keys(
+        self, namespace: str, *, page_size: int = 0, page_token: str = ""
+    ) -> cache_pb2.ListKeysResponse:
+        """One page of the keys of a namespace's current generation (never values).
+
+        Not retried: an operator's listing, which the operator repeats. Raises
+        CacheUnavailable, or CacheRejected for an unknown namespace or a bad page token.
+        """
+        request = cache_pb2.ListKeysRequest(
+            namespace=namespace, page_size=page_size, page_token=page_token
+        )
+        response: cache_pb2.ListKeysResponse = await self._call(
+            self._stub.ListKeys, request, self._list_timeout
+        )
+        return response
+
+    async def warm_plan(self, namespace: str) -> cache_pb2.GetWarmPlanResponse:
+        """The namespace's warm policy and, for a most-read policy, its most read keys.
+
+        Raises CacheUnavailable, or CacheRejected for an unknown namespace.
+        """
+        request = cache_pb2.GetWarmPlanRequest(namespace=namespace)
+        response: cache_pb2.GetWarmPlanResponse = await self._call(
+            self._stub.GetWarmPlan, request, self._timeout
+        )
+        return response
+
     async def read_through(
         self,
         namespace: str,
@@ -346,6 +390,30 @@ class CacheClient:
                 # E.g. a value over max_value_bytes: serve it, just never cache it.
                 _log.warning("cache fill of %s rejected: %s", namespace, exc)
         return value
+
+    async def warm(
+        self,
+        namespace: str,
+        key: bytes,
+        loader: Callable[[], Awaitable[bytes | None]],
+    ) -> Warmed:
+        """Load a key into the cache unless it is cached already.
+
+        The read_through lease dance without the fallback: a Get, and only on LOAD the
+        loader and a Fill under the granted lease, so a warm fill never overwrites a value
+        written (or invalidated) after the Get: the sidecar refuses it as stale. Raises
+        CacheUnavailable when the sidecar cannot answer (warming is then pointless),
+        CacheRejected for an unknown namespace or a value over its size limit; the
+        loader's exceptions propagate (the lease then expires by itself).
+        """
+        read = await self.get(namespace, key)
+        if read.outcome in (Outcome.HIT, Outcome.NEGATIVE_HIT):
+            return Warmed.ALREADY_CACHED
+        if read.outcome is Outcome.LOAD_NO_FILL:
+            return Warmed.NOT_STORED
+        value = await loader()
+        stored = await self.fill(namespace, key, read.lease_token, value)
+        return Warmed.STORED if stored is FillResult.STORED else Warmed.NOT_STORED
 
     def _bounded(self, seconds: float) -> float:
         left = None if self._caller_deadline is None else self._caller_deadline()

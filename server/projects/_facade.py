@@ -105,10 +105,9 @@ class Projects:
         """
 
         def load() -> bytes | None:
-            try:
-                return to_proto(self._store.get(project_id)).SerializeToString()
-            except NotFound:
-                return None  # cached as a negative entry, briefly
+            found = self._store.load(project_id)
+            # None is cached as a negative entry, briefly.
+            return None if found is None else found.SerializeToString()
 
         data = await self._read(PROJECTS_NAMESPACE, project_id.encode(), load, "project")
         if data is None:

@@ -17,18 +17,19 @@ owner or the members, and deleting, are for the owner (or an Administrator) alon
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from agentic.projects.v1 import projects_pb2
 from sqlalchemy import ColumnElement, Engine, delete, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import events
 from core.db import ProjectMemberRow, ProjectRow, utc
+from core.projects import etag_of, load_project, members_of
 from core.rpc import Aborted, AlreadyExists, NotFound, PermissionDenied
 from server import paging as _paging
 
@@ -83,11 +84,6 @@ def reach_condition(viewer: str) -> ColumnElement[bool]:
     )
 
 
-def etag_of(project_id: str, version: int) -> str:
-    """Opaque etag: clients compare it, never parse it."""
-    return hashlib.sha256(f"{project_id}:{version}".encode()).hexdigest()[:20]
-
-
 def _to_project(row: ProjectRow, member_ids: Iterable[str] = ()) -> Project:
     return Project(
         id=row.id,
@@ -99,19 +95,6 @@ def _to_project(row: ProjectRow, member_ids: Iterable[str] = ()) -> Project:
         etag=etag_of(row.id, row.version),
         member_ids=tuple(sorted(member_ids)),
     )
-
-
-def _members(session: Session, project_ids: Sequence[str]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {pid: [] for pid in project_ids}
-    if project_ids:
-        rows = session.execute(
-            select(ProjectMemberRow.project_id, ProjectMemberRow.member_id).where(
-                ProjectMemberRow.project_id.in_(project_ids)
-            )
-        )
-        for project_id, member_id in rows:
-            found[project_id].append(member_id)
-    return found
 
 
 def _set_members(session: Session, project_id: str, member_ids: Iterable[str]) -> None:
@@ -198,7 +181,14 @@ class ProjectStore:
             row = session.get(ProjectRow, project_id)
             if row is None:
                 raise project_not_found(project_id)
-            return _to_project(row, _members(session, [project_id])[project_id])
+            return _to_project(row, members_of(session, [project_id])[project_id])
+
+    def load(self, project_id: str) -> projects_pb2.Project | None:
+        """The wire form of the project with this id (None: none), whoever may see it:
+        the cache's origin, ``core.projects.load_project``, which the cache warming
+        worker reads too, so both cache the same bytes."""
+        with self._sessions() as session:
+            return load_project(session, project_id)
 
     def list(
         self, *, page_size: int, page_token: str, owner_id: str, viewer: str | None = None
@@ -225,7 +215,7 @@ class ProjectStore:
             rows = list(session.scalars(query))
             more = len(rows) > size
             rows = rows[:size]
-            members = _members(session, [r.id for r in rows])
+            members = members_of(session, [r.id for r in rows])
         token = ""
         if more:
             last = rows[-1]
@@ -279,7 +269,7 @@ class ProjectStore:
                 event = _event(session, events.EventType.PROJECT_UPDATED, project_id)
                 session.expire(row)
                 session.refresh(row)
-                return _to_project(row, _members(session, [project_id])[project_id]), event
+                return _to_project(row, members_of(session, [project_id])[project_id]), event
         except IntegrityError:
             owner = fields.get("owner_id") or self.get(project_id).owner_id
             raise _name_taken(owner, fields.get("name", "")) from None

@@ -72,6 +72,16 @@ class HangingSidecar(cache_pb2_grpc.CacheServiceServicer):
     async def Stats(self, request: cache_pb2.StatsRequest, context: Any) -> cache_pb2.StatsResponse:
         await _not_faked(context)
 
+    async def ListKeys(
+        self, request: cache_pb2.ListKeysRequest, context: Any
+    ) -> cache_pb2.ListKeysResponse:
+        await _not_faked(context)
+
+    async def GetWarmPlan(
+        self, request: cache_pb2.GetWarmPlanRequest, context: Any
+    ) -> cache_pb2.GetWarmPlanResponse:
+        await _not_faked(context)
+
 
 async def _not_faked(context: Any) -> NoReturn:
     await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of this fake")

@@ -41,7 +41,8 @@ from tests._processes import Memcached, Service, free_port, start_sidecar
 from tests._support import REPO
 from tests.server.artifacts._bytestream import download, upload, write_requests
 from tests.workers._stack import TIMEOUT, Stack, private_vhost, stack, watch_to_end
-from workers._rule_sets import CacheSettings, RuleSets
+from workers._cache_reader import CacheReader, CacheSettings
+from workers._rule_sets import RuleSets
 
 POLICY = REPO / "cache_sidecar" / "namespaces.toml"
 C = rpb.Check
@@ -477,9 +478,10 @@ def test_the_worker_read_degrades_to_the_database(env: Env) -> None:
         ),
         timeout=TIMEOUT,
     ).rule_set
-    live = RuleSets(env.stack.db(), CacheSettings(address=env.sidecar.address))
+    live = RuleSets(env.stack.db(), CacheReader(CacheSettings(address=env.sidecar.address)))
     dead = RuleSets(
-        env.stack.db(), CacheSettings(address=f"127.0.0.1:{free_port()}", timeout_seconds=0.5)
+        env.stack.db(),
+        CacheReader(CacheSettings(address=f"127.0.0.1:{free_port()}", timeout_seconds=0.5)),
     )
     for reader in (live, dead):
         found = reader.get(created.id)

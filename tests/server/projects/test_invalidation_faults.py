@@ -29,9 +29,9 @@ from google.protobuf import field_mask_pb2
 from sqlalchemy import Engine, select
 
 from core.db import ProjectRow, make_engine
+from core.projects import etag_of
 from devtools.memcached import Memcached
 from devtools.ports import free_port
-from server.projects._store import etag_of
 from tests._identity import authorized_channel
 from tests._processes import Service, start_service, start_sidecar
 from tests._rabbitmq import PrivateRabbit
