@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from cache_sidecar import Config
+from core.backup import BackupConfig
 from core.config import markdown_table
 from server._config import ServerConfig
-from server.backup import BackupConfig
 from workers._beat_config import BeatConfig
 from workers._config import WorkerConfig
 

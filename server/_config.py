@@ -7,8 +7,9 @@ README's "API server" table is rendered from these declarations (``make docs``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+from core.backup import BackupConfig
 from core.config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_OBJECT_STORE_URL,
@@ -399,6 +400,9 @@ class ServerConfig:
         "`make run` and tests)",
     )
     log_level: str = setting("AGENTIC_LOG_LEVEL", "INFO", parse=upper, doc="Python logging level")
+    # Where AdminService.ListBackups reads: the backup settings (the README's "Backups"
+    # table), declared once in core.backup and read with the rest.
+    backup: BackupConfig = field(default_factory=BackupConfig)
 
     @property
     def events_broker_url(self) -> str:
@@ -413,7 +417,7 @@ class ServerConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
         """Read and check every setting; raise ConfigError naming the bad variable."""
-        config = read_env(cls, env)
+        config = replace(read_env(cls, env), backup=read_env(BackupConfig, env))
         config._check()
         return config
 

@@ -23,6 +23,7 @@ from core.events import AmqpPublisher, EventRelay, NullPublisher, Publisher
 from core.objects import ObjectStore, ObjectStoreError, open_store
 from core.rpc import ServiceInterceptor, enable_reflection
 from core.serving import Dependency, DependencyHealth, start_metrics, wait_for_stop_signal
+from core.tasks import dead_letter_queue
 from core.tls import configured_channel_credentials, server_credentials
 from server._config import ServerConfig
 from server.access import (
@@ -265,7 +266,15 @@ def create_server(config: ServerConfig) -> App:
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactService(artifacts), server)
     rule_sets = RuleSets(RuleSetStore(engine), executor, cache=coherent, relay=relay)
     rule_sets_pb2_grpc.add_RuleSetServiceServicer_to_server(RuleSetService(rule_sets), server)
-    admin = Admin(engine, executor, cache=cache)
+    admin = Admin(
+        engine,
+        executor,
+        cache=cache,
+        submit=task_service.submit_kind,
+        broker_url=config.tasks_broker_url,
+        queues=(config.task_queue, dead_letter_queue(config.task_queue).name),
+        backups=config.backup,
+    )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(admin), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

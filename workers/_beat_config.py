@@ -25,19 +25,25 @@ from workers._schedule import Entry, parse_schedule
 __all__ = ["BeatConfig", "ConfigError"]
 
 
+DEFAULT_SCHEDULE = "health_probe=1m, cache_warm=10m@30s, backup=1d@2h, retention=1d@3h"
+"""Probe every minute; warm every 10 minutes (a node that came back empty is warm again
+within 10 minutes); back up at 02:00 UTC and clean up at 03:00 UTC, after the backup."""
+
+
 @dataclass(frozen=True, slots=True)
 class BeatConfig:
     """Everything ``python -m workers.beat`` reads from its environment."""
 
     schedule: tuple[Entry, ...] = setting(
         "AGENTIC_SCHEDULE",
-        parse_schedule("health_probe=1m"),
+        parse_schedule(DEFAULT_SCHEDULE),
         parse=parse_schedule,
-        shown="`health_probe=1m`",
+        shown=f"`{DEFAULT_SCHEDULE}`",
         doc="the periodic jobs, in UTC: `job=EVERY[@OFFSET]` or `job=off` (paused), "
         "comma-separated, durations in `s`, `m`, `h`, `d`; a job fires whenever the Unix time "
         "is OFFSET modulo EVERY (`1d@3h` is 03:00 UTC daily). Jobs: `health_probe` (a "
-        "one-step probe task). See [Periodic jobs](#periodic-jobs-the-beat)",
+        "one-step probe task), `cache_warm`, `retention`, `backup` (a verified backup, then "
+        "pruning). See [Periodic jobs](#periodic-jobs-the-beat)",
     )
     api_address: str = setting(
         "AGENTIC_BEAT_API_ADDRESS",
@@ -50,7 +56,8 @@ class BeatConfig:
         "",
         doc="file holding the bearer token of the beat's service identity, re-read at every "
         "fire (so a token refresher may replace it); it needs the roles of its jobs' RPCs "
-        "(`health_probe`: SubmitProbe). Unset: calls carry no token (an API server with "
+        "(`health_probe`: SubmitProbe; `cache_warm`, `retention`, `backup`: an Administrator). "
+        "Unset: calls carry no token (an API server with "
         "`AGENTIC_AUTH_ENABLED=false`)",
     )
     api_ca_file: str = setting(

@@ -7,8 +7,9 @@ README's "Worker" table is rendered from these declarations (``make docs``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+from core.backup import BackupConfig
 from core.config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_OBJECT_STORE_URL,
@@ -20,6 +21,11 @@ from core.config import (
     setting,
     upper,
 )
+from workers._schedule import parse_duration
+
+# RetentionSpec.task_max_age's bounds: TaskService keeps a request_id 7 days.
+RETENTION_MIN_AGE_SECONDS = 7 * 86400
+RETENTION_MAX_AGE_SECONDS = 3650 * 86400
 
 __all__ = ["ConfigError", "WorkerConfig", "task_limits"]
 
@@ -43,6 +49,14 @@ def task_limits(raw: str) -> tuple[tuple[str, float, float, int], ...]:
             raise ValueError(f"entry {entry!r} needs memory_mib >= 64")
         limits[name.strip()] = (name.strip(), soft, hard, memory)
     return tuple(limits.values())
+
+
+def retention_age_seconds(raw: str) -> int:
+    """A duration (``30d``, ``720h``) within the bounds RetentionSpec.task_max_age allows."""
+    seconds = parse_duration(raw)
+    if not RETENTION_MIN_AGE_SECONDS <= seconds <= RETENTION_MAX_AGE_SECONDS:
+        raise ValueError(f"{raw!r} is not between 7d and 3650d")
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,11 +237,23 @@ class WorkerConfig:
         "`AGENTIC_DUCKDB_MEMORY_LIMIT_MIB`). Checked against the broker's consumer timeout "
         "at start like the built-in limits",
     )
+    retention_task_max_age_seconds: int = setting(
+        "AGENTIC_RETENTION_TASK_MAX_AGE",
+        30 * 86400,
+        parse=lambda raw: retention_age_seconds(raw),
+        shown="30d",
+        doc="the retention kind's age of terminal tasks to delete (with their events and "
+        "idempotency records) when its spec names none: a duration like `30d`, `720h`; "
+        "7 days (TaskService's idempotency window) to 10 years",
+    )
+    # The backup kind's destination and retention: the settings of `python -m server.backup`
+    # (the README's "Backups" table), declared once in core.backup and read with the rest.
+    backup: BackupConfig = field(default_factory=BackupConfig)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
         """Read and check every setting; raise ConfigError naming the bad variable."""
-        config = read_env(cls, env)
+        config = replace(read_env(cls, env), backup=read_env(BackupConfig, env))
         if bool(config.cache_client_cert_file) != bool(config.cache_client_key_file):
             raise ConfigError(
                 "set both AGENTIC_CACHE_CLIENT_CERT_FILE and AGENTIC_CACHE_CLIENT_KEY_FILE, "

@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,7 @@ from google.rpc import code_pb2
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from core.backup import BackupConfig
 from core.objects import (
     IntegrityError,
     ObjectMissingError,
@@ -27,6 +28,7 @@ from core.tasks import AttemptStore, TaskRecord
 from workers._outputs import Output, OutputStore
 
 if TYPE_CHECKING:
+    from workers._cache_reader import CacheReader
     from workers._rule_sets import RuleSets
 
 # How old the cancel flag a check answers from may be. Every write of the attempt
@@ -82,6 +84,10 @@ class WorkSettings:
     duckdb_threads: int = 2
     directory: str = ""
     """Where local files go; empty means the system's temp directory."""
+    backup: BackupConfig = field(default_factory=BackupConfig)
+    """Where the backup kind writes backups and what its prune keeps."""
+    retention_task_max_age_seconds: int = 30 * 86400
+    """The retention kind's task age when its spec names none."""
 
 
 class TaskContext:
@@ -102,8 +108,10 @@ class TaskContext:
         work: WorkSettings | None = None,
         database: Engine | None = None,
         rule_sets: RuleSets | None = None,
+        cache: CacheReader | None = None,
     ) -> None:
         self.task_id = task_id
+        self._cache = cache
         self._objects = objects
         self._outputs = outputs
         self.work = work or WorkSettings()
@@ -137,6 +145,13 @@ class TaskContext:
         if self._rule_sets is None:
             raise PermanentError("this worker cannot read rule sets", reason="NO_DATABASE")
         return self._rule_sets
+
+    @property
+    def cache(self) -> CacheReader:
+        """The process's client of the cache sidecar (for kinds that fill the cache)."""
+        if self._cache is None:
+            raise PermanentError("this worker has no cache sidecar client", reason="NO_CACHE")
+        return self._cache
 
     @property
     def record(self) -> TaskRecord | None:
@@ -183,6 +198,12 @@ class TaskContext:
         """Raise TaskCancelled when CancelTask asked this task to stop."""
         if self.cancelled():
             raise TaskCancelled(self.task_id)
+
+    @property
+    def objects(self) -> ObjectStore:
+        """The worker's object store, for kinds that work on the store as a whole (the
+        backup); a kind reading one artifact uses ``artifact_pieces``/``artifact_file``."""
+        return self._object_store()
 
     def _object_store(self) -> ObjectStore:
         if self._objects is None:

@@ -46,6 +46,7 @@ from sqlalchemy import Engine
 
 from core.objects import ObjectStore
 from core.tasks import AttemptStore, ClaimOutcome, OutboxItem, error_status
+from workers._cache_reader import CacheReader
 from workers._context import (
     ClaimLost,
     PermanentError,
@@ -101,6 +102,8 @@ class Runtime:
     """The worker's database, for kinds that read project data (``TaskContext.database``)."""
     rule_sets: RuleSets | None = None
     """The process's rule-set reads (``TaskContext.rule_sets``)."""
+    cache: CacheReader | None = None
+    """The process's cache sidecar client (``TaskContext.cache``; rule_sets reads through it)."""
 
 
 def _claim_token() -> str:
@@ -153,6 +156,7 @@ def execute(
         ),
         database=runtime.database,
         rule_sets=runtime.rule_sets,
+        cache=runtime.cache,
     )
     watch = runtime.watchdogs.watch(Watch(runtime, registration, task_id, attempt, worker))
     result: bytes | None = None

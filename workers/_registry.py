@@ -15,15 +15,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
-from agentic.tasks.v1 import analytics_pb2, compliance_report_pb2, profile_dataset_pb2, tasks_pb2
+from agentic.tasks.v1 import (
+    analytics_pb2,
+    compliance_report_pb2,
+    maintenance_pb2,
+    profile_dataset_pb2,
+    tasks_pb2,
+)
 from google.protobuf.message import Message
 
 from core.tasks import kind_fields
 from workers._context import TaskContext, TransientError
 from workers.analytics import run_analytics
+from workers.backup import run_backup
+from workers.cache_warm import run_cache_warm
 from workers.compliance_report import run_compliance_report
 from workers.probe import run_probe
 from workers.profile_dataset import run_profile_dataset
+from workers.retention import run_retention
 from workers.verify_artifact import run_verify_artifact
 
 SpecT = TypeVar("SpecT", bound=Message)
@@ -134,6 +143,49 @@ REGISTRY: Mapping[int, Registration[Any, Any]] = {
             limits=Limits(soft_seconds=600.0, hard_seconds=660.0),
             # Transient: the database or object store blinked; bad data never retries.
             retry=RetryPolicy(max_retries=3, backoff_first_seconds=2.0, backoff_max_seconds=120.0),
+        ),
+        Registration(
+            kind=tasks_pb2.TASK_KIND_RETENTION,
+            spec_type=maintenance_pb2.RetentionSpec,
+            result_type=maintenance_pb2.RetentionResult,
+            run=run_retention,
+            # A batch of 500 tasks with their events is a few tens of milliseconds: 15 min
+            # is hundreds of thousands of rows, more than a daily run meets. A run cut short
+            # keeps its batches done, and the next one goes on from there.
+            limits=Limits(soft_seconds=900.0, hard_seconds=960.0),
+            # Safe to retry: a new attempt finds done what is done.
+            retry=RetryPolicy(max_retries=3, backoff_first_seconds=5.0, backoff_max_seconds=120.0),
+        ),
+        Registration(
+            kind=tasks_pb2.TASK_KIND_CACHE_WARM,
+            spec_type=maintenance_pb2.CacheWarmSpec,
+            result_type=maintenance_pb2.CacheWarmResult,
+            run=run_cache_warm,
+            # A key costs a Get, a primary-key SELECT and a Fill (~1-3 ms on loopback):
+            # 10,000 most-read keys or rule sets warm in well under a minute; 10 min is
+            # room for a slow database without approaching the consumer_timeout.
+            limits=Limits(soft_seconds=600.0, hard_seconds=660.0),
+            # Transient: the sidecar or the database blinked; a retry finds the keys
+            # warmed so far as already cached. Short backoff: warming is useful soon or
+            # not at all.
+            retry=RetryPolicy(max_retries=3, backoff_first_seconds=2.0, backoff_max_seconds=60.0),
+        ),
+        Registration(
+            kind=tasks_pb2.TASK_KIND_BACKUP,
+            spec_type=maintenance_pb2.BackupSpec,
+            result_type=maintenance_pb2.BackupResult,
+            run=run_backup,
+            # Near the most the broker's 30 min consumer_timeout allows with the backoff below
+            # (240 + 1500 + Celery's 30 s margin < 1800): a backup is written and then read
+            # back whole (verify), so it takes about twice one copy of the database and the
+            # file-store objects at disk or S3 speed; the tests' data set takes seconds. A
+            # deployment past ~20 min raises AGENTIC_TASK_LIMITS with the broker's
+            # consumer_timeout, or runs `python -m server.backup create --prune` from cron.
+            limits=Limits(soft_seconds=1440.0, hard_seconds=1500.0),
+            # Transient: pg_dump, the database or the destination failed; each retry writes a
+            # new backup (a failed one leaves nothing that looks whole). Two retries, spaced
+            # so a short outage passes: a backup is no request anyone waits for.
+            retry=RetryPolicy(max_retries=2, backoff_first_seconds=30.0, backoff_max_seconds=240.0),
         ),
     )
 }

@@ -42,13 +42,14 @@ from core.tasks import (
     publish_run,
 )
 from core.tasks._broker import events_exchange
+from workers._cache_reader import CacheReader, CacheSettings
 from workers._config import WorkerConfig
 from workers._context import WorkSettings
 from workers._execute import Runtime, Verdict, execute
 from workers._notify import Notifier
 from workers._outputs import OutputStore
 from workers._registry import Limits, Registration, check_registry, load_registry, with_limits
-from workers._rule_sets import CacheSettings, RuleSets
+from workers._rule_sets import RuleSets
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def runtime() -> Runtime:
         if _runtime is None or _runtime[0] != os.getpid():
             engine = make_engine(config.database_url, pool_size=config.db_pool_size)
             objects = open_store(config.object_store_url)
+            cache = CacheReader(_rule_set_cache)
             _runtime = (
                 os.getpid(),
                 Runtime(
@@ -116,11 +118,14 @@ def runtime() -> Runtime:
                     objects=objects,
                     outputs=OutputStore(engine, objects),
                     database=engine,
-                    rule_sets=RuleSets(engine, _rule_set_cache),
+                    rule_sets=RuleSets(engine, cache),
+                    cache=cache,
                     work=WorkSettings(
                         duckdb_memory_limit_mib=config.duckdb_memory_limit_mib,
                         duckdb_threads=config.duckdb_threads,
                         directory=config.work_directory,
+                        backup=config.backup,
+                        retention_task_max_age_seconds=config.retention_task_max_age_seconds,
                     ),
                 ),
             )

@@ -11,12 +11,16 @@ from core.tasks._broker import (
     NotificationListener,
     TaskPublisher,
     configure_celery,
+    dead_letter_queue,
     declare_topology,
     events_exchange,
     notification,
     publish_run,
 )
+from core.tasks._depth import QueueFigures, queue_figures
+from core.tasks._jobs import JOBS, Job
 from core.tasks._outbox import OutboxItem
+from core.tasks._purge import DEFAULT_PURGE_BATCH_SIZE, PurgeResult, purge_tasks
 from core.tasks._record import TaskRecord
 from core.tasks._wire import (
     DOMAIN,
@@ -24,28 +28,38 @@ from core.tasks._wire import (
     celery_task_name,
     error_status,
     kind_fields,
+    submit_method_name,
     to_proto,
 )
 
 __all__ = [
+    "DEFAULT_PURGE_BATCH_SIZE",
     "DOMAIN",
+    "JOBS",
     "TERMINAL_STATES",
     "AttemptStore",
     "BrokerSettings",
     "Claim",
     "ClaimOutcome",
+    "Job",
     "NotificationListener",
     "OutboxItem",
+    "PurgeResult",
+    "QueueFigures",
     "Retry",
     "TaskPublisher",
     "TaskRecord",
     "celery_task_name",
     "configure_celery",
+    "dead_letter_queue",
     "declare_topology",
     "error_status",
     "events_exchange",
     "kind_fields",
     "notification",
     "publish_run",
+    "purge_tasks",
+    "queue_figures",
+    "submit_method_name",
     "to_proto",
 ]

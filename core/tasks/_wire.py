@@ -46,6 +46,11 @@ class KindFields:
     result_type: Descriptor
 
 
+def submit_method_name(kind_name: str) -> str:
+    """``Submit`` + the kind's short name in CamelCase: profile_dataset -> SubmitProfileDataset."""
+    return "Submit" + "".join(part.capitalize() for part in kind_name.split("_"))
+
+
 def kind_fields(kind: int) -> KindFields:
     """The wire fields of ``kind``; ValueError when the protos do not follow the convention."""
     enum_name = tasks_pb2.TaskKind.Name(kind)  # type: ignore[arg-type]  # ValueError if unknown

@@ -11,24 +11,31 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from agentic.admin.v1 import admin_pb2
+from agentic.tasks.v1 import tasks_pb2
 from google.protobuf import duration_pb2, json_format, text_format
 from google.protobuf.message import Message
 from sqlalchemy import Engine
 
+from core.backup import BackupConfig
 from core.cache import CacheClient, CacheClientError, Namespace
 from core.db import in_database_thread
 from core.rpc import ApiError, FieldViolation, InvalidArgument, Unavailable
-from server.admin import _purge, _stats
+from core.tasks import queue_figures
+from server.admin import _backups, _cache_keys, _jobs, _purge, _stats
 from server.admin._audit import AuditLog, check_page_token
 from server.auth import Principal
 
 T = TypeVar("T")
+
+SubmitKind = Callable[[int, Message], Awaitable[tasks_pb2.Task]]
+"""(kind, its Submit request) -> the accepted task, on TaskService's submit path as the
+calling principal (``server.tasks.TaskService.submit_kind``)."""
 
 DOMAIN = "agentic.admin.v1"
 DEFAULT_WINDOW = timedelta(hours=1)
@@ -51,12 +58,12 @@ def _cache_unavailable(error: CacheClientError) -> Unavailable:
     )
 
 
-def _unknown_namespace(namespace: str) -> InvalidArgument:
+def _unknown_namespace(namespace: str, field: str = "namespace") -> InvalidArgument:
     names = ", ".join(n.value for n in Namespace)
     return InvalidArgument(
         [
             FieldViolation(
-                "namespace",
+                field,
                 f"{namespace[:63]!r} is not a cache namespace; one of: {names}",
                 reason="namespace.unknown",
             )
@@ -95,11 +102,23 @@ class Admin:
     """The operator actions over the database, the cache sidecar and the audit log."""
 
     def __init__(
-        self, engine: Engine, executor: ThreadPoolExecutor, *, cache: CacheClient | None
+        self,
+        engine: Engine,
+        executor: ThreadPoolExecutor,
+        *,
+        cache: CacheClient | None,
+        submit: SubmitKind,
+        broker_url: str = "",
+        queues: Sequence[str] = (),
+        backups: BackupConfig | None = None,
     ) -> None:
+        self._backups = backups
         self._engine = engine
         self._executor = executor
         self._cache = cache
+        self._submit = submit
+        self._broker_url = broker_url
+        self._queues = tuple(queues)
         self.audit = AuditLog(engine)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -165,6 +184,46 @@ class Admin:
 
         return await self._audited("ClearCacheNamespace", request, principal, action())
 
+    async def list_cache_keys(
+        self, request: admin_pb2.ListCacheKeysRequest, principal: Principal
+    ) -> admin_pb2.ListCacheKeysResponse:
+        """One page of a namespace's cached keys, from the sidecar's key dump."""
+
+        async def action() -> admin_pb2.ListCacheKeysResponse:
+            try:
+                namespace = Namespace(request.namespace)
+            except ValueError:
+                raise _unknown_namespace(request.namespace) from None
+            if self._cache is None:
+                return admin_pb2.ListCacheKeysResponse(cache_enabled=False)
+            try:
+                return await _cache_keys.list_cache_keys(
+                    self._cache, namespace, request.page_size, request.page_token
+                )
+            except CacheClientError as error:
+                raise _cache_unavailable(error) from None
+
+        return await self._audited("ListCacheKeys", request, principal, action())
+
+    async def warm_cache(
+        self, request: admin_pb2.WarmCacheRequest, principal: Principal
+    ) -> admin_pb2.WarmCacheResponse:
+        """Submit a cache warming task (TASK_KIND_CACHE_WARM) of the named namespaces."""
+
+        async def action() -> admin_pb2.WarmCacheResponse:
+            namespaces = []
+            for index, name in enumerate(request.namespaces):
+                try:
+                    namespaces.append(Namespace(name))
+                except ValueError:
+                    raise _unknown_namespace(name, f"namespaces[{index}]") from None
+            submit = _cache_keys.warm_request(namespaces)
+            return admin_pb2.WarmCacheResponse(
+                task=await self._submit(tasks_pb2.TASK_KIND_CACHE_WARM, submit)
+            )
+
+        return await self._audited("WarmCache", request, principal, action())
+
     async def get_task_stats(
         self, request: admin_pb2.GetTaskStatsRequest, principal: Principal
     ) -> admin_pb2.GetTaskStatsResponse:
@@ -176,7 +235,11 @@ class Admin:
                 if request.HasField("window")
                 else DEFAULT_WINDOW
             )
-            return await self._run(_stats.task_stats, self._engine, window=window)
+            response = await self._run(_stats.task_stats, self._engine, window=window)
+            if self._broker_url:
+                figures = await asyncio.to_thread(queue_figures, self._broker_url, self._queues)
+                response.queues.extend(_stats.queue_depths(figures))
+            return response
 
         return await self._audited("GetTaskStats", request, principal, action())
 
@@ -211,6 +274,28 @@ class Admin:
             )
 
         return await self._audited("PurgeTasks", request, principal, action())
+
+    async def run_job(
+        self, request: admin_pb2.RunJobRequest, principal: Principal
+    ) -> admin_pb2.RunJobResponse:
+        """Submit a scheduled job's task now (a fresh request_id: every call is a run)."""
+
+        async def action() -> admin_pb2.RunJobResponse:
+            kind, submit_request = _jobs.job_request(request.job)
+            return admin_pb2.RunJobResponse(task=await self._submit(kind, submit_request))
+
+        return await self._audited("RunJob", request, principal, action())
+
+    async def list_backups(
+        self, request: admin_pb2.ListBackupsRequest, principal: Principal
+    ) -> admin_pb2.ListBackupsResponse:
+        """The backups in the backup destination, newest first (read in a thread: a
+        directory scan or S3 requests)."""
+
+        async def action() -> admin_pb2.ListBackupsResponse:
+            return await asyncio.to_thread(_backups.list_backups, self._backups)
+
+        return await self._audited("ListBackups", request, principal, action())
 
     async def list_audit_events(
         self, request: admin_pb2.ListAuditEventsRequest, principal: Principal

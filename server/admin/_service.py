@@ -49,3 +49,27 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.ListAuditEventsResponse:
         """Return one page of the audit log, newest first."""
         return await self._admin.list_audit_events(request, current_principal())
+
+    async def ListCacheKeys(
+        self, request: admin_pb2.ListCacheKeysRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListCacheKeysResponse:
+        """Return one page of the keys cached in a namespace."""
+        return await self._admin.list_cache_keys(request, current_principal())
+
+    async def WarmCache(
+        self, request: admin_pb2.WarmCacheRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.WarmCacheResponse:
+        """Enqueue a cache warming task."""
+        return await self._admin.warm_cache(request, current_principal())
+
+    async def RunJob(
+        self, request: admin_pb2.RunJobRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.RunJobResponse:
+        """Submit a scheduled job's task now."""
+        return await self._admin.run_job(request, current_principal())
+
+    async def ListBackups(
+        self, request: admin_pb2.ListBackupsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListBackupsResponse:
+        """Return the backups in the backup destination, newest first."""
+        return await self._admin.list_backups(request, current_principal())

@@ -4,8 +4,8 @@ Tasks: counts per (kind, state) and the oldest pending task are SQL aggregates (
 SQL on SQLite and PostgreSQL). Percentiles are not: SQLite has no ``percentile_cont``,
 so the timings are computed here, by nearest rank, over a bounded sample (the newest
 ``SAMPLE_LIMIT`` tasks of each kind in the window, by start or end time), one query per
-sample. Queue depth and consumers of the broker are not reported (see docs/operations.md:
-RabbitMQ's management UI and ``rabbitmqctl list_queues`` answer them).
+sample. Queue depth and consumers are the broker's own figures (``core.tasks.queue_figures``,
+a passive declare of the work queue and its dead-letter queue), mapped here.
 
 Cache: the sidecar's ``Stats`` mapped field by field; nothing is derived but the hit
 ratio.
@@ -24,6 +24,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import sessionmaker
 
 from core.db import TaskRow, utc
+from core.tasks import QueueFigures
 
 SAMPLE_LIMIT = 10_000
 """Tasks per kind and measure the percentiles are taken over (newest first)."""
@@ -37,6 +38,20 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 def _seconds(message: object, seconds: float) -> None:
     message.FromTimedelta(timedelta(seconds=seconds))  # type: ignore[attr-defined]
+
+
+def queue_depths(figures: list[QueueFigures]) -> list[admin_pb2.QueueDepth]:
+    """The broker's answers as GetTaskStats reports them."""
+    return [
+        admin_pb2.QueueDepth(
+            queue=f.queue,
+            reachable=f.reachable,
+            messages=f.messages,
+            consumers=f.consumers,
+            error=f.error,
+        )
+        for f in figures
+    ]
 
 
 def task_stats(

@@ -21,7 +21,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
-from core.tasks import kind_fields
+from core.tasks import kind_fields, submit_method_name
 from core.tasks._wire import KindFields
 
 __all__ = ["SUBMIT_RPCS", "SubmitRpc", "derive_submit_rpcs", "submit_method_name", "task_kinds"]
@@ -61,11 +61,6 @@ class SubmitRpc:
         """The spec carried by ``request``."""
         spec: Message = getattr(request, self.spec_field)
         return spec
-
-
-def submit_method_name(kind_name: str) -> str:
-    """``Submit`` + the kind's short name in CamelCase: profile_dataset -> SubmitProfileDataset."""
-    return "Submit" + "".join(part.capitalize() for part in kind_name.split("_"))
 
 
 def task_kinds() -> dict[int, KindFields]:

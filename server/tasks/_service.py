@@ -93,6 +93,14 @@ class TaskService(tasks_pb2_grpc.TaskServiceServicer):
         SUBMITS.labels(rpc.name).inc()
         return rpc.response_type(task=task)
 
+    async def submit_kind(self, kind: int, request: Message) -> tasks_pb2.Task:
+        """Submit ``request`` (``kind``'s Submit request) on the one submit path, as the
+        calling principal: how another service of this server (AdminService.WarmCache,
+        RunJob) starts a task, with every rule a Submit RPC applies."""
+        response = await self.submit(_BY_KIND[kind], request)
+        task: tasks_pb2.Task = response.task  # type: ignore[attr-defined]  # every Submit response
+        return task
+
     async def GetTask(
         self, request: tasks_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> tasks_pb2.GetTaskResponse:
@@ -151,6 +159,8 @@ def _submit_handler(rpc: SubmitRpc) -> Handler:
     handler.__doc__ = documented or f"Accept a {rpc.name} task owned by the caller."
     return handler
 
+
+_BY_KIND: dict[int, SubmitRpc] = {rpc.kind: rpc for rpc in SUBMIT_RPCS}
 
 for _rpc in SUBMIT_RPCS:
     setattr(TaskService, _rpc.method, _submit_handler(_rpc))

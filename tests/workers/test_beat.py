@@ -29,7 +29,7 @@ from tests._processes import Service, start_service
 from tests._support import wait_for
 from tests.workers._stack import Stack, private_vhost, stack
 from workers._schedule import Entry, request_id
-from workers.beat import JOBS, SubmitError, TaskClient
+from workers.beat import JOBS, SubmitError, TaskClient, submit_job
 
 EVERY_SECONDS = 2
 TTL_SECONDS = 3.0
@@ -257,9 +257,9 @@ def test_a_double_fire_submits_one_task(beats: Beats) -> None:
     )
     try:
         instant = datetime(2026, 1, 1, 12, tzinfo=UTC)
-        once = JOBS[JOB].submit(client, request_id(JOB, instant))
-        again = JOBS[JOB].submit(client, request_id(JOB, instant))
-        other = JOBS[JOB].submit(client, request_id(JOB, instant + timedelta(seconds=2)))
+        once = submit_job(client, JOBS[JOB], request_id(JOB, instant))
+        again = submit_job(client, JOBS[JOB], request_id(JOB, instant))
+        other = submit_job(client, JOBS[JOB], request_id(JOB, instant + timedelta(seconds=2)))
     finally:
         client.close()
     assert once.id == again.id
@@ -281,7 +281,7 @@ def test_a_token_that_cannot_be_read_is_a_clear_submit_error(beats: Beats) -> No
     )
     try:
         with pytest.raises(SubmitError, match="token file") as caught:
-            JOBS[JOB].submit(client, request_id(JOB, datetime(2026, 1, 1, tzinfo=UTC)))
+            submit_job(client, JOBS[JOB], request_id(JOB, datetime(2026, 1, 1, tzinfo=UTC)))
     finally:
         client.close()
     assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED

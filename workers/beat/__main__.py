@@ -19,7 +19,7 @@ from workers._beat_config import BeatConfig, ConfigError
 from workers._leader import LeaderLease
 from workers.beat._beat import Beat
 from workers.beat._client import TaskClient
-from workers.beat._jobs import JOBS
+from workers.beat._jobs import JOBS, submit_job
 
 LEASE_NAME = "beat"
 """The one lease every beat process of a deployment competes for."""
@@ -58,7 +58,7 @@ def create_beat(config: BeatConfig) -> BeatProcess:
     beat = Beat(
         config.schedule,
         lease,
-        lambda job, request_id: JOBS[job].submit(client, request_id),
+        lambda job, request_id: submit_job(client, JOBS[job], request_id),
         renew_seconds=config.renew_seconds,
         audit=lambda job, summary, outcome: audit.record_job_run(
             subject=f"beat/{holder}", job=job, summary=summary, outcome=outcome

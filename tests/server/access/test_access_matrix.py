@@ -61,6 +61,7 @@ from agentic.tasks.v1 import (
     profile_dataset_pb2,
     tasks_pb2_grpc,
 )
+from agentic.tasks.v1 import maintenance_pb2 as mpb
 from agentic.tasks.v1 import tasks_pb2 as tpb
 from google.protobuf import duration_pb2, field_mask_pb2
 
@@ -599,6 +600,48 @@ def list_audit_events(api: Api, caller: Caller, case: str) -> Any:
     return caller.admin.ListAuditEvents(request, timeout=TIMEOUT)
 
 
+def list_cache_keys(api: Api, caller: Caller, case: str) -> Any:
+    request = adpb.ListCacheKeysRequest(namespace="projects", page_size=10)
+    return caller.admin.ListCacheKeys(request, timeout=TIMEOUT)
+
+
+def warm_cache(api: Api, caller: Caller, case: str) -> Any:
+    # Submits a cache_warm task; no worker runs it here, it only has to be accepted.
+    request = adpb.WarmCacheRequest(namespaces=["rule_sets"])
+    return caller.admin.WarmCache(request, timeout=TIMEOUT)
+
+
+def list_backups(api: Api, caller: Caller, case: str) -> Any:
+    # The server's default destination (var/backups under its directory) holds none.
+    return caller.admin.ListBackups(adpb.ListBackupsRequest(), timeout=TIMEOUT)
+
+
+def submit_retention(api: Api, caller: Caller, case: str) -> Any:
+    # The maintenance kinds are only accepted here: no worker runs them.
+    request = tpb.SubmitRetentionRequest(
+        request_id=str(uuid.uuid4()), retention=mpb.RetentionSpec(batch_size=10)
+    )
+    return caller.tasks.SubmitRetention(request, timeout=TIMEOUT)
+
+
+def submit_cache_warm(api: Api, caller: Caller, case: str) -> Any:
+    request = tpb.SubmitCacheWarmRequest(
+        request_id=str(uuid.uuid4()), cache_warm=mpb.CacheWarmSpec(namespaces=["rule_sets"])
+    )
+    return caller.tasks.SubmitCacheWarm(request, timeout=TIMEOUT)
+
+
+def submit_backup(api: Api, caller: Caller, case: str) -> Any:
+    request = tpb.SubmitBackupRequest(request_id=str(uuid.uuid4()), backup=mpb.BackupSpec())
+    return caller.tasks.SubmitBackup(request, timeout=TIMEOUT)
+
+
+def run_job(api: Api, caller: Caller, case: str) -> Any:
+    ran = caller.admin.RunJob(adpb.RunJobRequest(job="health_probe"), timeout=TIMEOUT)
+    assert ran.task.kind == tpb.TASK_KIND_PROBE
+    return ran
+
+
 ACTIONS: dict[str, Action] = {
     "/agentic.projects.v1.ProjectService/CreateProject": create_project,
     "/agentic.projects.v1.ProjectService/GetProject": get_project,
@@ -615,6 +658,9 @@ ACTIONS: dict[str, Action] = {
     "/agentic.tasks.v1.TaskService/SubmitProfileDataset": submit_profile_dataset,
     "/agentic.tasks.v1.TaskService/SubmitAnalytics": submit_analytics,
     "/agentic.tasks.v1.TaskService/SubmitComplianceReport": submit_compliance_report,
+    "/agentic.tasks.v1.TaskService/SubmitRetention": submit_retention,
+    "/agentic.tasks.v1.TaskService/SubmitCacheWarm": submit_cache_warm,
+    "/agentic.tasks.v1.TaskService/SubmitBackup": submit_backup,
     "/agentic.artifacts.v1.ArtifactService/CreateUpload": create_upload,
     "/agentic.artifacts.v1.ArtifactService/Write": write,
     "/agentic.artifacts.v1.ArtifactService/QueryWriteStatus": query_write_status,
@@ -633,6 +679,10 @@ ACTIONS: dict[str, Action] = {
     "/agentic.admin.v1.AdminService/GetTaskStats": get_task_stats,
     "/agentic.admin.v1.AdminService/PurgeTasks": purge_tasks,
     "/agentic.admin.v1.AdminService/ListAuditEvents": list_audit_events,
+    "/agentic.admin.v1.AdminService/ListCacheKeys": list_cache_keys,
+    "/agentic.admin.v1.AdminService/WarmCache": warm_cache,
+    "/agentic.admin.v1.AdminService/ListBackups": list_backups,
+    "/agentic.admin.v1.AdminService/RunJob": run_job,
 }
 CREATES = {
     "/agentic.projects.v1.ProjectService/CreateProject",
@@ -645,7 +695,15 @@ LISTS = {
 }
 SHARED = {m for m in ACTIONS if m.startswith("/agentic.compliance.v1.RuleSetService/")}
 """RPCs on objects every caller reaches (rule sets): no owner, no object-level denial."""
-OPERATIONS = {m for m in ACTIONS if m.startswith("/agentic.admin.v1.AdminService/")}
+MAINTENANCE = {
+    "/agentic.tasks.v1.TaskService/SubmitRetention",
+    "/agentic.tasks.v1.TaskService/SubmitCacheWarm",
+    "/agentic.tasks.v1.TaskService/SubmitBackup",
+}
+"""The periodic jobs' kinds: tasks of the whole service, not of a project or an owner."""
+OPERATIONS = {
+    m for m in ACTIONS if m.startswith("/agentic.admin.v1.AdminService/") or m in MAINTENANCE
+}
 """RPCs on the system itself: no object, so every case of an allowed role is OK."""
 
 
