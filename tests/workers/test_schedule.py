@@ -89,7 +89,15 @@ def test_request_id_is_derived_from_job_and_instant() -> None:
 
 def test_config_checks_jobs_and_renewal() -> None:
     config = BeatConfig.from_env({}, jobs=frozenset(JOBS))
-    assert config.schedule == (Entry("health_probe", 60),)
+    # The default: every job of core.tasks.JOBS scheduled (backup at 02:00 UTC, retention
+    # after it at 03:00, warming every 10 minutes, the probe every minute).
+    assert set(config.schedule) == {
+        Entry("health_probe", 60),
+        Entry("cache_warm", 600, 30),
+        Entry("backup", 86400, 7200),
+        Entry("retention", 86400, 10800),
+    }
+    assert {entry.job for entry in config.schedule} == set(JOBS)
     assert config.holder.startswith("beat@")
     with pytest.raises(ConfigError, match="unknown jobs"):
         BeatConfig.from_env({"AGENTIC_SCHEDULE": "nope=1m"}, jobs=frozenset(JOBS))
