@@ -47,17 +47,32 @@ SYSTEM_PACKAGES := memcached:memcached rabbitmq-server:/usr/lib/rabbitmq/bin/rab
 	libharfbuzz-subset0:$(LIBDIR)/libharfbuzz-subset.so.0 \
 	fonts-dejavu-core:/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf \
 	postgresql-client:pg_restore
+# Packages wanted only for a command they ship, not for their daemon: promtool (checks and
+# unit-tests deploy/prometheus/alerts.yml) from prometheus. They are installed without their
+# recommends (prometheus recommends prometheus-node-exporter, another daemon), and the
+# service a package's postinst may have started is stopped and disabled again, so that
+# installing them leaves no process running and no port taken.
+TOOL_PACKAGES := prometheus:promtool
 system-deps:
-	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+	@missing=""; tools=""; for entry in $(SYSTEM_PACKAGES) $(TOOL_PACKAGES); do \
 		pkg=$${entry%%:*}; probe=$${entry#*:}; \
-		command -v "$$probe" >/dev/null 2>&1 || [ -x "$$probe" ] || [ -e "$$probe" ] || missing="$$missing $$pkg"; \
+		command -v "$$probe" >/dev/null 2>&1 || [ -x "$$probe" ] || [ -e "$$probe" ] || \
+		case " $(TOOL_PACKAGES) " in *" $$entry "*) tools="$$tools $$pkg";; *) missing="$$missing $$pkg";; esac; \
 	done; \
-	if [ -n "$$missing" ]; then \
+	if [ -n "$$missing$$tools" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing$$missing (Debian packages)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+			echo "installing$$missing$$tools (Debian packages)"; \
+			apt-get update -qq || exit 1; \
+			if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; fi; \
+			if [ -n "$$tools" ]; then \
+				DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$tools >/dev/null || exit 1; \
+				for pkg in $$tools; do \
+					if [ -d /run/systemd/system ]; then systemctl disable --now "$$pkg" >/dev/null 2>&1 || true; \
+					elif [ -x "/etc/init.d/$$pkg" ]; then "/etc/init.d/$$pkg" stop >/dev/null 2>&1 || true; fi; \
+				done; \
+			fi; \
 		else \
-			echo "missing system packages:$$missing; run 'sudo apt-get install$$missing'"; exit 1; \
+			echo "missing system packages:$$missing$$tools; run 'sudo apt-get install$$missing$$tools'"; exit 1; \
 		fi; \
 	fi
 

@@ -1,0 +1,214 @@
+"""The Prometheus alert rules are valid, unit-tested, documented, and name real metrics.
+
+``promtool`` (Debian's ``prometheus`` package, installed by ``make system-deps``) checks
+``deploy/prometheus/alerts.yml`` and runs its unit tests in ``deploy/prometheus/tests/``;
+mutated copies of the rules show those unit tests catch a broken guard. The metric names of
+every expression are compared with the names the code declares, found by a static scan (no
+process is started; comparing with a live scrape is the dashboard check's job).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]  # PyYAML is pinned in requirements.lock; its stubs are not
+
+from cache_sidecar._metrics import Counter as SidecarCounter
+from tests._support import REPO
+
+RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
+UNIT_TESTS = REPO / "deploy" / "prometheus" / "tests"
+RUNBOOK = REPO / "docs" / "operations.md"
+_PROCESS_PACKAGES = ("core", "server", "workers", "cache_sidecar")
+_PROMTOOL_SECONDS = 60
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: run `make system-deps` (Debian package prometheus)"
+    return subprocess.run(
+        [promtool, *args], capture_output=True, text=True, timeout=_PROMTOOL_SECONDS, check=False
+    )
+
+
+def _unit_test_files(directory: Path = UNIT_TESTS) -> list[str]:
+    files = sorted(str(path) for path in directory.glob("*.yml"))
+    assert files, f"no promtool unit tests in {directory}"
+    return files
+
+
+def _rules() -> list[dict[str, Any]]:
+    document = yaml.safe_load(RULES.read_text())
+    return [rule for group in document["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def test_promtool_checks_the_rules() -> None:
+    result = _promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_pass() -> None:
+    result = _promtool("test", "rules", *_unit_test_files())
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Each mutation breaks one guard the rules rely on (old text, new text, its occurrences);
+# the unit tests must notice.
+_MUTATIONS = {
+    "hit-rate traffic guard": (") < 0.80\n          and\n", ") < 0.80\n          or\n", 1),
+    "server-side codes only": (
+        'grpc_code=~"UNKNOWN|INTERNAL|UNAVAILABLE|DATA_LOSS|DEADLINE_EXCEEDED"',
+        'grpc_code!="OK"',
+        1,
+    ),
+    "unary calls only": ('grpc_type="unary"', 'grpc_type=~".+"', 3),
+    "breaker half-open counts as open": ('{state!="closed"}', '{state="open"}', 1),
+    "surge against a baseline": ("> 3 * (", "> 0 * (", 1),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(_MUTATIONS))
+def test_the_unit_tests_catch_a_broken_guard(mutation: str, tmp_path: Path) -> None:
+    old, new, occurrences = _MUTATIONS[mutation]
+    text = RULES.read_text()
+    assert text.count(old) == occurrences, f"mutation {mutation!r} no longer matches the rules"
+    (tmp_path / "alerts.yml").write_text(text.replace(old, new))
+    shutil.copytree(UNIT_TESTS, tmp_path / "tests")
+    result = _promtool("test", "rules", *_unit_test_files(tmp_path / "tests"))
+    assert result.returncode != 0, f"the unit tests pass with {mutation!r} broken"
+
+
+def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
+    fires: set[str] = set()
+    quiet: set[str] = set()
+    for path in _unit_test_files():
+        for case in yaml.safe_load(Path(path).read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (fires if check.get("exp_alerts") else quiet).add(check["alertname"])
+    names = {rule["alert"] for rule in _rules()}
+    assert names - fires == set(), "alerts never seen firing in a unit test"
+    assert names - quiet == set(), "alerts never seen quiet in a unit test"
+
+
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading (lower case, punctuation dropped)."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _alert_anchors() -> set[str]:
+    """Anchors of the headings under the runbook's "Alerts" section."""
+    section = RUNBOOK.read_text().split("\n## Alerts\n", 1)
+    assert len(section) == 2, "docs/operations.md has no '## Alerts' section"
+    body = section[1].split("\n## ", 1)[0]
+    return {_github_anchor(m) for m in re.findall(r"^###\s+(.+)$", body, flags=re.M)}
+
+
+def test_every_alert_is_labelled_annotated_and_has_a_runbook_entry() -> None:
+    anchors = _alert_anchors()
+    for rule in _rules():
+        name = rule["alert"]
+        assert rule.get("labels", {}).get("severity") in {"critical", "warning"}, name
+        annotations = rule.get("annotations", {})
+        for key in ("summary", "description", "runbook_url"):
+            assert annotations.get(key), f"{name} lacks the {key} annotation"
+        page, _, anchor = annotations["runbook_url"].partition("#")
+        assert page == "docs/operations.md", f"{name}: runbook_url must point into the runbook"
+        assert anchor == name.lower(), f"{name}: runbook anchor {anchor!r} is not its own"
+        assert anchor in anchors, f"{name}: docs/operations.md has no Alerts entry #{anchor}"
+    assert anchors == {rule["alert"].lower() for rule in _rules()}, "Alerts entries without a rule"
+
+
+# --- metric names -----------------------------------------------------------------------
+
+_SUFFIXES = {
+    "Counter": ("_total",),
+    "CounterMetricFamily": ("_total",),
+    "Gauge": ("",),
+    "GaugeMetricFamily": ("",),
+    "Histogram": ("_bucket", "_count", "_sum"),
+    "HistogramMetricFamily": ("_bucket", "_count", "_sum"),
+    "Summary": ("_count", "_sum"),
+    "SummaryMetricFamily": ("_count", "_sum"),
+}
+
+
+def _declarations() -> Iterator[tuple[Path, str, ast.expr]]:
+    """(file, metric type, name argument) of every metric declared in the process code."""
+    for package in _PROCESS_PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            source = path.read_text()
+            if "prometheus_client" not in source:  # a Counter or Summary of its own
+                continue
+            for node in ast.walk(ast.parse(source, str(path))):
+                if not (isinstance(node, ast.Call) and node.args):
+                    continue
+                func = node.func
+                kind = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+                if kind in _SUFFIXES:
+                    yield path, kind, node.args[0]
+
+
+def _exported_names() -> set[str]:
+    names: set[str] = set()
+    dynamic: list[str] = []
+    for path, kind, argument in _declarations():
+        if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+            # prometheus_client adds `_total` to a counter's name that lacks it.
+            base = argument.value.removesuffix("_total") if "Counter" in kind else argument.value
+            names.update(base + suffix for suffix in _SUFFIXES[kind])
+        else:
+            dynamic.append(f"{path.relative_to(REPO)}: {kind}({ast.unparse(argument)}, ...)")
+    # The sidecar's per-namespace counters are named by the values of its Counter enum.
+    assert dynamic == ["cache_sidecar/_metrics.py: CounterMetricFamily(counter.value, ...)"], (
+        f"metric names this scan cannot read: {dynamic}; teach it where they come from"
+    )
+    names.update(counter.value + "_total" for counter in SidecarCounter)
+    return names
+
+
+_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool"}
+_PROMQL_WORDS |= {"and", "or", "unless", "offset", "inf", "nan"}
+
+
+def _metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression: identifiers that are not functions, keywords,
+    label names (inside braces or grouping clauses) or strings."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", "", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    found = re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", text)
+    return {name for name in found if name.lower() not in _PROMQL_WORDS}
+
+
+def test_the_metric_name_scan_reads_promql() -> None:
+    expr = (
+        'sum by (namespace) (rate(a_total{state!="x", le="0.25"}[5m] offset 1h)) > 0.8 and '
+        "on (instance) max without (job) (b_seconds_bucket) unless c == bool 1"
+    )
+    assert _metric_names(expr) == {"a_total", "b_seconds_bucket", "c"}
+
+
+def test_every_metric_in_the_rules_is_exported_by_the_code() -> None:
+    exported = _exported_names()
+    # A few names from each part of the code, so that a scan finding nothing cannot pass.
+    assert {
+        "grpc_server_handled_total",
+        "grpc_server_handling_seconds_bucket",
+        "agentic_tasks",
+        "agentic_cache_hits_total",
+        "agentic_scheduler_fires_total",
+    } <= exported
+    for rule in _rules():
+        used = _metric_names(rule["expr"])
+        assert used, f"{rule['alert']}: no metric found in its expression"
+        unknown = used - exported
+        assert not unknown, f"{rule['alert']} uses metrics no process exports: {sorted(unknown)}"
