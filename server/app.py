@@ -41,6 +41,7 @@ from server.compliance import RuleSets, RuleSetService, RuleSetStore
 from server.projects import Projects, ProjectService, ProjectStore
 from server.tasks import Tasks, TaskService
 from server.tasks._metrics import TaskCollector
+from server.tasks._ops_metrics import BrokerFigures, JobTimes, last_outcomes
 
 log = logging.getLogger("server")
 
@@ -320,6 +321,13 @@ async def serve(config: ServerConfig) -> None:
     app = create_server(config)
     # Registered here, not in create_server: one collector per serving process.
     REGISTRY.register(TaskCollector(app.tasks.gauges, app.tasks.hub))
+    REGISTRY.register(JobTimes(lambda: last_outcomes(app.engine)))
+    figures = None
+    if config.tasks_broker_url:  # without a broker there are no queue figures to export
+        queue = config.task_queue
+        figures = BrokerFigures(config.tasks_broker_url, (queue, dead_letter_queue(queue).name))
+        REGISTRY.register(figures)
+        figures.start()
     metrics = start_metrics(config.metrics_address)
     metrics_port = None if metrics is None else metrics.port
     await app.server.start()
@@ -348,4 +356,6 @@ async def serve(config: ServerConfig) -> None:
     await app.close()
     if metrics is not None:
         await metrics.close()
+    if figures is not None:
+        await asyncio.to_thread(figures.close)
     log.info("stopped")

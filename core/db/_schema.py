@@ -75,6 +75,8 @@ class TaskRow(Base):
         Index("ix_tasks_create_time_id", "create_time", "id"),
         Index("ix_tasks_owner_create_time_id", "owner_id", "create_time", "id"),
         Index("ix_tasks_state_create_time_id", "state", "create_time", "id"),
+        # The newest ended task of a kind in a state (the job and backup metrics).
+        Index("ix_tasks_kind_state_end_time", "kind", "state", "end_time"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
