@@ -68,6 +68,8 @@ def measure(repo: Path, broker_url: str, workdir: Path) -> dict[str, float]:
         "DATABASE_URL": database_url,
         "AGENTIC_READY_FILE": str(ready),
         "AGENTIC_WORKER_CONCURRENCY": "2",
+        # A free port: the measured start-up includes the metrics endpoint, not a clash.
+        "AGENTIC_WORKER_METRICS_ADDRESS": "127.0.0.1:0",
         "AGENTIC_LOG_LEVEL": "WARNING",
     }
     begin = time.monotonic()

@@ -138,8 +138,10 @@ def banner(
     *,
     started: bool,
     token: str,
+    worker: Process | None = None,
 ) -> str:
     """What a new user needs to talk to the stack."""
+    worker_port = worker.ready.get("metrics_port") if worker else None
     address = f"127.0.0.1:{api.ready['grpc_port']}"
     grpcurl = REPO / ".venv" / "bin" / "grpcurl"
     create_body = json.dumps({"project": {"name": "demo"}})
@@ -159,7 +161,8 @@ def banner(
             f"  memcached:             127.0.0.1:{memcached.port} (UDP off)",
             f"  RabbitMQ:              {_redact(broker_url)}"
             + (" (private node, data in var/rabbitmq)" if started else " (already running)"),
-            "  Celery worker:         1 (python -m workers)",
+            "  Celery worker:         1 (python -m workers)"
+            + (f", metrics http://127.0.0.1:{worker_port}/metrics" if worker_port else ""),
             f"  beat (scheduler):      python -m workers.beat as {BEAT_IDENTITY}, metrics "
             f"http://127.0.0.1:{beat.ready['metrics_port']}/metrics",
             "Every call but health and reflection needs a token (dev keys in var/dev-auth):",
@@ -217,8 +220,16 @@ def main() -> None:
             "DATABASE_URL": api_env["DATABASE_URL"],
             # Compliance reports read rule sets through the same sidecar as GetRuleSet.
             "AGENTIC_CACHE_ADDRESS": api_env["AGENTIC_CACHE_ADDRESS"],
+            # Like the beat's: 9467, or a free port when the API's asks for one.
+            "AGENTIC_WORKER_METRICS_ADDRESS": os.environ.get(
+                "AGENTIC_WORKER_METRICS_ADDRESS",
+                "127.0.0.1:0"
+                if os.environ.get("AGENTIC_METRICS_ADDRESS", "").endswith(":0")
+                else "127.0.0.1:9467",
+            ),
         }
-        processes.append(start_python("worker", "workers", worker_env))
+        worker = start_python("worker", "workers", worker_env)
+        processes.append(worker)
         beat = start_python("beat", "workers.beat", beat_env(api, api_env, keys))
         processes.append(beat)
         print(
@@ -230,6 +241,7 @@ def main() -> None:
                 broker_url,
                 started=stop_broker is not None,
                 token=keys.mint("alice", DEMO_ROLES, ttl_seconds=12 * 3600),
+                worker=worker,
             ),
             flush=True,
         )

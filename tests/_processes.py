@@ -204,6 +204,8 @@ def start_worker(
         **os.environ,
         "AGENTIC_WORKER_CONCURRENCY": str(concurrency),
         "AGENTIC_WORKER_NAME": f"w{tag}@test",
+        # A free port each: tests run several workers at once, beside a `make run` on 9467.
+        "AGENTIC_WORKER_METRICS_ADDRESS": "127.0.0.1:0",
         **env,
         "AGENTIC_READY_FILE": str(ready),
     }

@@ -71,6 +71,9 @@ _MUTATIONS = {
     "unary calls only": ('grpc_type="unary"', 'grpc_type=~".+"', 3),
     "breaker half-open counts as open": ('{state!="closed"}', '{state="open"}', 1),
     "surge against a baseline": ("> 3 * (", "> 0 * (", 1),
+    "dead-letter queues need no consumer": ('{queue_name!~".+[.]dlq"}', '{queue_name=~".+"}', 3),
+    "task failure traffic guard": (") > 0.05\n          and\n", ") > 0.05\n          or\n", 1),
+    "queue wait traffic guard": (") > 120\n          and\n", ") > 120\n          or\n", 1),
 }
 
 

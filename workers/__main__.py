@@ -8,6 +8,7 @@ import sys
 
 from core.serving import tune_malloc
 from workers._config import ConfigError, WorkerConfig
+from workers._multiprocess import use_private_directory
 
 
 def main() -> None:
@@ -23,6 +24,8 @@ def main() -> None:
         sys.exit(f"workers: bad configuration: {exc}")
     logging.getLogger().setLevel(config.log_level)
     tune_malloc(os.environ)  # before the threads that would each get an arena
+    # Before the task modules construct their metrics, and before the pool forks.
+    directory = use_private_directory() if config.metrics_address else None
     from workers._registry import check_registry, load_registry
 
     try:
@@ -33,7 +36,10 @@ def main() -> None:
         )
     except ValueError as exc:
         sys.exit(f"workers: {exc}")
-    from workers.app import app  # reads the same environment
+    from workers.app import app, serve_metrics  # reads the same environment
+
+    if directory is not None:
+        serve_metrics(directory)
 
     argv = [
         "worker",

@@ -14,6 +14,7 @@ from core.config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_OBJECT_STORE_URL,
     ConfigError,
+    address,
     boolean,
     integer,
     number,
@@ -145,8 +146,19 @@ class WorkerConfig:
         shown="(Celery's)",
         doc="Celery node name (`name@host`)",
     )
+    metrics_address: str = setting(
+        "AGENTIC_WORKER_METRICS_ADDRESS",
+        "127.0.0.1:9467",
+        parse=address,
+        when_empty="",
+        doc="host:port of the Prometheus `/metrics` endpoint of `python -m workers` (its "
+        "main process serves what every pool child counted; port 0 picks a free port, "
+        "reported in the ready file); set but empty disables it",
+    )
     ready_file: str = setting(
-        "AGENTIC_READY_FILE", "", doc='`{"pid": …}` is written here once consuming'
+        "AGENTIC_READY_FILE",
+        "",
+        doc='`{"pid": …, "metrics_port": …}` is written here once consuming',
     )
     log_level: str = setting("AGENTIC_LOG_LEVEL", "INFO", parse=upper, doc="Python logging level")
     without_gossip: bool = setting(

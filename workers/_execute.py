@@ -45,7 +45,8 @@ from google.rpc import code_pb2
 from sqlalchemy import Engine
 
 from core.objects import ObjectStore
-from core.tasks import AttemptStore, ClaimOutcome, OutboxItem, error_status
+from core.tasks import AttemptStore, ClaimOutcome, OutboxItem, TaskRecord, error_status
+from workers import _metrics as metrics
 from workers._cache_reader import CacheReader
 from workers._context import (
     ClaimLost,
@@ -54,6 +55,7 @@ from workers._context import (
     TaskContext,
     WorkSettings,
 )
+from workers._metrics import Ending
 from workers._outputs import OutputStore
 from workers._registry import Registration
 from workers._rule_sets import RuleSets
@@ -112,9 +114,18 @@ def _claim_token() -> str:
 
 
 def execute(
-    runtime: Runtime, registration: Registration[Any, Any], task_id: str, attempt: int
+    runtime: Runtime,
+    registration: Registration[Any, Any],
+    task_id: str,
+    attempt: int,
+    *,
+    due: datetime | None = None,
 ) -> Outcome:
-    """Claim ``attempt`` of ``task_id`` and, if it is ours, run it to its single end."""
+    """Claim ``attempt`` of ``task_id`` and, if it is ours, run it to its single end.
+
+    ``due``: when the message was due (a retry's countdown), for the queue-wait metric of
+    attempts after the first.
+    """
     worker = _claim_token()
     claim = runtime.store.claim(
         task_id,
@@ -134,10 +145,17 @@ def execute(
         log.error(
             "task %s attempt %d keeps losing its worker: failed, dead-lettered", task_id, attempt
         )
+        metrics.dead_lettered(registration.kind)
         return Outcome(Verdict.DEAD_LETTER)
     if claim.outcome is ClaimOutcome.DONE:
         return Outcome(Verdict.ACK)
     assert claim.record is not None
+    begin = time.monotonic()
+    metrics.started(
+        registration.kind,
+        ready=_ready_time(claim.record, attempt, due),
+        start=claim.record.claim_time or datetime.now(UTC),
+    )
     spec = registration.spec_type.FromString(claim.record.spec)
     context = TaskContext(
         task_id=task_id,
@@ -194,7 +212,7 @@ def execute(
         )
     if retry_error is not None:
         return _retry_or_fail(
-            runtime, context, registration, claim.record.auto_retries, worker, retry_error
+            runtime, context, registration, claim.record.auto_retries, worker, retry_error, begin
         )
     record = runtime.store.finish(
         task_id,
@@ -211,7 +229,20 @@ def execute(
         )
     else:
         runtime.notify(task_id, record.last_sequence)
+        ending = Ending.SUCCEEDED if result is not None else Ending.FAILED
+        ending = Ending.REVOKED if cancelled else ending
+        metrics.ended(registration.kind, ending, runtime_seconds=time.monotonic() - begin)
     return Outcome(Verdict.ACK)
+
+
+def _ready_time(record: TaskRecord, attempt: int, due: datetime | None) -> datetime | None:
+    """Since when the claimed attempt could have run: the task's creation for the first
+    attempt, the message's due time for a retry; None for a takeover (a dead worker's
+    attempt claimed again: its wait was observed when it first started) or an unknown due
+    time (a retry the relay published after it was due carries none)."""
+    if record.deliveries > 1:
+        return None
+    return record.create_time if attempt == 1 else due
 
 
 def _retry_or_fail(
@@ -221,6 +252,7 @@ def _retry_or_fail(
     retries_so_far: int,
     worker: str,
     error: bytes,
+    begin: float,
 ) -> Outcome:
     task_id, attempt = context.task_id, context.attempt
     if retries_so_far >= registration.retry.max_retries:
@@ -234,6 +266,9 @@ def _retry_or_fail(
         )
         if record is not None:
             runtime.notify(task_id, record.last_sequence)
+            metrics.ended(
+                registration.kind, Ending.FAILED, runtime_seconds=time.monotonic() - begin
+            )
         return Outcome(Verdict.ACK)
     delay = registration.retry.delay_seconds(retries_so_far + 1)
     retry = runtime.store.schedule_retry(
@@ -245,6 +280,7 @@ def _retry_or_fail(
             runtime.notify(task_id, record.last_sequence)
         return Outcome(Verdict.ACK)
     runtime.notify(task_id, retry.record.last_sequence)
+    metrics.ended(registration.kind, Ending.RETRIED, runtime_seconds=time.monotonic() - begin)
     if runtime.publish(retry.publish):
         runtime.store.published([retry.publish.id])
     # Otherwise the outbox row stays and a server's relay publishes it once due.
@@ -274,6 +310,7 @@ class Watch:
         self._runtime = runtime
         self.store = runtime.store
         self._hard_seconds = registration.limits.hard_seconds
+        self._kind = registration.kind
         self._task_id = task_id
         self._attempt = attempt
         self._worker = worker
@@ -308,7 +345,7 @@ class Watch:
             ended = runtime.store.finish(
                 self._task_id, self._attempt, worker=self._worker, cancelled=True
             )
-            return self._kill(ended.last_sequence if ended else None)
+            return self._kill(ended.last_sequence if ended else None, Ending.REVOKED)
         if time.monotonic() - self._begin >= self._hard_seconds:
             log.error(
                 "task %s exceeded its hard limit of %gs: stopping it",
@@ -323,14 +360,16 @@ class Watch:
             ended = runtime.store.finish(
                 self._task_id, self._attempt, worker=self._worker, error=error
             )
-            return self._kill(ended.last_sequence if ended else None)
+            return self._kill(ended.last_sequence if ended else None, Ending.FAILED)
         return False
 
-    def _kill(self, sequence: int | None) -> bool:
+    def _kill(self, sequence: int | None, ending: Ending) -> bool:
         if self.stopped:
             return True  # the task code finished first and wrote its own end
         if sequence is not None:
             self._runtime.notify(self._task_id, sequence)
+            # Before the kill: the counter's file (multiprocess mode) outlives the process.
+            metrics.ended(self._kind, ending, runtime_seconds=time.monotonic() - self._begin)
         self._runtime.kill_self()
         return True
 

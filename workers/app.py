@@ -24,6 +24,8 @@ import logging
 import os
 import threading
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, signals
@@ -46,6 +48,7 @@ from workers._cache_reader import CacheReader, CacheSettings
 from workers._config import WorkerConfig
 from workers._context import WorkSettings
 from workers._execute import Runtime, Verdict, execute
+from workers._multiprocess import WorkerMetrics
 from workers._notify import Notifier
 from workers._outputs import OutputStore
 from workers._registry import Limits, Registration, check_registry, load_registry, with_limits
@@ -86,6 +89,24 @@ _rule_set_cache = CacheSettings(
     server_name=config.cache_server_name,
 )
 _runtime_lock = threading.Lock()
+_metrics: WorkerMetrics | None = None
+
+
+def serve_metrics(directory: Path) -> WorkerMetrics:
+    """Serve the pool's metrics (multiprocess files in ``directory``) on the configured
+    address from this, the main process; ``python -m workers`` calls it before the pool
+    forks (see ``workers._multiprocess``)."""
+    global _metrics
+    _metrics = WorkerMetrics(config.metrics_address, directory)
+    return _metrics
+
+
+def _due(eta: Any) -> datetime | None:
+    """The message's due time (Celery's ``eta``, set by a countdown), UTC; None if none."""
+    if not eta:
+        return None
+    due = eta if isinstance(eta, datetime) else datetime.fromisoformat(str(eta))
+    return due if due.tzinfo else due.replace(tzinfo=UTC)
 
 
 def _publish(item: OutboxItem) -> bool:
@@ -150,7 +171,9 @@ def _come_back_later(task: Any, countdown_seconds: float) -> None:
 def _register(kind: int, registration: Registration[Any, Any]) -> None:
     def run(self: Any, task_id: str, attempt: int) -> None:
         try:
-            outcome = execute(runtime(), registration, str(task_id), int(attempt))
+            outcome = execute(
+                runtime(), registration, str(task_id), int(attempt), due=_due(self.request.eta)
+            )
         except Exception:
             # Our own plumbing failed (database or broker down), not the task: the default
             # (ack on failure) would lose the message. Try again a little later.
@@ -192,10 +215,14 @@ def _on_worker_init(**_: Any) -> None:
         declare_topology(connection, settings)
 
 
-def _on_worker_ready(**_: Any) -> None:
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     log.info("worker consuming %s", settings.queue)
+    if _metrics is not None:
+        _metrics.consuming(str(getattr(sender, "hostname", "") or config.worker_name))
     if config.ready_file:
-        write_ready_file(config.ready_file, pid=os.getpid())
+        write_ready_file(
+            config.ready_file, pid=os.getpid(), metrics_port=_metrics and _metrics.port
+        )
 
 
 signals.worker_init.connect(_on_worker_init, weak=False)
