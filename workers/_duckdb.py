@@ -9,7 +9,8 @@ dependency table). ``Engine`` wraps one in-memory connection for one attempt:
 - a statement runs in a helper thread while the task's own thread watches it: it
   interrupts the statement within ``POLL_SECONDS`` of a CancelTask
   (``context.cancelled()``) and reports the statement's own progress (DuckDB's
-  ``query_progress``: the share of the input scanned) every ``REPORT_SECONDS``. Every
+  ``query_progress``: the share of the input scanned, or "working" while it cannot tell)
+  every ``REPORT_SECONDS``. Every
   read and write of the task database stays on the task's thread: on PostgreSQL each
   thread keeps a connection of the worker's pool (``AGENTIC_DB_POOL_SIZE``, 2: the task
   and the watchdog), and a third thread talking to the database would starve the task's
@@ -143,6 +144,9 @@ class Engine:
         self._statement: concurrent.futures.Future[list[tuple[Any, ...]]] | None = None
         self._cancelled = False
         self._lost = False
+        # When this engine last reported progress: kept across statements, so a run of
+        # short statements (each under REPORT_SECONDS) still reports every second.
+        self._reported_at = time.monotonic()
 
     def __enter__(self) -> Engine:
         self._spill = tempfile.TemporaryDirectory(
@@ -246,7 +250,7 @@ class Engine:
         span: tuple[float, float],
     ) -> list[tuple[Any, ...]]:
         """The statement's rows (or its exception), watched from the task's own thread."""
-        reported_at = time.monotonic()
+        fraction = span[0]
         while True:
             try:
                 return statement.result(timeout=POLL_SECONDS)
@@ -260,13 +264,18 @@ class Engine:
                     self.connection.interrupt()
                     continue
                 now = time.monotonic()
-                if now - reported_at < REPORT_SECONDS:
+                if now - self._reported_at < REPORT_SECONDS:
                     continue
-                reported_at = now
+                self._reported_at = now
                 percent = self.connection.query_progress()
                 if percent >= 0:
                     fraction = span[0] + (span[1] - span[0]) * min(percent, 100.0) / 100.0
                     self._context.report_progress(fraction, f"{stage}: {percent:.0f}%")
+                else:
+                    # DuckDB cannot tell yet (some operators, such as quantile_disc's
+                    # sort, report nothing for a while): a report all the same, at the
+                    # fraction reached, so watchers see the task alive every second.
+                    self._context.report_progress(fraction, f"{stage}: working")
             except ClaimLost:
                 self._lost = True
                 self.connection.interrupt()
