@@ -5,15 +5,13 @@ database reads) and gauges read from the database, the source of truth, at scrap
 tasks per non-terminal state and kind, the outbox backlog (publishes the broker has not
 confirmed) and the age of the oldest PENDING task, the one number to alert on when work
 stops moving (no worker, a lost message, a stuck queue). The database is read at most
-once per ``_GAUGE_CACHE_SECONDS`` however often Prometheus scrapes, and a failed read
+once per ``ScrapeRead`` window however often Prometheus scrapes, and a failed read
 leaves the gauges out of that scrape rather than failing it.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -22,6 +20,7 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from server.tasks._scrape_read import ScrapeRead
 from server.tasks._store import Gauges
 from server.tasks._watch import WatchHub
 
@@ -33,8 +32,6 @@ SUBMITS = Counter(
     ("kind",),
 )
 WATCH_STREAMS = Gauge("agentic_watch_streams", "Open WatchTask streams on this server.")
-
-_GAUGE_CACHE_SECONDS = 2.0
 
 
 def _state(number: int) -> str:
@@ -57,21 +54,8 @@ class TaskCollector(Collector):
     """Database gauges and the watch hub's read counters, at scrape time."""
 
     def __init__(self, gauges: Callable[[], Gauges], hub: WatchHub) -> None:
-        self._read = gauges
+        self._gauges = ScrapeRead(gauges, "task gauges")
         self._hub = hub
-        self._lock = threading.Lock()
-        self._cached: tuple[float, Gauges] | None = None
-
-    def _gauges(self) -> Gauges | None:
-        with self._lock:  # one scrape reads the database; concurrent ones share it
-            now = time.monotonic()
-            if self._cached is None or now - self._cached[0] > _GAUGE_CACHE_SECONDS:
-                try:
-                    self._cached = (now, self._read())
-                except Exception:
-                    log.warning("task gauges unavailable (database?)", exc_info=True)
-                    return None
-            return self._cached[1]
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """The metric families of one scrape."""
@@ -89,7 +73,7 @@ class TaskCollector(Collector):
         watched = GaugeMetricFamily("agentic_watched_tasks", "Tasks with at least one stream.")
         watched.add_metric((), self._hub.watched)
         yield watched
-        gauges = self._gauges()
+        gauges = self._gauges.get()
         if gauges is None:
             return
         active = GaugeMetricFamily(

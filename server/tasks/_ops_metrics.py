@@ -16,7 +16,7 @@ Two collectors, registered next to ``TaskCollector`` by the serving process:
   ``agentic_job_last_failure_timestamp_seconds`` (newest SUCCEEDED / FAILED task of the
   job's kind, whoever submitted it: a RunJob or a manual submit counts as a run). A series
   is absent while no such task exists (a fresh install, or retention purged them). One
-  statement per scrape (at most every ``_CACHE_SECONDS``): one ``max(end_time)`` scalar
+  statement per scrape (at most once per ``ScrapeRead`` window): one ``max(end_time)`` scalar
   subquery per (kind, state), each the end of ``ix_tasks_kind_state_end_time`` (no scan).
 """
 
@@ -35,6 +35,7 @@ from sqlalchemy import Engine, func, select
 
 from core.db import TaskRow, utc
 from core.tasks import JOBS, QueueFigures, queue_figures
+from server.tasks._scrape_read import ScrapeRead
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ REFRESH_SECONDS = 5.0
 """How often the broker is asked (a passive declare per queue on one short connection)."""
 MAX_AGE_SECONDS = 30.0
 """An answer older than this is not exported: the refresh is stuck, say so."""
-_CACHE_SECONDS = 2.0
 
 _SUCCEEDED = tasks_pb2.TASK_STATE_SUCCEEDED
 _FAILED = tasks_pb2.TASK_STATE_FAILED
@@ -155,24 +155,11 @@ class JobTimes(Collector):
     """Newest verified backup and newest success / failure of every job, at scrape time."""
 
     def __init__(self, read: Callable[[], Mapping[tuple[int, int], datetime]]) -> None:
-        self._read = read
-        self._lock = threading.Lock()
-        self._cached: tuple[float, dict[tuple[int, int], datetime]] | None = None
-
-    def _ends(self) -> dict[tuple[int, int], datetime] | None:
-        with self._lock:  # one scrape reads the database; concurrent ones share it
-            now = time.monotonic()
-            if self._cached is None or now - self._cached[0] > _CACHE_SECONDS:
-                try:
-                    self._cached = (now, dict(self._read()))
-                except Exception:
-                    log.warning("job times unavailable (database?)", exc_info=True)
-                    return None
-            return self._cached[1]
+        self._ends = ScrapeRead(read, "job times")
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """The job families of one scrape (left out when the database does not answer)."""
-        ends = self._ends()
+        ends = self._ends.get()
         if ends is None:
             return
         backup = GaugeMetricFamily(
