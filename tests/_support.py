@@ -108,6 +108,17 @@ def postgres_database(workdir: Path) -> Iterator[str]:
 
 
 @contextmanager
+def fresh_database(backend: str, workdir: Path, name: str = "agentic") -> Iterator[str]:
+    """A new, empty database of ``backend`` ("sqlite" or "postgresql"): its URL. SQLite is
+    the file ``workdir/name.db``; PostgreSQL a uniquely named database, dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{workdir / f'{name}.db'}"
+    else:
+        with postgres_database(workdir / f"pg-{name}") as url:
+            yield url
+
+
+@contextmanager
 def _admin_url(workdir: Path) -> Iterator[str]:
     if _can_connect(SHARED_POSTGRES):
         yield SHARED_POSTGRES

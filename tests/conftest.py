@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from core.db import make_engine
 from tests._identity import SERVICE_ACCOUNT_LIMITS, authorized_channel
 from tests._processes import Service, start_service
-from tests._support import postgres_database
+from tests._support import fresh_database
 
 
 @dataclass
@@ -43,11 +43,8 @@ def session_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, session_dir: Path) -> Iterator[str]:
     """A fresh database per backend: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{session_dir / 'api.db'}"
-    else:
-        with postgres_database(session_dir / "postgres") as url:
-            yield url
+    with fresh_database(request.param, session_dir, "api") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

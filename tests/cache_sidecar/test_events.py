@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -23,6 +22,7 @@ from core.cache import CacheClient, Outcome
 from devtools.memcached import Memcached
 from devtools.ports import free_port
 from tests._processes import Service
+from tests._scrape import metrics_text
 from tests.cache_sidecar._support import MemcachedFactory, SidecarFactory, eventually, run
 from tests.workers._stack import private_vhost
 
@@ -173,19 +173,13 @@ def test_domain_events_invalidate_even_while_memcached_is_down(
             await asyncio.to_thread(broker.publish, "project.updated", b"{not json", raw=True)
 
             async def rejected() -> bool:
-                text = await asyncio.to_thread(_scrape, metrics_port)
+                text = await asyncio.to_thread(metrics_text, metrics_port)
                 return 'agentic_cache_events_total{outcome="rejected"} 1.0' in text
 
             await eventually(rejected, within_seconds=5, message="the bad event to be rejected")
             assert await asyncio.to_thread(broker.queue_depth) == 0
 
     run(scenario())
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text: str = response.read().decode()
-    return text
 
 
 @pytest.fixture

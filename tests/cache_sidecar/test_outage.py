@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-import urllib.request
 
 from agentic.cache.v1 import cache_pb2
 
 from core.cache import CacheClient, Outcome
 from devtools.memcached import Memcached
 from devtools.ports import free_port
+from tests._scrape import metrics_text
 from tests.cache_sidecar._support import MemcachedFactory, SidecarFactory, eventually, run
 
 NS = "projects"
@@ -90,7 +90,7 @@ def test_killed_memcached_degrades_to_load_no_fill_and_recovers_without_old_valu
             assert node.breaker_state == cache_pb2.BREAKER_STATE_OPEN
             assert node.breaker_transitions >= 1
             assert not node.reachable
-            scrape = await asyncio.to_thread(_scrape, metrics_port)
+            scrape = await asyncio.to_thread(metrics_text, metrics_port)
             label = f'node="{memcached.address}"'
             assert f'agentic_cache_breaker_state{{{label},state="open"}} 1.0' in scrape
             assert f"agentic_cache_node_quarantined{{{label}}} 1.0" in scrape
@@ -194,9 +194,3 @@ def test_a_dead_node_does_not_affect_keys_on_the_other(
 
 async def _quarantined(cache: CacheClient) -> bool:
     return (await node_state(cache)).quarantined
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text: str = response.read().decode()
-    return text

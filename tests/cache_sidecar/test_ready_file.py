@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 from devtools.memcached import Memcached
+from tests._scrape import metrics_text
 from tests.cache_sidecar._support import SidecarFactory
 
 
@@ -15,8 +14,7 @@ def test_metrics_port_0_picks_a_free_port_that_the_ready_file_reports(
     port = sidecar.ready["metrics_port"]
     assert isinstance(port, int)
     assert port > 0
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    text = metrics_text(port)
     # The sidecar's own series, about its own node: not some other process's endpoint.
     assert f'agentic_memcached_up{{node="{memcached.address}"}} 1.0' in text, text
     assert "agentic_cache_events_connected" in text

@@ -16,7 +16,7 @@ from core.artifacts import DELETING, READY, delete_orphans, sweep
 from core.db import ArtifactRow, EventOutboxRow, ProjectRow, TaskRow, make_engine, migrate
 from core.objects import ObjectStore, ObjectStoreError, object_key, open_store
 from core.tasks import TERMINAL_STATES, PurgeResult, purge_tasks
-from tests.server.admin.test_admin_api import add_task
+from tests._task_rows import add_task
 
 NOW = datetime.now(UTC)
 

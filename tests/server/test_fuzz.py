@@ -33,7 +33,6 @@ import importlib
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -55,7 +54,7 @@ from hypothesis import strategies as st
 
 from tests._identity import SERVICE_ACCOUNT_LIMITS, Role, bearer, token
 from tests._processes import Memcached, Service, free_port, start_service, start_sidecar
-from tests._support import health_status, postgres_database
+from tests._support import fresh_database, health_status
 from tests.cache_sidecar._support import TEST_POLICY
 
 EXAMPLES_PER_RPC = 75
@@ -692,7 +691,7 @@ def api_target(
 ) -> Iterator[Target]:
     """A private API server per backend: fuzzed rows must not reach other tests' listings."""
     workdir = tmp_path_factory.mktemp(f"fuzz-{request.param}")
-    with _database(request.param, workdir) as url:
+    with fresh_database(request.param, workdir, "fuzz") as url:
         env = {
             "AGENTIC_LISTEN_ADDRESS": "127.0.0.1:0",
             "AGENTIC_METRICS_ADDRESS": "127.0.0.1:0",
@@ -749,16 +748,6 @@ def seed_artifacts(target: Target) -> None:
             stub.Write(iter([done]), metadata=admin, timeout=CALL_TIMEOUT_SECONDS)
             # Read names an artifact as a resource, which no response spells out.
             target.harvest.values.append(f"artifacts/{created.artifact.id}")
-
-
-@contextmanager
-def _database(backend: str, workdir: Path) -> Iterator[str]:
-    """A fresh database URL for ``backend``: a new SQLite file or PostgreSQL database."""
-    if backend == "sqlite":
-        yield f"sqlite:///{workdir / 'fuzz.db'}"
-    else:
-        with postgres_database(workdir / "postgres") as url:
-            yield url
 
 
 @pytest.fixture(scope="module")

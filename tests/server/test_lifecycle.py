@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -18,25 +16,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests._identity import authorized_channel
 from tests._processes import run_module, start_service
+from tests._scrape import metric, metrics_text
 from tests._support import wait_for
 from tests.conftest import Api
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one Prometheus sample (0 when absent)."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def scrape(api: Api) -> str:
     port = api.service.ready["metrics_port"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return str(resp.read().decode())
+    return metrics_text(port)
 
 
 def test_grpc_server_metrics_count_codes(api: Api) -> None:

@@ -9,7 +9,6 @@ SQLite and PostgreSQL.
 from __future__ import annotations
 
 import socket
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -23,10 +22,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from core.tasks import JOBS, QueueFigures
 from server.tasks import _ops_metrics
 from server.tasks._ops_metrics import BrokerFigures
-from tests._support import wait_for
-from tests.server.admin.test_admin_api import _database, add_task
-from tests.server.admin.test_admin_jobs import _outbox_empty, _rabbitmq_figures
-from tests.workers._stack import Stack, private_vhost, stack, submit
+from tests._scrape import metrics_text
+from tests._support import fresh_database, wait_for
+from tests._task_rows import add_task
+from tests.workers._stack import (
+    Stack,
+    outbox_task_ids,
+    private_vhost,
+    queue_figures,
+    stack,
+    submit,
+)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -39,8 +45,7 @@ def vhost() -> Iterator[str]:
 
 def _scrape(s: Stack) -> Samples:
     port = s.servers[-1].ready["metrics_port"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    text = metrics_text(port)
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -64,8 +69,10 @@ def test_queue_figures_are_the_brokers(vhost: str, tmp_path: Path) -> None:
         made = 5
         for _ in range(made):
             submit(client, steps=1, step_millis=1, request_id=str(uuid.uuid4()))
-        wait_for(lambda: _outbox_empty(s), timeout=20, message="the broker to confirm all")
-        assert _rabbitmq_figures(vhost, queue) == (made, 0)
+        wait_for(
+            lambda: not outbox_task_ids(s.db()), timeout=20, message="the broker to confirm all"
+        )
+        assert queue_figures(vhost, queue) == (made, 0)
 
         def exported() -> dict[str, tuple[float, float]]:
             samples = _scrape(s)
@@ -84,8 +91,8 @@ def test_queue_figures_are_the_brokers(vhost: str, tmp_path: Path) -> None:
         )
         figures = exported()
         assert set(figures) == {queue, dead}
-        assert figures[queue] == _rabbitmq_figures(vhost, queue) == (made, 0)
-        assert figures[dead] == _rabbitmq_figures(vhost, dead)
+        assert figures[queue] == queue_figures(vhost, queue) == (made, 0)
+        assert figures[dead] == queue_figures(vhost, dead)
         assert _named(_scrape(s), "agentic_broker_figures_up") == {(): 1.0}
 
 
@@ -112,7 +119,7 @@ def test_a_broker_that_does_not_answer_exports_no_queue_figures(vhost: str, tmp_
 def test_job_times_are_the_newest_end_times_of_their_kinds(
     backend: str, vhost: str, tmp_path: Path
 ) -> None:
-    with _database(backend, tmp_path) as url, stack(tmp_path, vhost, url) as s:
+    with fresh_database(backend, tmp_path) as url, stack(tmp_path, vhost, url) as s:
         _start(s)  # migrates the database
         samples = _scrape(s)
         for name in (

@@ -10,7 +10,6 @@ checks: every call still carries a bearer token.
 from __future__ import annotations
 
 import subprocess
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,8 +27,8 @@ from devtools.memcached import Memcached
 from devtools.ports import free_port
 from tests._identity import metadata
 from tests._processes import Service, run_module, start_service, start_sidecar
+from tests._scrape import metric, metrics_text
 from tests._support import REPO
-from tests.server.test_lifecycle import metric
 
 POLICY = REPO / "cache_sidecar" / "namespaces.toml"  # the namespaces the API server uses
 # Every RPC has a deadline: a handshake that hangs instead of failing shows up as
@@ -269,8 +268,7 @@ class Chain:
 
 def _scrape(service: Service) -> str:
     port = service.ready["metrics_port"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return str(resp.read().decode())
+    return metrics_text(port)
 
 
 def _origin_loads(service: Service) -> float:

@@ -21,12 +21,12 @@ from agentic.tasks.v1 import tasks_pb2 as pb
 from agentic.tasks.v1 import tasks_pb2_grpc
 from sqlalchemy import Engine, func, select
 
-from core.db import TaskEventRow, TaskOutboxRow, TaskRow
+from core.db import TaskEventRow, TaskRow
 from core.tasks import TERMINAL_STATES
 from devtools.broker import BrokerError
 from tests._rabbitmq import PrivateRabbit
 from tests._support import wait_for
-from tests.workers._stack import Stack, submit
+from tests.workers._stack import Stack, outbox_task_ids, submit
 
 # --- the broker -------------------------------------------------------------------------
 
@@ -64,12 +64,6 @@ def ended_count(engine: Engine, ids: list[str]) -> int:
             )
             or 0
         )
-
-
-def outbox_task_ids(engine: Engine) -> set[str]:
-    """Tasks with a publish the broker has not confirmed yet."""
-    with engine.connect() as conn:
-        return set(conn.scalars(select(TaskOutboxRow.task_id)).all())
 
 
 def diagnosis(s: Stack, rabbit: PrivateRabbit, ids: list[str]) -> str:

@@ -20,7 +20,7 @@ from agentic.tasks.v1 import tasks_pb2 as pb
 from agentic.tasks.v1 import tasks_pb2_grpc
 from sqlalchemy import Engine, func, select
 
-from core.db import TaskEventRow, TaskRow, make_engine
+from core.db import TaskEventRow, TaskOutboxRow, TaskRow, make_engine
 from server.tasks import TaskStore, request_hash
 from tests._identity import SERVICE_ACCOUNT_LIMITS, authorized_channel
 from tests._processes import Service, Worker, start_service, start_worker
@@ -44,6 +44,29 @@ def private_vhost() -> Iterator[str]:
         yield f"amqp://guest:guest@{BROKER_HOST}/{name}"
     finally:
         _rabbitmqctl("delete_vhost", name)
+
+
+def queue_figures(vhost_url: str, queue: str) -> tuple[int, int]:
+    """(messages ready, consumers) of ``queue`` as ``rabbitmqctl list_queues`` prints them."""
+    vhost = vhost_url.rsplit("/", 1)[1]
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages_ready", "consumers"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if fields and fields[0] == queue:
+            return int(fields[1]), int(fields[2])
+    raise AssertionError(f"rabbitmqctl does not list {queue}:\n{out}")
+
+
+def outbox_task_ids(engine: Engine) -> set[str]:
+    """Tasks with a publish the broker has not confirmed yet."""
+    with engine.connect() as conn:
+        return set(conn.scalars(select(TaskOutboxRow.task_id)).all())
 
 
 @dataclass

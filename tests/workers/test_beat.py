@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from sqlalchemy import select
 from core.db import AuditEventRow, SchedulerLeaseRow, TaskRow
 from tests._identity import Role, token
 from tests._processes import Service, start_service
+from tests._scrape import metrics_text
 from tests._support import wait_for
 from tests.workers._stack import Stack, private_vhost, stack
 from workers._schedule import Entry, request_id
@@ -108,10 +108,7 @@ def lease_row(s: Stack) -> tuple[str, int, datetime]:
 
 
 def scrape(service: Service) -> str:
-    url = f"http://127.0.0.1:{service.ready['metrics_port']}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text: str = response.read().decode()
-    return text
+    return metrics_text(service.ready["metrics_port"])
 
 
 def sample(metrics: str, name: str) -> float:

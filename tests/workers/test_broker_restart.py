@@ -40,13 +40,12 @@ from tests.workers._broker_faults import (
     Submitter,
     audit,
     ended_count,
-    outbox_task_ids,
     queues,
     wait_all_ended,
     wait_outbox_empty,
     wait_reconnected,
 )
-from tests.workers._stack import Stack, get, stack, submit, wait_state
+from tests.workers._stack import Stack, get, outbox_task_ids, stack, submit, wait_state
 
 # 30 min, RabbitMQ's default: the workers refuse to start unless the probe kind's hard limit
 # (960 s) plus its longest retry countdown (300 s) and Celery's margin stay below it.

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from core.db import TaskEventRow, TaskRow
 from tests._processes import Worker
-from tests._support import postgres_database, wait_for
+from tests._support import fresh_database, wait_for
 from tests.workers._stack import private_vhost, stack, submit
 
 TASKS = 300
@@ -37,11 +37,8 @@ def broker_url() -> Iterator[str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh database of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'chaos.db'}"
-    else:
-        with postgres_database(tmp_path / "pg") as url:
-            yield url
+    with fresh_database(request.param, tmp_path, "chaos") as url:
+        yield url
 
 
 @pytest.mark.timeout(180)

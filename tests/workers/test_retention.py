@@ -44,7 +44,7 @@ from core.events import DomainEvent
 from core.objects import object_key
 from tests._identity import ADMIN, authorized_channel
 from tests._status import rich_status
-from tests.server.admin.test_admin_api import add_task
+from tests._task_rows import add_task
 from tests.server.artifacts._bytestream import create_upload, download, upload, write_requests
 from tests.workers._stack import TIMEOUT, Stack, private_vhost, stack, submit, watch_to_end
 from workers._config import ConfigError, WorkerConfig

@@ -9,7 +9,6 @@ create, start and end times are the test's to choose, which the percentiles need
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections import Counter
@@ -24,15 +23,15 @@ from agentic.admin.v1 import admin_pb2 as pb
 from agentic.admin.v1 import admin_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2 as tpb
 from google.protobuf import duration_pb2
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, func, select
 
 from core.db import AuditEventRow, TaskEventRow, TaskRow, make_engine
-from core.tasks._record import FRESH_ATTEMPT
 from server.auth import Role
 from tests._identity import ADMIN, SERVICE_ACCOUNT_LIMITS, authorized_channel
 from tests._processes import start_service
 from tests._status import rich_status
-from tests._support import postgres_database
+from tests._support import fresh_database
+from tests._task_rows import add_task, clear_tasks
 
 TIMEOUT = 10.0
 SERVICE = "/agentic.admin.v1.AdminService/"
@@ -53,7 +52,7 @@ def admin(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Admin]:
     tmp: Path = tmp_path_factory.mktemp(f"admin-{request.param}")
-    with _database(request.param, tmp) as url:
+    with fresh_database(request.param, tmp, "admin") as url:
         service = start_service(
             "server",
             {
@@ -76,67 +75,7 @@ def admin(
             assert service.stop() == 0, service.log()
 
 
-@contextlib.contextmanager
-def _database(backend: str, tmp: Path) -> Iterator[str]:
-    """A SQLite file or a private PostgreSQL database (dropped afterwards): its URL."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp / 'admin.db'}"
-    else:
-        with postgres_database(tmp / "postgres") as url:
-            yield url
-
-
 NOW = datetime.now(UTC)
-
-
-def add_task(
-    engine: Engine,
-    *,
-    kind: int = tpb.TASK_KIND_PROBE,
-    state: int = tpb.TASK_STATE_SUCCEEDED,
-    created: datetime,
-    started: datetime | None = None,
-    ended: datetime | None = None,
-    updated: datetime | None = None,
-    events: int = 2,
-) -> str:
-    """Insert one task row (and ``events`` event rows) with the given times."""
-    task_id = str(uuid.uuid4())
-    with engine.begin() as connection:
-        connection.execute(
-            insert(TaskRow),
-            {
-                "id": task_id,
-                "kind": kind,
-                "state": state,
-                "priority": 0,
-                "owner_id": ADMIN,
-                "project_id": None,
-                "request_id": str(uuid.uuid4()),
-                "request_hash": "0" * 64,
-                "spec": b"",
-                "attempt": 1,
-                **FRESH_ATTEMPT,
-                "create_time": created,
-                "update_time": updated or ended or started or created,
-                "start_time": started,  # after FRESH_ATTEMPT: the times are chosen
-                "end_time": ended,
-                "last_sequence": events,
-                "dispatch_time": None,
-            },
-        )
-        for sequence in range(1, events + 1):
-            connection.execute(
-                insert(TaskEventRow),
-                {"task_id": task_id, "sequence": sequence, "time": created, "data": b""},
-            )
-    return task_id
-
-
-def clear_tasks(engine: Engine) -> None:
-    with engine.begin() as connection:
-        connection.execute(delete(TaskEventRow))
-        connection.execute(delete(TaskRow))
 
 
 def task_ids(engine: Engine) -> set[str]:

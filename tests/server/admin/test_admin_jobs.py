@@ -9,7 +9,6 @@ own command line, as the independent reference.
 from __future__ import annotations
 
 import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +18,22 @@ import pytest
 from agentic.admin.v1 import admin_pb2 as pb
 from agentic.admin.v1 import admin_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2 as tpb
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from core.db import AuditEventRow, TaskOutboxRow
+from core.db import AuditEventRow
 from core.tasks import JOBS
 from tests._identity import ADMIN, authorized_channel
 from tests._status import rich_status
 from tests._support import wait_for
-from tests.workers._stack import Stack, private_vhost, stack, submit, watch_to_end
+from tests.workers._stack import (
+    Stack,
+    outbox_task_ids,
+    private_vhost,
+    queue_figures,
+    stack,
+    submit,
+    watch_to_end,
+)
 
 TIMEOUT = 10.0
 
@@ -47,28 +54,6 @@ def _admin(s: Stack) -> admin_pb2_grpc.AdminServiceStub:
     channel = authorized_channel(s.servers[-1].address)
     s.channels.append(channel)
     return admin_pb2_grpc.AdminServiceStub(channel)
-
-
-def _rabbitmq_figures(vhost_url: str, queue: str) -> tuple[int, int]:
-    """(messages ready, consumers) of ``queue`` as rabbitmqctl prints them."""
-    vhost = vhost_url.rsplit("/", 1)[1]
-    out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages_ready", "consumers"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    for line in out.splitlines():
-        fields = line.split()
-        if fields and fields[0] == queue:
-            return int(fields[1]), int(fields[2])
-    raise AssertionError(f"rabbitmqctl does not list {queue}:\n{out}")
-
-
-def _outbox_empty(s: Stack) -> bool:
-    with s.db().connect() as connection:
-        return connection.scalar(select(func.count()).select_from(TaskOutboxRow)) == 0
 
 
 def test_run_job_submits_the_jobs_task_which_runs_to_its_end_and_is_audited(
@@ -116,7 +101,11 @@ def test_task_stats_report_the_brokers_queue_depth_and_consumers(
     made = 7
     for _ in range(made):
         submit(tasks, steps=1, step_millis=1, request_id=str(uuid.uuid4()))
-    wait_for(lambda: _outbox_empty(pipeline), timeout=20, message="the broker to confirm all")
+    wait_for(
+        lambda: not outbox_task_ids(pipeline.db()),
+        timeout=20,
+        message="the broker to confirm all",
+    )
 
     def depths() -> dict[str, pb.QueueDepth]:
         stats = admin.GetTaskStats(pb.GetTaskStatsRequest(), timeout=TIMEOUT)
@@ -126,14 +115,14 @@ def test_task_stats_report_the_brokers_queue_depth_and_consumers(
     assert set(reported) == {queue, f"{queue}.dlq"}
     work = reported[queue]
     assert work.reachable, work.error
-    assert (work.messages, work.consumers) == _rabbitmq_figures(vhost, queue) == (made, 0)
+    assert (work.messages, work.consumers) == queue_figures(vhost, queue) == (made, 0)
     dead = reported[f"{queue}.dlq"]
-    assert (dead.messages, dead.consumers) == _rabbitmq_figures(vhost, f"{queue}.dlq")
+    assert (dead.messages, dead.consumers) == queue_figures(vhost, f"{queue}.dlq")
 
     # A worker attaches (and drains the queue): its consumers are counted.
     pipeline.start_worker(concurrency=1)
     wait_for(
-        lambda: _rabbitmq_figures(vhost, queue) == (0, 1),
+        lambda: queue_figures(vhost, queue) == (0, 1),
         timeout=30,
         message=f"the worker to drain {queue}",
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -24,6 +23,7 @@ from google.protobuf import field_mask_pb2
 
 from tests._identity import Role, authorized_channel
 from tests._processes import Memcached, Service, free_port, start_service, start_sidecar
+from tests._scrape import metric, metrics_text
 from tests._status import RichStatus, rich_status
 from tests._support import REPO
 from tests.server.artifacts._bytestream import (
@@ -36,7 +36,6 @@ from tests.server.artifacts._bytestream import (
     write_bytes,
 )
 from tests.server.artifacts.conftest import MIB, TIMEOUT, ArtifactApi, Stub, new_subject
-from tests.server.test_lifecycle import metric
 
 BIG_BYTES = 300 * MIB
 DOMAIN = "agentic.artifacts.v1"
@@ -591,8 +590,7 @@ class CachedStack:
         """Artifact reads the cache did not answer (the server's own counter)."""
         assert self.server is not None
         port = self.server.ready["metrics_port"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
+        text = metrics_text(port)
         return metric(text, "agentic_origin_loads_total", resource="artifact")
 
     def stop(self) -> None:

@@ -39,7 +39,6 @@ import re
 import shutil
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from agentic.artifacts.v1 import artifacts_pb2_grpc
 
 from devtools.s3 import S3Server
 from tests._identity import metadata
+from tests._scrape import metrics_text
 from tests._status import rich_status
 from tests._support import wait_for
 from tests.server.artifacts._bytestream import create_upload, sha256_file, write_requests
@@ -165,8 +165,7 @@ class Rig:
         """The server's count of bytes it appended to uploads (its Prometheus counter)."""
         assert self.server.service is not None
         port = self.server.service.ready["metrics_port"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-            body = answer.read().decode()
+        body = metrics_text(port)
         found = re.search(r"^agentic_artifact_uploaded_bytes_total (\S+)$", body, re.MULTILINE)
         assert found, "the server exports no agentic_artifact_uploaded_bytes_total"
         return int(float(found.group(1)))

@@ -8,16 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._support import postgres_database
-
-
-def database(backend: str, workdir: Path, name: str) -> Iterator[str]:
-    """A new, empty database of ``backend`` named ``name`` (its URL)."""
-    if backend == "sqlite":
-        yield f"sqlite:///{workdir / f'{name}.db'}"
-    else:
-        with postgres_database(workdir / f"pg-{name}") as url:
-            yield url
+from tests._support import fresh_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -28,16 +19,19 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def source(backend: str, tmp_path: Path) -> Iterator[str]:
     """The database backed up."""
-    yield from database(backend, tmp_path, "source")
+    with fresh_database(backend, tmp_path, "source") as url:
+        yield url
 
 
 @pytest.fixture
 def target(backend: str, tmp_path: Path) -> Iterator[str]:
     """An empty database restored into."""
-    yield from database(backend, tmp_path, "target")
+    with fresh_database(backend, tmp_path, "target") as url:
+        yield url
 
 
 @pytest.fixture
 def spare(backend: str, tmp_path: Path) -> Iterator[str]:
     """A second empty database, for a restore that must leave it untouched."""
-    yield from database(backend, tmp_path, "spare")
+    with fresh_database(backend, tmp_path, "spare") as url:
+        yield url

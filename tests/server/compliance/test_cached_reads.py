@@ -5,7 +5,6 @@ cache when the writer's own sidecar is gone."""
 
 from __future__ import annotations
 
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +21,12 @@ from devtools.memcached import Memcached
 from devtools.ports import free_port
 from tests._identity import authorized_channel
 from tests._processes import Service, start_service, start_sidecar
+from tests._scrape import metric, metrics_text
 from tests._support import wait_for
 from tests.server.compliance.test_rule_sets_api import get
 from tests.server.projects.test_cached_reads import POLICY
 from tests.server.projects.test_event_invalidation import BROKER, names  # noqa: F401 - fixture
 from tests.server.projects.test_event_invalidation import api as event_api
-from tests.server.test_lifecycle import metric
 
 TIMEOUT = 10.0
 
@@ -44,8 +43,7 @@ class Stack:
 
     def origin_loads(self) -> float:
         port = self.server.ready["metrics_port"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+        text = metrics_text(port)
         return metric(text, "agentic_origin_loads_total", resource="rule_set")
 
 

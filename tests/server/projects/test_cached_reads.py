@@ -4,7 +4,6 @@ the loss of either: clients see no errors, only slower reads, and never an old v
 from __future__ import annotations
 
 import threading
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +20,8 @@ from devtools.ports import free_port
 from server.auth import Role
 from tests._identity import authorized_channel
 from tests._processes import Service, start_service, start_sidecar
+from tests._scrape import metric, metrics_text
 from tests._support import REPO, wait_for
-from tests.server.test_lifecycle import metric
 
 POLICY = REPO / "cache_sidecar" / "namespaces.toml"  # the shipped policy: same namespaces
 TIMEOUT = 10.0
@@ -46,8 +45,7 @@ class Stack:
 
     def origin_loads(self) -> float:
         port = self.server.ready["metrics_port"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+        text = metrics_text(port)
         return metric(text, "agentic_origin_loads_total", resource="project")
 
 
@@ -180,8 +178,7 @@ def test_sidecar_killed_server_keeps_answering_and_never_serves_stale(stack: Sta
 
 def _pending(stack: Stack) -> float:
     port = stack.server.ready["metrics_port"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+    text = metrics_text(port)
     for line in text.splitlines():
         if line.startswith("agentic_cache_pending_invalidations "):
             return float(line.split()[1])

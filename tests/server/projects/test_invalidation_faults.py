@@ -15,7 +15,6 @@ import signal
 import statistics
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,9 +34,9 @@ from devtools.ports import free_port
 from tests._identity import authorized_channel
 from tests._processes import Service, start_service, start_sidecar
 from tests._rabbitmq import PrivateRabbit
+from tests._scrape import metric, metrics_text
 from tests._support import postgres_database, wait_for
 from tests.server.projects.test_cached_reads import POLICY
-from tests.server.test_lifecycle import metric
 
 TIMEOUT = 10.0
 # The longest a write may wait for its sidecar (AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS).
@@ -91,8 +90,7 @@ class Replica:
     def metrics(self) -> str:
         assert self.server is not None
         port = self.server.ready["metrics_port"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            return str(resp.read().decode())
+        return metrics_text(port)
 
     def origin_loads(self) -> float:
         return metric(self.metrics(), "agentic_origin_loads_total", resource="project")

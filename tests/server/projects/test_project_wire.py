@@ -15,18 +15,12 @@ from sqlalchemy import Engine
 from core.db import make_engine, migrate
 from core.projects import load_project
 from server.projects import ProjectStore, to_proto
-from tests._support import postgres_database
+from tests._support import fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}", pool_size=1)
-        migrate(engine)
-        yield engine
-        engine.dispose()
-        return
-    with postgres_database(tmp_path / "pg") as url:
+    with fresh_database(request.param, tmp_path, "p") as url:
         engine = make_engine(url, pool_size=1)
         migrate(engine)
         yield engine

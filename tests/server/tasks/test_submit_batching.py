@@ -38,7 +38,7 @@ from server.tasks import TaskStore
 from server.tasks._batch import Batcher
 from server.tasks._store import NewTask, Written
 from tests._identity import authorized_aio_channel
-from tests._support import postgres_database
+from tests._support import fresh_database, postgres_database
 from tests.workers._stack import Stack, private_vhost, stack
 
 # --- Batcher --------------------------------------------------------------------------
@@ -111,10 +111,7 @@ def engine(
     """A migrated database of each backend."""
     workdir = tmp_path_factory.mktemp(f"submit-many-{request.param}")
     with ExitStack() as exits:
-        if request.param == "sqlite":
-            url = f"sqlite:///{workdir / 'tasks.db'}"
-        else:
-            url = exits.enter_context(postgres_database(workdir / "pg"))
+        url = exits.enter_context(fresh_database(request.param, workdir, "tasks"))
         engine = make_engine(url, pool_size=4)
         exits.callback(engine.dispose)
         migrate(engine)

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from core.db import TaskOutboxRow
 from tests._status import rich_status
-from tests._support import health_status, postgres_database, wait_for
+from tests._support import fresh_database, health_status, wait_for
 from tests.workers._stack import (
     TIMEOUT,
     Stack,
@@ -45,12 +45,11 @@ def tasks_stack(
 ) -> Iterator[tuple[Stack, tasks_pb2_grpc.TaskServiceStub]]:
     """A server (no workers) on a fresh database of each backend."""
     workdir = tmp_path_factory.mktemp(f"tasks-api-{request.param}")
-    if request.param == "sqlite":
-        with stack(workdir, broker_url, f"sqlite:///{workdir / 'tasks.db'}") as s:
-            yield s, s.start_server()
-    else:
-        with postgres_database(workdir / "pg") as url, stack(workdir, broker_url, url) as s:
-            yield s, s.start_server()
+    with (
+        fresh_database(request.param, workdir, "tasks") as url,
+        stack(workdir, broker_url, url) as s,
+    ):
+        yield s, s.start_server()
 
 
 Stub = tasks_pb2_grpc.TaskServiceStub

@@ -31,7 +31,7 @@ from core.tasks._log import append, change
 from server.tasks import TaskStore
 from server.tasks._feed import RETAIN_EVENTS
 from server.tasks._watch import WatchHub
-from tests._support import postgres_database
+from tests._support import fresh_database
 from tests.workers._stack import submit_to_store
 
 HEARTBEAT_SECONDS = 0.3
@@ -44,18 +44,11 @@ def engine(
 ) -> Iterator[Engine]:
     """A migrated database of each backend, shared by the module (tasks are per test)."""
     workdir = tmp_path_factory.mktemp(f"fanout-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{workdir / 'fanout.db'}"
+    with fresh_database(request.param, workdir, "fanout") as url:
         eng = make_engine(url, pool_size=4)
         migrate(eng)
         yield eng
         eng.dispose()
-    else:
-        with postgres_database(workdir / "pg") as url:
-            eng = make_engine(url, pool_size=4)
-            migrate(eng)
-            yield eng
-            eng.dispose()
 
 
 class Harness:
