@@ -9,24 +9,21 @@ process is started; comparing with a live scrape is the dashboard check's job).
 
 from __future__ import annotations
 
-import ast
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML is pinned in requirements.lock; its stubs are not
 
-from cache_sidecar._metrics import Counter as SidecarCounter
+from tests._promql import PROMETHEUS_SERIES, exported_names, label_names, metric_names
 from tests._support import REPO
 
 RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
 UNIT_TESTS = REPO / "deploy" / "prometheus" / "tests"
 RUNBOOK = REPO / "docs" / "operations.md"
-_PROCESS_PACKAGES = ("core", "server", "workers", "cache_sidecar")
 _PROMTOOL_SECONDS = 60
 
 
@@ -69,6 +66,7 @@ _MUTATIONS = {
         1,
     ),
     "unary calls only": ('grpc_type="unary"', 'grpc_type=~".+"', 3),
+    "latency against the 200 ms objective": ('le="0.2"}', 'le="0.25"}', 1),
     "breaker half-open counts as open": ('{state!="closed"}', '{state="open"}', 1),
     "surge against a baseline": ("> 3 * (", "> 0 * (", 1),
     "dead-letter queues need no consumer": ('{queue_name!~".+[.]dlq"}', '{queue_name=~".+"}', 3),
@@ -129,67 +127,7 @@ def test_every_alert_is_labelled_annotated_and_has_a_runbook_entry() -> None:
     assert anchors == {rule["alert"].lower() for rule in _rules()}, "Alerts entries without a rule"
 
 
-# --- metric names -----------------------------------------------------------------------
-
-_SUFFIXES = {
-    "Counter": ("_total",),
-    "CounterMetricFamily": ("_total",),
-    "Gauge": ("",),
-    "GaugeMetricFamily": ("",),
-    "Histogram": ("_bucket", "_count", "_sum"),
-    "HistogramMetricFamily": ("_bucket", "_count", "_sum"),
-    "Summary": ("_count", "_sum"),
-    "SummaryMetricFamily": ("_count", "_sum"),
-}
-
-
-def _declarations() -> Iterator[tuple[Path, str, ast.expr]]:
-    """(file, metric type, name argument) of every metric declared in the process code."""
-    for package in _PROCESS_PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
-            source = path.read_text()
-            if "prometheus_client" not in source:  # a Counter or Summary of its own
-                continue
-            for node in ast.walk(ast.parse(source, str(path))):
-                if not (isinstance(node, ast.Call) and node.args):
-                    continue
-                func = node.func
-                kind = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-                if kind in _SUFFIXES:
-                    yield path, kind, node.args[0]
-
-
-def _exported_names() -> set[str]:
-    names: set[str] = set()
-    dynamic: list[str] = []
-    for path, kind, argument in _declarations():
-        if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
-            # prometheus_client adds `_total` to a counter's name that lacks it.
-            base = argument.value.removesuffix("_total") if "Counter" in kind else argument.value
-            names.update(base + suffix for suffix in _SUFFIXES[kind])
-        else:
-            dynamic.append(f"{path.relative_to(REPO)}: {kind}({ast.unparse(argument)}, ...)")
-    # The sidecar's per-namespace counters are named by the values of its Counter enum.
-    assert dynamic == ["cache_sidecar/_metrics.py: CounterMetricFamily(counter.value, ...)"], (
-        f"metric names this scan cannot read: {dynamic}; teach it where they come from"
-    )
-    names.update(counter.value + "_total" for counter in SidecarCounter)
-    return names
-
-
-_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool"}
-_PROMQL_WORDS |= {"and", "or", "unless", "offset", "inf", "nan"}
-
-
-def _metric_names(expr: str) -> set[str]:
-    """Metric names in a PromQL expression: identifiers that are not functions, keywords,
-    label names (inside braces or grouping clauses) or strings."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    text = re.sub(r"\{[^}]*\}", "", text)
-    text = re.sub(r"\[[^\]]*\]", "", text)
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
-    found = re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", text)
-    return {name for name in found if name.lower() not in _PROMQL_WORDS}
+# --- metric names (the scan lives in tests/_promql.py, shared with the dashboard) ----------
 
 
 def test_the_metric_name_scan_reads_promql() -> None:
@@ -197,15 +135,21 @@ def test_the_metric_name_scan_reads_promql() -> None:
         'sum by (namespace) (rate(a_total{state!="x", le="0.25"}[5m] offset 1h)) > 0.8 and '
         "on (instance) max without (job) (b_seconds_bucket) unless c == bool 1"
     )
-    assert _metric_names(expr) == {"a_total", "b_seconds_bucket", "c"}
+    assert metric_names(expr) == {"a_total", "b_seconds_bucket", "c"}
 
 
-_PROMETHEUS_SERIES = {"up"}
-"""Series Prometheus writes itself for every scrape target, not the processes."""
+def test_the_label_name_scan_reads_promql() -> None:
+    expr = (
+        'sum by (namespace, le) (rate(a_total{state!="x,y=z", le=~"0.2"}[5m])) / ignoring(le) '
+        "group_left (node) max without (job) (b{__name__=~'b', kind!~`p`}) > on () c"
+    )
+    assert label_names(expr) == {"namespace", "le", "state", "node", "job", "kind"}
+    assert label_names("sum(rate(a_total[5m])) by (grpc_service)") == {"grpc_service"}
+    assert label_names("up") == set()
 
 
 def test_every_metric_in_the_rules_is_exported_by_the_code() -> None:
-    exported = _exported_names()
+    exported = exported_names()
     # A few names from each part of the code, so that a scan finding nothing cannot pass.
     assert {
         "grpc_server_handled_total",
@@ -215,7 +159,7 @@ def test_every_metric_in_the_rules_is_exported_by_the_code() -> None:
         "agentic_scheduler_fires_total",
     } <= exported
     for rule in _rules():
-        used = _metric_names(rule["expr"])
+        used = metric_names(rule["expr"])
         assert used, f"{rule['alert']}: no metric found in its expression"
-        unknown = used - exported - _PROMETHEUS_SERIES
+        unknown = used - exported - PROMETHEUS_SERIES
         assert not unknown, f"{rule['alert']} uses metrics no process exports: {sorted(unknown)}"
