@@ -13,6 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 help:
 	@echo "make run        start the whole stack on embedded defaults"
+	@echo "                (PROMETHEUS=1: also a local Prometheus with the alert rules)"
 	@echo "make test       lint, typecheck and the full test suite (what CI runs)"
 	@echo "make bench      benchmarks side by side with their raw building blocks"
 	@echo "make gen        regenerate Python code and stubs from protos/"
@@ -108,8 +109,10 @@ test-fast: system-deps gen
 bench: system-deps gen
 	$(PY) -m bench
 
+# PROMETHEUS=1 also starts a local Prometheus (127.0.0.1:9090) scraping the stack with the
+# rules of deploy/prometheus/alerts.yml.
 run: system-deps gen
-	$(PY) -m devtools.devstack
+	AGENTIC_RUN_PROMETHEUS=$(PROMETHEUS) $(PY) -m devtools.devstack
 
 # A local development CA with certificates for the API server, the cache sidecar and the
 # server's client identity towards the sidecar (mTLS); existing files are kept.

@@ -3,6 +3,8 @@
 Run as ``python -m devtools.devstack``. Each process is started in dependency order, waited
 for (it writes a ready file once it serves), and stopped in reverse order: the Python
 processes with SIGTERM so each shuts down gracefully, then memcached and a private broker.
+With ``AGENTIC_RUN_PROMETHEUS`` set (``make run PROMETHEUS=1``), a local Prometheus
+(``devtools.prometheus``) scrapes the four processes and evaluates the repo's alert rules.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 from devtools.broker import BrokerError, ensure_broker
 from devtools.devkeys import DevKeys
 from devtools.memcached import Memcached, MemcachedError, MemcachedPortTaken
+from devtools.ports import free_port, port_bindable
+from devtools.prometheus import Prometheus, PrometheusConfig, PrometheusError
 from server.auth import Role
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,6 +133,63 @@ def beat_env(api: Process, api_env: dict[str, str], keys: DevKeys) -> dict[str, 
     }
 
 
+RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
+PROMETHEUS_INTERVAL_SECONDS = 15.0  # as deploy/prometheus/prometheus.yml (compose) scrapes
+
+
+def prometheus_wanted() -> bool:
+    """``make run PROMETHEUS=1`` (AGENTIC_RUN_PROMETHEUS): also run a local Prometheus."""
+    value = os.environ.get("AGENTIC_RUN_PROMETHEUS", "").strip().lower()
+    return value in {"1", "true", "yes", "on"}
+
+
+def start_prometheus(processes: list[Process]) -> Prometheus:
+    """A local Prometheus scraping each process's actual metrics port, with the repo's rules.
+
+    Job names are compose's (deploy/prometheus/prometheus.yml), so a query or panel reads
+    the same under both. Its port is 9090, AGENTIC_PROMETHEUS_PORT, or a free one when the
+    API's metrics port is (a second stack beside this one, the tests); it scrapes and
+    evaluates every 15 s, or every AGENTIC_PROMETHEUS_INTERVAL_SECONDS.
+    """
+    jobs = {"api": "api", "sidecar": "cache-sidecar", "worker": "worker", "beat": "beat"}
+    targets = {
+        jobs[proc.name]: [f"127.0.0.1:{proc.ready['metrics_port']}"]
+        for proc in processes
+        if proc.name in jobs and proc.ready.get("metrics_port")
+    }
+    raw = os.environ.get("AGENTIC_PROMETHEUS_PORT", "").strip()
+    if raw and not raw.isdigit():
+        raise StackError(f"AGENTIC_PROMETHEUS_PORT={raw!r} is not a port number")
+    free = os.environ.get("AGENTIC_METRICS_ADDRESS", "").endswith(":0")
+    port = int(raw) if raw else free_port() if free else 9090
+    # Shorter for a drill by hand or a test that waits for the first scrapes.
+    interval = os.environ.get("AGENTIC_PROMETHEUS_INTERVAL_SECONDS", "").strip()
+    try:
+        interval_seconds = float(interval) if interval else PROMETHEUS_INTERVAL_SECONDS
+    except ValueError:
+        raise StackError(
+            f"AGENTIC_PROMETHEUS_INTERVAL_SECONDS={interval!r} is not a number"
+        ) from None
+    if interval_seconds <= 0:
+        raise StackError(f"AGENTIC_PROMETHEUS_INTERVAL_SECONDS={interval!r} must be positive")
+    if not port_bindable(port):
+        raise StackError(f"Prometheus: port {port} is taken; set AGENTIC_PROMETHEUS_PORT")
+    prometheus = Prometheus(
+        PrometheusConfig(
+            scrape_targets=targets,
+            rule_files=[RULES],
+            workdir=VAR / "prometheus",
+            scrape_interval_seconds=interval_seconds,
+            evaluation_interval_seconds=interval_seconds,
+            port=port,
+        )
+    )
+    try:
+        return prometheus.start(timeout_seconds=READY_TIMEOUT_SECONDS)
+    except PrometheusError as exc:
+        raise StackError(f"Prometheus: {exc}") from exc
+
+
 def banner(
     api: Process,
     sidecar: Process,
@@ -139,6 +200,7 @@ def banner(
     started: bool,
     token: str,
     worker: Process | None = None,
+    prometheus: Prometheus | None = None,
 ) -> str:
     """What a new user needs to talk to the stack."""
     worker_port = worker.ready.get("metrics_port") if worker else None
@@ -165,6 +227,14 @@ def banner(
             + (f", metrics http://127.0.0.1:{worker_port}/metrics" if worker_port else ""),
             f"  beat (scheduler):      python -m workers.beat as {BEAT_IDENTITY}, metrics "
             f"http://127.0.0.1:{beat.ready['metrics_port']}/metrics",
+            *(
+                [
+                    f"  Prometheus:            {prometheus.url} (firing: {prometheus.url}/alerts), "
+                    f"rules {RULES.relative_to(REPO)}"
+                ]
+                if prometheus
+                else []
+            ),
             "Every call but health and reflection needs a token (dev keys in var/dev-auth):",
             f"  export TOKEN={token}",
             f"  (alice, {' + '.join(r.value for r in DEMO_ROLES)}, 12 h; mint more: {mint})",
@@ -187,6 +257,7 @@ def main() -> None:
     processes: list[Process] = []
     memcached: Memcached | None = None
     stop_broker: Callable[[], None] | None = None
+    prometheus: Prometheus | None = None
     try:
         try:
             broker_url, stop_broker = ensure_broker(
@@ -232,6 +303,8 @@ def main() -> None:
         processes.append(worker)
         beat = start_python("beat", "workers.beat", beat_env(api, api_env, keys))
         processes.append(beat)
+        if prometheus_wanted():
+            prometheus = start_prometheus(processes)
         print(
             banner(
                 api,
@@ -242,6 +315,7 @@ def main() -> None:
                 started=stop_broker is not None,
                 token=keys.mint("alice", DEMO_ROLES, ttl_seconds=12 * 3600),
                 worker=worker,
+                prometheus=prometheus,
             ),
             flush=True,
         )
@@ -251,13 +325,18 @@ def main() -> None:
                     raise StackError(f"{proc.name} exited with {proc.popen.returncode}")
             if memcached.pid is None:
                 raise StackError("memcached exited")
+            if prometheus is not None and prometheus.exited():
+                raise StackError(f"Prometheus exited (see {prometheus.log_path})")
             stop.wait(0.5)
     except StackError as exc:
         print(f"make run: {exc}", file=sys.stderr)
         status = 1
     else:
         status = 0
-    # Reverse start order: the Python processes drain first, then what they depend on.
+    # Reverse start order: Prometheus (it only watches), the Python processes drain, then
+    # what they depend on.
+    if prometheus is not None:
+        prometheus.stop()
     stop_all(processes)
     if memcached is not None:
         memcached.stop()

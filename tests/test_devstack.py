@@ -1,7 +1,9 @@
-"""`make run`'s launcher starts a stack a new user can talk to, and stops it cleanly."""
+"""`make run`'s launcher starts a stack a new user can talk to, and stops it cleanly; with
+`PROMETHEUS=1` also a Prometheus scraping every process with the repo's rules loaded."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,11 +11,14 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml  # type: ignore[import-untyped]  # PyYAML is pinned in requirements.lock; its stubs are not
 from agentic.projects.v1 import projects_pb2 as pb
 from agentic.projects.v1 import projects_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -42,7 +47,12 @@ def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path, broker_names: dict
         "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
         "AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0",
         "AGENTIC_MEMCACHED_PORT": str(free_port()),
+        # `make run PROMETHEUS=1`, checked on the same stack (a second one costs 20 s);
+        # 1 s rather than 15 s so that the first scrape of each target comes sooner.
+        "AGENTIC_RUN_PROMETHEUS": "1",
+        "AGENTIC_PROMETHEUS_INTERVAL_SECONDS": "1",
     }
+    env.pop("AGENTIC_PROMETHEUS_PORT", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "devtools.devstack"],
         cwd=REPO,
@@ -89,15 +99,60 @@ def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path, broker_names: dict
         assert "cache sidecar (gRPC)" in "".join(lines)
         assert "UDP off" in "".join(lines)
         assert (tmp_path / "agentic.db").exists(), "the stack should use its embedded SQLite"
+        prometheus_port = _check_prometheus("".join(lines))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, "".join(lines)
+        assert port_bindable(prometheus_port), "Prometheus should stop with the stack"
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+            # SIGTERM first: the devstack stops its children (a kill would orphan them).
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
         reader.join(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
+PROMETHEUS_JOBS = {"api", "cache-sidecar", "worker", "beat"}
+# Prometheus hands static targets to its scrapers 5 s after start, then scrapes each at an
+# offset within the interval (1 s here): every target has been scraped within about 6 s.
+TARGETS_TIMEOUT_SECONDS = 30.0
+
+
+def _prometheus_api(url: str, path: str) -> Any:
+    with urllib.request.urlopen(f"{url}/api/v1/{path}", timeout=5) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def _check_prometheus(banner: str) -> int:
+    """The banner's Prometheus has the repo's rule groups and every process up; its port."""
+    match = re.search(r"Prometheus: +(http://127\.0\.0\.1:(\d+))", banner)
+    assert match, f"the banner should print Prometheus's URL:\n{banner}"
+    url, port = match.group(1), int(match.group(2))
+    assert port != 9090, "a free port when the metrics ports are free ones"
+    groups = _prometheus_api(url, "rules")["groups"]
+    expected = {g["name"] for g in yaml.safe_load(RULES.read_text())["groups"]}
+    assert {g["name"] for g in groups} == expected
+    assert all(Path(g["file"]) == RULES for g in groups), [g["file"] for g in groups]
+    targets: list[dict[str, Any]] = []
+
+    def all_up() -> bool:
+        targets[:] = _prometheus_api(url, "targets?state=active")["activeTargets"]
+        return {t["labels"]["job"] for t in targets if t["health"] == "up"} == PROMETHEUS_JOBS
+
+    try:
+        wait_for(all_up, timeout=TARGETS_TIMEOUT_SECONDS, message="every target up")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {json.dumps(targets, indent=1)}") from None
+    assert len(targets) == len(PROMETHEUS_JOBS), targets
+    return port
 
 
 _TIME_WAIT = "06"  # TCP_TIME_WAIT in /proc/net/tcp's `st` column
