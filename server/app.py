@@ -13,6 +13,10 @@ from agentic.artifacts.v1 import artifacts_pb2, artifacts_pb2_grpc
 from agentic.compliance.v1 import rule_sets_pb2, rule_sets_pb2_grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from google.longrunning import (  # type: ignore[import-untyped]  # .pyi stubs, no py.typed marker
+    operations_pb2_grpc,
+    operations_proto_pb2,
+)
 from grpc_health.v1 import health, health_pb2_grpc
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
@@ -38,6 +42,7 @@ from server.artifacts import ArtifactLimits, Artifacts, ArtifactService, Artifac
 from server.auth import JwksKeySet, TokenVerifier
 from server.caching import CoherentCache
 from server.compliance import RuleSets, RuleSetService, RuleSetStore
+from server.operations import OperationsService
 from server.projects import Projects, ProjectService, ProjectStore
 from server.tasks import Tasks, TaskService
 from server.tasks._metrics import TaskCollector
@@ -51,6 +56,7 @@ SERVICE_NAMES = (
     tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     rule_sets_pb2.DESCRIPTOR.services_by_name["RuleSetService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    operations_proto_pb2.DESCRIPTOR.services_by_name["Operations"].full_name,
 )
 
 
@@ -264,6 +270,8 @@ def create_server(config: ServerConfig) -> App:
         artifact_ref=artifacts.reference,
     )
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(task_service, server)
+    # Every task is also a google.longrunning operation, served through task_service.
+    operations_pb2_grpc.add_OperationsServicer_to_server(OperationsService(task_service), server)
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactService(artifacts), server)
     rule_sets = RuleSets(RuleSetStore(engine), executor, cache=coherent, relay=relay)
     rule_sets_pb2_grpc.add_RuleSetServiceServicer_to_server(RuleSetService(rule_sets), server)

@@ -8,7 +8,9 @@ fails when one is missing here, so a new RPC cannot ship open by accident.
 The README's roles table is rendered from this one (``roles_table_markdown``; rewrite it
 with ``python -m server.access``), a test fails when the two differ, and
 ``tests/server/access/test_access_matrix.py`` checks every cell against real calls. A new task
-kind's ``Submit<Name>`` needs its entry here like any other RPC.
+kind's ``Submit<Name>`` needs its entry here like any other RPC. The methods of
+google.longrunning.Operations are not declared but derived: each has the roles of the
+TaskService RPC it runs (``OPERATION_TASK_RPCS``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Mapping
 from server.auth import Role
 
 __all__ = [
+    "OPERATION_TASK_RPCS",
     "PUBLIC_PREFIXES",
     "ROLE_TITLES",
     "RPC_ROLES",
@@ -40,7 +43,7 @@ ROLE_TITLES: Mapping[Role, str] = {
 }
 """The README's column heading of each role, in column order."""
 
-RPC_ROLES: Mapping[str, frozenset[Role]] = {
+_DECLARED: Mapping[str, frozenset[Role]] = {
     # Projects: managers create and delete; leads edit; everybody may read what they reach.
     "/agentic.projects.v1.ProjectService/CreateProject": frozenset({_ADMIN, _PM}),
     "/agentic.projects.v1.ProjectService/GetProject": _EVERYONE,
@@ -94,6 +97,28 @@ RPC_ROLES: Mapping[str, frozenset[Role]] = {
     "/agentic.admin.v1.AdminService/WarmCache": frozenset({_ADMIN}),
     "/agentic.admin.v1.AdminService/RunJob": frozenset({_ADMIN}),
     "/agentic.admin.v1.AdminService/ListBackups": frozenset({_ADMIN}),
+}
+
+OPERATION_TASK_RPCS: Mapping[str, str] = {
+    "GetOperation": "GetTask",
+    "ListOperations": "ListTasks",
+    "WaitOperation": "WatchTask",
+    "CancelOperation": "CancelTask",
+    # Answered UNIMPLEMENTED (server.operations): whoever may see operations learns that,
+    # rather than a PERMISSION_DENIED that would suggest another role could delete.
+    "DeleteOperation": "GetTask",
+}
+"""google.longrunning.Operations method -> the TaskService RPC it runs (server.operations):
+an operation is a task, so each method has exactly the roles of that RPC (derived below)."""
+
+RPC_ROLES: Mapping[str, frozenset[Role]] = {
+    **_DECLARED,
+    **{
+        f"/google.longrunning.Operations/{method}": _DECLARED[
+            f"/agentic.tasks.v1.TaskService/{task_rpc}"
+        ]
+        for method, task_rpc in OPERATION_TASK_RPCS.items()
+    },
 }
 """Full method name -> the roles that may call it. Everything else is denied."""
 

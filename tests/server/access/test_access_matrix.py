@@ -34,6 +34,10 @@ Cell semantics, per RPC shape:
   a random id (NOT_FOUND); CreateRuleSet is OK in every case, and ListRuleSets lists the
   built-in set in every case.
 
+- google.longrunning operations are tasks (``operations/<task id>``): one object by id
+  like GetTask, ListOperations a list (filtered on ``owner_id``), WaitOperation a zero
+  wait; DeleteOperation is UNIMPLEMENTED for every allowed role.
+
 Roles the table denies get PERMISSION_DENIED in every cell, whatever the object.
 """
 
@@ -63,6 +67,10 @@ from agentic.tasks.v1 import (
 )
 from agentic.tasks.v1 import maintenance_pb2 as mpb
 from agentic.tasks.v1 import tasks_pb2 as tpb
+from google.longrunning import (  # type: ignore[import-untyped]  # .pyi stubs, no py.typed marker
+    operations_pb2_grpc,
+)
+from google.longrunning import operations_proto_pb2 as opb
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from server.access import RPC_ROLES
@@ -112,6 +120,7 @@ PACKAGES = {
     "ArtifactService": "agentic.artifacts.v1",
     "RuleSetService": "agentic.compliance.v1",
     "AdminService": "agentic.admin.v1",
+    "Operations": "google.longrunning",
 }
 
 TABLE = documented_table()
@@ -126,6 +135,7 @@ def every_rpc() -> list[str]:
         apb.DESCRIPTOR,
         rpb.DESCRIPTOR,
         adpb.DESCRIPTOR,
+        opb.DESCRIPTOR,
     ):
         for service in descriptor.services_by_name.values():
             methods += [f"/{service.full_name}/{m.name}" for m in service.methods]
@@ -164,6 +174,8 @@ class Caller:
     """STRANGER as a Technical Lead: creates the uploads that are another's."""
     rule_sets: rule_sets_pb2_grpc.RuleSetServiceStub
     admin: admin_pb2_grpc.AdminServiceStub
+    operations: Any
+    """google.longrunning.Operations (an untyped stub)."""
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +203,7 @@ def callers(api: Api) -> Iterator[dict[Role, Caller]]:
             stranger,
             rule_sets_pb2_grpc.RuleSetServiceStub(channel),
             admin_pb2_grpc.AdminServiceStub(channel),
+            operations_pb2_grpc.OperationsStub(channel),
         )
     yield made
     for channel in channels:
@@ -341,6 +354,51 @@ def watch_task(api: Api, caller: Caller, case: str) -> Any:
         return first
     finally:
         stream.cancel()
+
+
+# --- operations: a task seen as a google.longrunning operation, with GetTask's reach.
+
+
+def get_operation(api: Api, caller: Caller, case: str) -> Any:
+    tid = _object_id(api, caller, case, lambda owner: new_task(api, owner).id)
+    request = opb.GetOperationRequest(name=f"operations/{tid}")
+    got = caller.operations.GetOperation(request, timeout=TIMEOUT)
+    assert got.name == f"operations/{tid}"
+    return got
+
+
+def list_operations(api: Api, caller: Caller, case: str) -> Any:
+    def listed(owner: str) -> set[str]:
+        request = opb.ListOperationsRequest(filter=f'owner_id="{owner}"', page_size=1000)
+        response = caller.operations.ListOperations(request, timeout=TIMEOUT)
+        return {o.name.removeprefix("operations/") for o in response.operations}
+
+    return _listing(caller, case, lambda owner: new_task(api, owner).id, listed)
+
+
+def wait_operation(api: Api, caller: Caller, case: str) -> Any:
+    # A pending task (no worker here) with a zero wait: the operation as it is, at once.
+    tid = _object_id(api, caller, case, lambda owner: new_task(api, owner).id)
+    request = opb.WaitOperationRequest(name=f"operations/{tid}", timeout=duration_pb2.Duration())
+    got = caller.operations.WaitOperation(request, timeout=TIMEOUT)
+    assert not got.done
+    return got
+
+
+def cancel_operation(api: Api, caller: Caller, case: str) -> Any:
+    tid = _object_id(api, caller, case, lambda owner: new_task(api, owner).id)
+    request = opb.CancelOperationRequest(name=f"operations/{tid}")
+    caller.operations.CancelOperation(request, timeout=TIMEOUT)
+    assert admin_tasks(api).GetTask(tpb.GetTaskRequest(id=tid), timeout=TIMEOUT).task.state == (
+        tpb.TASK_STATE_CANCELLED
+    )
+    return "cancelled"
+
+
+def delete_operation(api: Api, caller: Caller, case: str) -> Any:
+    tid = _object_id(api, caller, case, lambda owner: new_task(api, owner).id)
+    request = opb.DeleteOperationRequest(name=f"operations/{tid}")
+    return caller.operations.DeleteOperation(request, timeout=TIMEOUT)
 
 
 # --- artifacts: reach goes by project; "own" is in the caller's project, "other" in a
@@ -683,6 +741,11 @@ ACTIONS: dict[str, Action] = {
     "/agentic.admin.v1.AdminService/WarmCache": warm_cache,
     "/agentic.admin.v1.AdminService/ListBackups": list_backups,
     "/agentic.admin.v1.AdminService/RunJob": run_job,
+    "/google.longrunning.Operations/GetOperation": get_operation,
+    "/google.longrunning.Operations/ListOperations": list_operations,
+    "/google.longrunning.Operations/WaitOperation": wait_operation,
+    "/google.longrunning.Operations/CancelOperation": cancel_operation,
+    "/google.longrunning.Operations/DeleteOperation": delete_operation,
 }
 CREATES = {
     "/agentic.projects.v1.ProjectService/CreateProject",
@@ -692,6 +755,7 @@ LISTS = {
     "/agentic.projects.v1.ProjectService/ListProjects",
     "/agentic.tasks.v1.TaskService/ListTasks",
     "/agentic.compliance.v1.RuleSetService/ListRuleSets",
+    "/google.longrunning.Operations/ListOperations",
 }
 SHARED = {m for m in ACTIONS if m.startswith("/agentic.compliance.v1.RuleSetService/")}
 """RPCs on objects every caller reaches (rule sets): no owner, no object-level denial."""
@@ -705,6 +769,8 @@ OPERATIONS = {
     m for m in ACTIONS if m.startswith("/agentic.admin.v1.AdminService/") or m in MAINTENANCE
 }
 """RPCs on the system itself: no object, so every case of an allowed role is OK."""
+UNSERVED = {"/google.longrunning.Operations/DeleteOperation"}
+"""RPCs answered UNIMPLEMENTED to every role allowed to call them (server.operations)."""
 
 
 def expected(method: str, role: Role, case: str) -> str:
@@ -712,6 +778,8 @@ def expected(method: str, role: Role, case: str) -> str:
     if role not in TABLE[method]:
         return "PERMISSION_DENIED"
     admin = role is Role.ADMINISTRATOR
+    if method in UNSERVED:
+        return "UNIMPLEMENTED"
     if method in OPERATIONS:
         return "OK"
     if method in SHARED:
