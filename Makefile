@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 PROTOS := $(shell find protos -name '*.proto')
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv system-deps gen docs lint typecheck test test-fast bench run dev-ca lock breaking clean
+.PHONY: help venv system-deps gen descriptors docs lint typecheck test test-fast bench run dev-ca lock breaking clean
 
 help:
 	@echo "make run        start the whole stack on embedded defaults"
@@ -17,7 +17,8 @@ help:
 	@echo "make test       lint, typecheck and the full test suite (what CI runs)"
 	@echo "make bench      benchmarks side by side with their raw building blocks"
 	@echo "make gen        regenerate Python code and stubs from protos/"
-	@echo "make docs       render the README configuration tables from the config dataclasses"
+	@echo "make descriptors  rewrite protos/agentic.protoset, the contract as one descriptor set"
+	@echo "make docs       render the README tables and docs/api.md from their declarations"
 	@echo "make lint       buf format/lint, ruff check/format"
 	@echo "make typecheck  mypy --strict on hand-written code"
 
@@ -47,7 +48,7 @@ SYSTEM_PACKAGES := memcached:memcached rabbitmq-server:/usr/lib/rabbitmq/bin/rab
 	libpango-1.0-0:$(LIBDIR)/libpango-1.0.so.0 libpangoft2-1.0-0:$(LIBDIR)/libpangoft2-1.0.so.0 \
 	libharfbuzz-subset0:$(LIBDIR)/libharfbuzz-subset.so.0 \
 	fonts-dejavu-core:/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf \
-	postgresql-client:pg_restore
+	postgresql-client:pg_restore nodejs:node npm:npm
 # Packages wanted only for a command they ship, not for their daemon: promtool (checks and
 # unit-tests deploy/prometheus/alerts.yml) from prometheus. They are installed without their
 # recommends (prometheus recommends prometheus-node-exporter, another daemon), and the
@@ -83,12 +84,22 @@ build/.gen: $(VENV)/.installed protos/codegen.py $(PROTOS)
 
 gen: build/.gen
 
+# The committed, self-contained descriptor set of the whole contract, for clients without
+# our toolchain (grpcurl -protoset, Node's proto-loader; tests/test_descriptors.py fails
+# when it is stale). Offline: protoc and the imported files come from the venv's packages.
+descriptors: $(VENV)/.installed
+	$(PY) -m devtools.descriptors
+
 # The README's configuration tables, rendered from the config dataclasses, and its roles table,
 # rendered from server/access/_table.py (tests/test_docs.py and test_access_matrix.py fail
 # when they are stale).
+# The API reference docs/api.md is rendered here too, from the protos' descriptors and the
+# roles table. Not by `make gen`: CI runs gen first, and a stale committed page must fail
+# tests/test_api_reference.py rather than be rewritten before it is checked.
 docs: gen
 	$(PY) -m devtools.configdocs
 	$(PY) -m server.access
+	$(PY) -m devtools.apidocs
 
 lint: gen breaking
 	$(BIN)/buf format -d --exit-code protos
