@@ -31,13 +31,19 @@ $(VENV)/.installed: requirements.lock
 	@echo -e "$(CURDIR)\n$(CURDIR)/build/gen" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/agentic-backend.pth"
 	@touch $@
 
-venv: $(VENV)/.installed
+# The `agentic` CLI as a command of the venv: a wrapper around `python -m cli`, since the
+# repository is used in place (the .pth above) rather than installed as a package.
+$(BIN)/agentic: $(VENV)/.installed
+	@printf '#!/bin/sh\nexec "%s" -m cli "$$@"\n' "$(CURDIR)/$(PY)" > $@ && chmod +x $@
+
+venv: $(VENV)/.installed $(BIN)/agentic
 
 # The system packages the stack needs: memcached, and rabbitmq-server (a private node is
 # started when no broker runs; the fault tests always start their own); for the compliance
 # report's PDF (WeasyPrint), Pango with its FreeType backend, HarfBuzz's subsetter (font
 # subsets; WeasyPrint warns without it) and a font; pg_dump and pg_restore for the backups
-# of a PostgreSQL database (python -m server.backup). Installed from Debian's packages when
+# of a PostgreSQL database (python -m server.backup); Node and npm for the Node client
+# example (tests/examples), tmux for the CLI's real-terminal test (tests/cli). Installed from Debian's packages when
 # missing and we may (root with apt-get); otherwise a clear message. Each entry is
 # package:probe, the probe a command on PATH, an executable, or a file that must exist
 # (libraries in Debian's multiarch directory, named by gcc or, without gcc, by Python's
@@ -48,7 +54,7 @@ SYSTEM_PACKAGES := memcached:memcached rabbitmq-server:/usr/lib/rabbitmq/bin/rab
 	libpango-1.0-0:$(LIBDIR)/libpango-1.0.so.0 libpangoft2-1.0-0:$(LIBDIR)/libpangoft2-1.0.so.0 \
 	libharfbuzz-subset0:$(LIBDIR)/libharfbuzz-subset.so.0 \
 	fonts-dejavu-core:/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf \
-	postgresql-client:pg_restore nodejs:node npm:npm
+	postgresql-client:pg_restore nodejs:node npm:npm tmux:tmux
 # Packages wanted only for a command they ship, not for their daemon: promtool (checks and
 # unit-tests deploy/prometheus/alerts.yml) from prometheus. They are installed without their
 # recommends (prometheus recommends prometheus-node-exporter, another daemon), and the
@@ -82,7 +88,7 @@ build/.gen: $(VENV)/.installed protos/codegen.py $(PROTOS)
 	$(PY) protos/codegen.py
 	@touch $@
 
-gen: build/.gen
+gen: build/.gen $(BIN)/agentic
 
 # The committed, self-contained descriptor set of the whole contract, for clients without
 # our toolchain (grpcurl -protoset, Node's proto-loader; tests/test_descriptors.py fails

@@ -1,0 +1,1 @@
+"""Tests of the ``agentic`` command-line client (``cli/``)."""
