@@ -75,14 +75,38 @@ _MUTATIONS = {
 }
 
 
+def _alert_exprs(text: str) -> set[tuple[str, str]]:
+    document = yaml.safe_load(text)
+    return {(r["alert"], r["expr"]) for g in document["groups"] for r in g["rules"] if "alert" in r}
+
+
+def _files_testing(alerts: set[str], directory: Path) -> list[str]:
+    """The unit-test files with a case of one of ``alerts`` (the rest cannot notice)."""
+    return [
+        path
+        for path in _unit_test_files(directory)
+        if any(
+            check["alertname"] in alerts
+            for case in yaml.safe_load(Path(path).read_text())["tests"]
+            for check in case.get("alert_rule_test", [])
+        )
+    ]
+
+
 @pytest.mark.parametrize("mutation", sorted(_MUTATIONS))
 def test_the_unit_tests_catch_a_broken_guard(mutation: str, tmp_path: Path) -> None:
     old, new, occurrences = _MUTATIONS[mutation]
     text = RULES.read_text()
     assert text.count(old) == occurrences, f"mutation {mutation!r} no longer matches the rules"
-    (tmp_path / "alerts.yml").write_text(text.replace(old, new))
+    broken = text.replace(old, new)
+    (tmp_path / "alerts.yml").write_text(broken)
     shutil.copytree(UNIT_TESTS, tmp_path / "tests")
-    result = _promtool("test", "rules", *_unit_test_files(tmp_path / "tests"))
+    # Only the files testing the alerts the mutation changed: promtool runs every case of a
+    # file, and the others cannot fail on this mutation (about 1 s instead of 7 s each).
+    changed = {name for name, _ in _alert_exprs(text) ^ _alert_exprs(broken)}
+    files = _files_testing(changed, tmp_path / "tests")
+    assert files, f"no unit test covers {sorted(changed)}, changed by {mutation!r}"
+    result = _promtool("test", "rules", *files)
     assert result.returncode != 0, f"the unit tests pass with {mutation!r} broken"
 
 
