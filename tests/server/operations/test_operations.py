@@ -192,7 +192,13 @@ def test_another_users_operation_is_not_found(world: World) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "tasks/" + str(uuid.uuid4()), "operations/", "operations/not-a-uuid", "operations"],
+    [
+        "",
+        "tasks/00000000-0000-4000-8000-000000000001",
+        "operations/",
+        "operations/not-a-uuid",
+        "operations",
+    ],
 )
 def test_a_bad_name_is_invalid_argument_on_name(world: World, name: str) -> None:
     stub = world.owner
