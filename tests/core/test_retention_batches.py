@@ -145,7 +145,9 @@ def test_a_store_error_is_counted_and_the_next_run_finishes_the_deletion(
     # grace passed and the store answers.
     assert delete_orphans(engine, flaky, batch_size=2).deleted == 0  # type: ignore[arg-type]
     flaky.broken.clear()
-    later = sweep(engine, flaky, now=NOW + timedelta(minutes=10))  # type: ignore[arg-type]
+    # From the clock, not NOW: the row's deletion time is the real time of the run above,
+    # which may be long after this module was imported (a parallel or slow run).
+    later = sweep(engine, flaky, now=datetime.now(UTC) + timedelta(minutes=10))  # type: ignore[arg-type]
     assert (later.finished_deletions, later.failures, later.bytes_freed) == (1, 0, 102)
     with engine.connect() as connection:
         assert set(connection.scalars(select(ArtifactRow.id))) == {kept}

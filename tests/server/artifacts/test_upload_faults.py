@@ -95,18 +95,30 @@ def _cancel_after(server: ArtifactServer, path: Path, name: str, start: int, cut
     assert server.service is not None
     channel = grpc.insecure_channel(server.service.address)
     stub = artifacts_pb2_grpc.ArtifactServiceStub(channel)
-    sent = threading.Event()
 
-    def requests() -> Iterator[pb.WriteRequest]:
-        yield from _messages(path, name, start, cut, finish=False)
-        sent.set()
-        threading.Event().wait(TIMEOUT)  # hold the stream open until it is cancelled
+    def attempt() -> bool:
+        sent = threading.Event()
 
-    call = stub.Write.future(requests(), timeout=TIMEOUT, metadata=metadata())
-    if not sent.wait(5):
-        raise AssertionError(f"the request generator never sent its bytes: {call.exception(1)}")
-    call.cancel()
-    channel.close()
+        def requests() -> Iterator[pb.WriteRequest]:
+            yield from _messages(path, name, start, cut, finish=False)
+            sent.set()
+            threading.Event().wait(TIMEOUT)  # hold the stream open until it is cancelled
+
+        call = stub.Write.future(requests(), timeout=TIMEOUT, metadata=metadata())
+        if sent.wait(5):
+            call.cancel()
+            return True
+        error = call.exception(1)
+        # The previous cut's cancelled stream may still hold the upload on a loaded server:
+        # ABORTED, as the protocol says; wait for it to end and try again, as a client would.
+        if isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.ABORTED:
+            return False
+        raise AssertionError(f"the request generator never sent its bytes: {error}")
+
+    try:
+        wait_for(attempt, timeout=15, message=f"the previous stream of {name} to end")
+    finally:
+        channel.close()
 
 
 def _write_rest(stub: Stub, path: Path, name: str, start: int) -> int:
