@@ -117,8 +117,12 @@ lint: gen breaking
 typecheck: gen
 	$(BIN)/mypy
 
+# The suite on TEST_WORKERS processes (pytest-xdist): its tests spend most of their time
+# waiting on the real processes they start, so two workers on two cores halve the wall time.
+# Whole modules go to one worker (--dist loadfile): a module's stack starts once.
+TEST_WORKERS ?= 2
 test: system-deps lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: system-deps gen
 	$(BIN)/pytest -x -q
