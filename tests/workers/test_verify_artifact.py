@@ -26,7 +26,7 @@ from agentic.tasks.v1 import tasks_pb2_grpc
 from google.rpc import error_details_pb2
 from sqlalchemy import select
 
-from core.db import TaskRow
+from core.db import ArtifactRow, TaskRow
 from tests._identity import authorized_channel
 from tests._status import rich_status
 from tests.server.artifacts._bytestream import create_upload, upload
@@ -127,13 +127,18 @@ def test_damaged_bytes_fail_the_task_with_a_reason(
     s, _ = pipeline
     tasks, artifacts, project = stubs
     artifact = _artifact(artifacts, project, tmp_path / "source.bin", 64 * 1024)
-    task = _submit(tasks, project, artifact.id)
-    stored = _object_file(s, task.verify_artifact.artifact.object_key)
-    with stored.open("r+b") as handle:  # one flipped byte, as a bad disk would
+    with s.db().connect() as conn:
+        key = conn.execute(
+            select(ArtifactRow.object_key).where(ArtifactRow.id == artifact.id)
+        ).scalar_one()
+    # Damaged before the submit: a worker may verify within milliseconds of it.
+    with _object_file(s, key).open("r+b") as handle:  # one flipped byte, as a bad disk would
         handle.seek(1000)
         byte = handle.read(1)
         handle.seek(1000)
         handle.write(bytes([byte[0] ^ 0xFF]))
+    task = _submit(tasks, project, artifact.id)
+    assert task.verify_artifact.artifact.object_key == key
 
     final = watch_to_end(tasks, task.id)[-1].task
     assert final.state == pb.TASK_STATE_FAILED, final
