@@ -31,7 +31,10 @@ COPY devtools ./devtools
 
 # /keys exists (owned by agentic) so that compose's named volume mounted there is created
 # writable for the dev keys: Docker seeds a new volume with the image's directory and owner.
-RUN useradd --system --uid 10001 agentic && mkdir -p /app/var /keys && chown agentic /app/var /keys
+# /run/agentic holds the cache sidecar's socket: a new named volume mounted there takes this
+# directory's owner and mode, so only the service's user can reach the sidecar.
+RUN useradd --system --uid 10001 agentic && mkdir -p /app/var /keys /run/agentic \
+    && chown agentic /app/var /keys /run/agentic && chmod 700 /run/agentic
 USER agentic
 
 EXPOSE 50051 9464 9465

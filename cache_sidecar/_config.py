@@ -9,6 +9,8 @@ is passed down.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,21 @@ from core.config import (
     setting,
 )
 
-__all__ = ["DEFAULT_POLICY_FILE", "EVENTS_QUEUE_PREFIX", "Config", "ConfigError", "node_set_queue"]
+__all__ = [
+    "DEFAULT_LISTEN_ADDRESS",
+    "DEFAULT_POLICY_FILE",
+    "EVENTS_QUEUE_PREFIX",
+    "Config",
+    "ConfigError",
+    "node_set_queue",
+    "socket_path",
+]
+
+DEFAULT_LISTEN_ADDRESS = "unix:/run/agentic/cache.sock"
+"""A private Unix socket (see ``cache_sidecar._socket``): the containers' path."""
+
+# Linux's sun_path holds 108 bytes, the terminating NUL included.
+_MAX_SOCKET_PATH_BYTES = 107
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("namespaces.toml")
 """The policy shipped with the package."""
@@ -36,6 +52,40 @@ EVENTS_QUEUE_PREFIX = "agentic.cache.invalidations."
 
 _POSITIVE_SECONDS = number(positive=True)
 _POSITIVE_INT = integer(minimum=1)
+
+
+def socket_path(listen_address: str) -> str | None:
+    """The file of a ``unix:`` address (gRPC's ``unix:path`` and ``unix:///abs/path``),
+    None for ``host:port``."""
+    if not listen_address.startswith("unix:"):
+        return None
+    rest = listen_address.removeprefix("unix:")
+    return rest.removeprefix("//") if rest.startswith("//") else rest
+
+
+def _listen_address(raw: str) -> str:
+    """``unix:PATH`` (a private socket) or ``host:port``."""
+    raw = raw.strip()
+    if raw.startswith("unix-abstract:"):
+        raise ValueError(
+            "abstract sockets have no file permissions (any local process could connect); "
+            "use unix:PATH"
+        )
+    path = socket_path(raw)
+    if path is None:
+        return address(raw)
+    if not path or (raw.startswith("unix://") and not path.startswith("/")):
+        raise ValueError("must be unix:PATH (unix:/run/agentic/cache.sock) or host:port")
+    if len(os.fsencode(os.path.abspath(path))) > _MAX_SOCKET_PATH_BYTES:
+        raise ValueError(f"socket path longer than {_MAX_SOCKET_PATH_BYTES} bytes")
+    return raw
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name: it could resolve to anything
+        return False
 
 
 def _metrics_port_as_address(raw: str) -> str:
@@ -49,9 +99,23 @@ class Config:
 
     listen_address: str = setting(
         "AGENTIC_CACHE_LISTEN_ADDRESS",
-        "127.0.0.1:50052",
-        parse=address,
-        doc="gRPC listen address (port 0 picks a free port)",
+        DEFAULT_LISTEN_ADDRESS,
+        parse=_listen_address,
+        doc="where the gRPC service listens. `unix:PATH`: a Unix socket in a directory only "
+        "the sidecar's user may open (created with mode 0700 when missing; one open to "
+        "group or others, or owned by another user, stops the sidecar; a dead "
+        "predecessor's socket is replaced, a live one never). `host:port` (port 0 picks a "
+        "free port): TCP, which needs mTLS (the three `AGENTIC_CACHE_TLS_*` files), or "
+        "`AGENTIC_CACHE_INSECURE_LOOPBACK_TCP` on a loopback address",
+    )
+    insecure_loopback_tcp: bool = setting(
+        "AGENTIC_CACHE_INSECURE_LOOPBACK_TCP",
+        False,
+        parse=boolean,
+        shown="`off`",
+        doc="accept a TCP listen address without client certificates, on 127.0.0.1 or ::1 "
+        "only, with a warning at start: any local process can then read and fill the "
+        "cache. For tests and benchmarks, never a deployment",
     )
     memcached_servers: tuple[str, ...] = setting(
         "AGENTIC_MEMCACHED_SERVERS",
@@ -151,8 +215,10 @@ class Config:
     ready_file: str = setting(
         "AGENTIC_READY_FILE",
         "",
-        doc='as for the server: `{"grpc_port": …, "metrics_port": …}`, the ports actually '
-        "bound (`metrics_port` is `null` when metrics are off), written once serving",
+        doc='as for the server, written once serving: `{"grpc_address": …, "grpc_port": …, '
+        '"metrics_port": …}`, the address served (`unix:` and the absolute socket path, or '
+        "`host:port` with the port bound) and the ports actually bound (`grpc_port` is "
+        "`null` on a Unix socket, `metrics_port` when metrics are off)",
     )
     tls_cert_file: str = setting(
         "AGENTIC_CACHE_TLS_CERT_FILE",
@@ -206,11 +272,50 @@ class Config:
         """Whether the gRPC port serves TLS (validation guarantees cert and key together)."""
         return bool(self.tls_cert_file)
 
+    @property
+    def socket_path(self) -> Path | None:
+        """The Unix socket listened on (absolute), None on TCP."""
+        path = socket_path(self.listen_address)
+        return None if path is None else Path(os.path.abspath(path))
+
+    @property
+    def transport_warning(self) -> str | None:
+        """A warning when the sidecar serves clients it does not authenticate, else None."""
+        if self.socket_path is not None or self.tls_client_ca_file:
+            return None
+        return (
+            f"AGENTIC_CACHE_INSECURE_LOOPBACK_TCP: serving TCP on {self.listen_address} "
+            "without client certificates: any local process can read and fill the cache "
+            "(tests and benchmarks only; deployments use the unix: socket or mTLS)"
+        )
+
+    def check(self) -> None:
+        """Raise ConfigError for a TLS configuration that is half there, or a transport
+        that would let unauthenticated clients fill the cache (see ``listen_address``)."""
+        _check_tls(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+        if self.socket_path is not None or self.tls_client_ca_file:
+            return  # the file system or a client certificate decides who may call
+        host = self.listen_address.rpartition(":")[0]
+        if not _is_loopback(host):
+            raise ConfigError(
+                f"AGENTIC_CACHE_LISTEN_ADDRESS={self.listen_address!r}: TCP beyond loopback "
+                "needs mTLS (AGENTIC_CACHE_TLS_CERT_FILE, AGENTIC_CACHE_TLS_KEY_FILE and "
+                "AGENTIC_CACHE_TLS_CLIENT_CA_FILE), else any host reaching the port could "
+                "fill the cache; or listen on a unix: socket (the default)"
+            )
+        if not self.insecure_loopback_tcp:
+            raise ConfigError(
+                f"AGENTIC_CACHE_LISTEN_ADDRESS={self.listen_address!r} is TCP without client "
+                "certificates: any local process could read and fill the cache. Listen on a "
+                "unix: socket (the default), configure mTLS, or set "
+                "AGENTIC_CACHE_INSECURE_LOOPBACK_TCP=true to accept it on loopback (tests)"
+            )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Build a Config from AGENTIC_* variables; raise ConfigError naming a bad one."""
         config = read_env(cls, environ)
-        _check_tls(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+        config.check()
         return config
 
 

@@ -17,6 +17,7 @@ from cache_sidecar._leases import ReadCache
 from cache_sidecar._metrics import Counters, Metrics, SidecarCollector
 from cache_sidecar._policy import check_against_contract, load_policy
 from cache_sidecar._service import CacheServicer
+from cache_sidecar._socket import SocketClaim, claim_socket
 from cache_sidecar._store import Store
 from core.rpc import ServiceInterceptor, enable_reflection
 from core.serving import (
@@ -55,8 +56,14 @@ class CacheSidecar:
         executor: ThreadPoolExecutor,
         metrics: Metrics,
         consumer: EventConsumer | None,
+        address: str,
+        claim: SocketClaim | None = None,
     ) -> None:
         self.config = config
+        self.address = address
+        """The address served: ``unix:`` and the absolute socket path, or ``host:port``
+        with the port bound (the free one picked for port 0)."""
+        self._claim = claim
         self.server = server
         self.health = health_servicer
         self.dependencies = dependencies
@@ -73,6 +80,8 @@ class CacheSidecar:
     async def start(self) -> None:
         """Start serving RPCs, recovery/health upkeep, the event consumer and metrics."""
         await self.server.start()
+        if self.config.transport_warning is not None:
+            _log.warning("%s", self.config.transport_warning)
         loop = asyncio.get_running_loop()
         for warning in await loop.run_in_executor(self._executor, self.store.unsafe_settings):
             _log.warning("%s", warning)
@@ -89,6 +98,8 @@ class CacheSidecar:
         """Report NOT_SERVING, let in-flight RPCs finish within the grace, stop the rest."""
         await self.dependencies.stop_serving()
         await self.server.stop(grace_seconds)
+        if self._claim is not None:
+            self._claim.release()  # gRPC has removed the socket file
         if self._maintenance is not None:
             self._maintenance.cancel()
             await asyncio.gather(self._maintenance, return_exceptions=True)
@@ -117,14 +128,18 @@ class CacheSidecar:
 
 
 def create_server(config: Config) -> tuple[CacheSidecar, int]:
-    """Build a sidecar listening on ``config.listen_address``; return it and its port.
+    """Build a sidecar listening on ``config.listen_address``; return it and its port
+    (0 on a Unix socket; ``sidecar.address`` says what is served either way).
 
-    Serves TLS when ``config.tls_enabled``, and requires client certificates (mTLS)
-    when ``config.tls_client_ca_file`` is set; plaintext otherwise. Raises PolicyError
-    when the policy file is bad, TlsConfigError when a TLS file is unusable,
-    RuntimeError when the address cannot be bound. Nothing runs until
-    ``await sidecar.start()``.
+    A ``unix:`` address is claimed first (``cache_sidecar._socket``: private directory,
+    lock, stale socket replaced, live one refused). Serves TLS when ``config.tls_enabled``,
+    and requires client certificates (mTLS) when ``config.tls_client_ca_file`` is set;
+    plaintext otherwise. Raises ConfigError for a transport ``Config.check`` refuses or a
+    socket that cannot be used safely (SocketError), PolicyError when the policy file is
+    bad, TlsConfigError when a TLS file is unusable, RuntimeError when the address cannot
+    be bound. Nothing runs until ``await sidecar.start()``.
     """
+    config.check()
     policy = load_policy(config.policy_file)
     check_against_contract(policy, str(config.policy_file))
     # Read before anything starts threads: a bad certificate path fails fast and clean.
@@ -191,12 +206,27 @@ def create_server(config: Config) -> tuple[CacheSidecar, int]:
     dependencies = DependencyHealth(
         health_servicer, (SERVICE_NAME,), checks, interval_seconds=_MAINTENANCE_TICK_SECONDS
     )
-    if credentials is None:
-        port = server.add_insecure_port(config.listen_address)
+    path = config.socket_path
+    claim = None if path is None else claim_socket(path)
+    try:
+        # An absolute path: the address stays right for clients in another directory.
+        listen = config.listen_address if path is None else f"unix:{path}"
+        if credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, credentials)
+        if port == 0:  # older grpcio reports a failed bind this way instead of raising
+            raise RuntimeError(f"cannot listen on {config.listen_address}")
+        if claim is not None:
+            claim.secure()
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
+    if path is None:
+        address = f"{config.listen_address.rpartition(':')[0]}:{port}"
     else:
-        port = server.add_secure_port(config.listen_address, credentials)
-    if port == 0:  # older grpcio reports a failed bind this way instead of raising
-        raise RuntimeError(f"cannot listen on {config.listen_address}")
+        address, port = f"unix:{path}", 0  # gRPC reports 1 for a socket
     sidecar = CacheSidecar(
         config=config,
         server=server,
@@ -207,6 +237,8 @@ def create_server(config: Config) -> tuple[CacheSidecar, int]:
         executor=executor,
         metrics=metrics,
         consumer=consumer,
+        address=address,
+        claim=claim,
     )
     return sidecar, port
 
@@ -214,32 +246,37 @@ def create_server(config: Config) -> tuple[CacheSidecar, int]:
 async def serve(config: Config | None = None) -> None:
     """Run a sidecar until SIGTERM or SIGINT, then shut down gracefully.
 
-    Once serving, writes ``{"grpc_port": ..., "metrics_port": ...}`` to
-    ``config.ready_file`` when set, for supervisors and tests that bind port 0 (the
-    ports actually bound; ``metrics_port`` is null when metrics are off), as the API
-    server does.
+    Once serving, writes ``{"grpc_address": ..., "grpc_port": ..., "metrics_port": ...}``
+    to ``config.ready_file`` when set, for supervisors and tests: the address served
+    (``unix:/abs/path`` or ``host:port``) and the ports actually bound (``grpc_port`` is
+    null on a Unix socket, ``metrics_port`` when metrics are off), as the API server
+    writes its ports.
     """
     config = config or Config.from_env()
     sidecar, port = create_server(config)
     await sidecar.start()
-    host = config.listen_address.rpartition(":")[0]
     _log.info(
-        "serving %s on %s:%d (metrics port %s), memcached %s, events %s",
+        "serving %s on %s (metrics port %s), memcached %s, events %s",
         _transport(config),
-        host,
-        port,
+        sidecar.address,
         sidecar.metrics_port,
         ",".join(config.memcached_servers),
         f"from queue {config.consumed_queue}" if config.events_enabled else "off",
     )
     await wait_for_stop_signal(
-        config.ready_file, {"grpc_port": port, "metrics_port": sidecar.metrics_port}
+        config.ready_file,
+        {
+            "grpc_address": sidecar.address,
+            "grpc_port": port or None,
+            "metrics_port": sidecar.metrics_port,
+        },
     )
     _log.info("stopping: NOT_SERVING, %.1fs grace", config.shutdown_grace_seconds)
     await sidecar.stop(config.shutdown_grace_seconds)
 
 
 def _transport(config: Config) -> str:
-    if not config.tls_enabled:
-        return "plaintext"
-    return "mTLS" if config.tls_client_ca_file else "TLS"
+    security = "plaintext"
+    if config.tls_enabled:
+        security = "mTLS" if config.tls_client_ca_file else "TLS"
+    return f"{security} over a private Unix socket" if config.socket_path else security

@@ -99,6 +99,9 @@ def stop_all(processes: list[Process]) -> None:
                 proc.popen.kill()
 
 
+SIDECAR_SOCKET = VAR / "run" / "cache" / "cache.sock"
+"""The cache sidecar's socket; its directory is the sidecar's own (mode 0700)."""
+
 DEV_AUTH = VAR / "dev-auth"
 """Development signing keys, generated on the first ``make run`` (never for production)."""
 DEMO_ROLES = [Role.PROJECT_MANAGER, Role.TECHNICAL_LEAD]
@@ -219,7 +222,7 @@ def banner(
             "agentic-backend is running.",
             f"  API (gRPC, plaintext): {address}",
             f"  metrics:               http://127.0.0.1:{api.ready['metrics_port']}/metrics",
-            f"  cache sidecar (gRPC):  127.0.0.1:{sidecar.ready['grpc_port']}",
+            f"  cache sidecar (gRPC):  {sidecar.ready['grpc_address']}",
             f"  memcached:             127.0.0.1:{memcached.port} (UDP off)",
             f"  RabbitMQ:              {_redact(broker_url)}"
             + (" (private node, data in var/rabbitmq)" if started else " (already running)"),
@@ -267,8 +270,10 @@ def main() -> None:
             raise StackError(f"RabbitMQ: {exc}") from exc
         memcached = start_memcached(int(os.environ.get("AGENTIC_MEMCACHED_PORT", "11211")))
         sidecar_env = {
+            # A private Unix socket (the sidecar creates var/run/cache, mode 0700): no other
+            # user of the machine can read or fill the cache.
             "AGENTIC_CACHE_LISTEN_ADDRESS": os.environ.get(
-                "AGENTIC_CACHE_LISTEN_ADDRESS", "127.0.0.1:50052"
+                "AGENTIC_CACHE_LISTEN_ADDRESS", f"unix:{SIDECAR_SOCKET}"
             ),
             "AGENTIC_MEMCACHED_SERVERS": memcached.address,
             "AGENTIC_BROKER_URL": broker_url,
@@ -281,7 +286,7 @@ def main() -> None:
             "AGENTIC_AUTH_JWKS": str(keys.jwks_path),
             "AGENTIC_LISTEN_ADDRESS": os.environ.get("AGENTIC_LISTEN_ADDRESS", "127.0.0.1:50051"),
             "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{VAR / 'agentic.db'}"),
-            "AGENTIC_CACHE_ADDRESS": f"127.0.0.1:{sidecar.ready['grpc_port']}",
+            "AGENTIC_CACHE_ADDRESS": str(sidecar.ready["grpc_address"]),
             "AGENTIC_BROKER_URL": broker_url,
         }
         api = start_python("api", "server", api_env)

@@ -3,6 +3,8 @@ when the service is SERVING.
 
 Used by container healthchecks and by scripts; works for any of our gRPC processes, over
 plaintext or, with ``--ca``, over TLS (``--cert``/``--key`` for a server requiring mTLS).
+ADDRESS is any gRPC target: ``HOST:PORT``, or ``unix:PATH`` for the cache sidecar's
+socket (run it as the sidecar's user: the socket's directory admits no one else).
 Health needs no token.
 """
 
@@ -43,7 +45,7 @@ def check(
 def main() -> None:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m server.healthcheck")
-    parser.add_argument("address", help="HOST:PORT")
+    parser.add_argument("address", help="HOST:PORT or unix:PATH")
     parser.add_argument("service", nargs="?", default="", help="service name ('' = server)")
     parser.add_argument("--ca", help="CA certificate (PEM): talk TLS, trusting this CA")
     parser.add_argument("--cert", help="client certificate (PEM) for servers requiring mTLS")

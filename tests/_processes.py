@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
@@ -30,15 +32,17 @@ __all__ = [
     "Service",
     "Worker",
     "free_port",
+    "loopback_tcp",
     "run_module",
     "start_service",
     "start_sidecar",
     "start_worker",
 ]
 
-# Fast failure detection so outage tests take fractions of a second, not seconds.
+# Fast failure detection so outage tests take fractions of a second, not seconds. The listen
+# address is start_sidecar's: a private Unix socket of the test's (the sidecar's default
+# transport), unless the test asks for TCP (loopback_tcp, or TLS settings and an address).
 SIDECAR_ENV = {
-    "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
     "AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0",
     "AGENTIC_CACHE_EVENTS": "off",
     "AGENTIC_MEMCACHED_CONNECT_TIMEOUT_SECONDS": "0.05",
@@ -49,6 +53,20 @@ SIDECAR_ENV = {
 }
 
 
+# Linux's limit on a socket path is 107 bytes; deep test directories get a short one in /tmp.
+_SOCKET_PATH_LIMIT = 100
+
+
+def loopback_tcp(port: int = 0) -> dict[str, str]:
+    """A sidecar's environment for plaintext TCP on 127.0.0.1:``port`` (0: a free one), in
+    the named insecure mode: for tests that restart a sidecar at the same address or put
+    it behind a TCP fault, never the default."""
+    return {
+        "AGENTIC_CACHE_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "AGENTIC_CACHE_INSECURE_LOOPBACK_TCP": "true",
+    }
+
+
 @dataclass
 class Service:
     """A child process of ours with the ports it reported in its ready file."""
@@ -56,14 +74,21 @@ class Service:
     process: subprocess.Popen[bytes]
     ready: dict[str, Any]
     log_path: Path
+    scratch: Path | None = None
+    """A directory of this process's outside the test's (a short socket path), removed by
+    stop()."""
 
     @property
     def port(self) -> int:
-        return int(self.ready["grpc_port"])
+        port = self.ready.get("grpc_port")
+        assert port is not None, f"this process serves {self.address}, not a TCP port"
+        return int(port)
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        """What a client dials: the reported ``grpc_address`` (a sidecar's ``unix:`` socket
+        or ``host:port``), else ``127.0.0.1:<grpc_port>``."""
+        return str(self.ready.get("grpc_address") or f"127.0.0.1:{self.port}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -77,13 +102,23 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
         return int(self.process.returncode)
 
 
 def start_service(
-    module: str, env: Mapping[str, str], workdir: Path, *, timeout: float = 30.0
+    module: str,
+    env: Mapping[str, str],
+    workdir: Path,
+    *,
+    timeout: float = 30.0,
+    scratch: Path | None = None,
 ) -> Service:
-    """Run ``python -m module`` with ``env``; return once it wrote its ready file."""
+    """Run ``python -m module`` with ``env``; return once it wrote its ready file.
+
+    ``scratch``, a directory of the process's, is removed when it is stopped (or fails to
+    start)."""
     workdir.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
     ready_file = workdir / f"{module}-{tag}.ready.json"
@@ -120,8 +155,15 @@ def start_service(
     except BaseException:
         process.kill()
         process.wait(5)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         raise
-    return Service(process=process, ready=json.loads(ready_file.read_text()), log_path=log_path)
+    return Service(
+        process=process,
+        ready=json.loads(ready_file.read_text()),
+        log_path=log_path,
+        scratch=scratch,
+    )
 
 
 def run_module(
@@ -145,14 +187,26 @@ def start_sidecar(
     policy_file: Path,
     env: Mapping[str, str] | None = None,
 ) -> Service:
-    """Start ``python -m cache_sidecar`` on a free port; return once it is serving."""
+    """Start ``python -m cache_sidecar``; return once it is serving.
+
+    It listens on a private Unix socket of its own (the default transport; the sidecar
+    creates the directory, mode 0700) unless ``env`` sets ``AGENTIC_CACHE_LISTEN_ADDRESS``
+    (``loopback_tcp()``, or a TCP address with mTLS). ``Service.address`` is what it serves.
+    """
     full_env = {
         **SIDECAR_ENV,
         "AGENTIC_MEMCACHED_SERVERS": ",".join(m.address for m in servers),
         "AGENTIC_CACHE_POLICY_FILE": str(policy_file),
         **(env or {}),
     }
-    return start_service("cache_sidecar", full_env, workdir)
+    scratch = None
+    if "AGENTIC_CACHE_LISTEN_ADDRESS" not in full_env:
+        socket = workdir.resolve() / "run" / "cache.sock"
+        if len(str(socket)) > _SOCKET_PATH_LIMIT:
+            scratch = Path(tempfile.mkdtemp(prefix="agentic-sidecar-"))
+            socket = scratch / "run" / "cache.sock"
+        full_env["AGENTIC_CACHE_LISTEN_ADDRESS"] = f"unix:{socket}"
+    return start_service("cache_sidecar", full_env, workdir, scratch=scratch)
 
 
 @dataclass

@@ -39,7 +39,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.prometheus import Prometheus, PrometheusConfig, write_drill_rules
 from tests._identity import Role, authorized_channel, token
-from tests._processes import Memcached, Service, Worker, free_port, start_service, start_sidecar
+from tests._processes import (
+    Memcached,
+    Service,
+    Worker,
+    free_port,
+    start_service,
+    start_sidecar,
+)
 from tests._promql import (
     PROMETHEUS_SERIES,
     dashboard_expressions,
@@ -144,21 +151,17 @@ def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
         memcached = Memcached(free_port(), tmp / "memcached.log")
         memcached.start()
         cleanup.callback(memcached.stop)
-        sidecar_port = free_port()
         sidecar = start_sidecar(
             tmp / "sidecar",
             [memcached],
             POLICY,
-            {
-                "AGENTIC_CACHE_LISTEN_ADDRESS": f"127.0.0.1:{sidecar_port}",
-                "AGENTIC_CACHE_METRICS_ADDRESS": f"127.0.0.1:{ports['cache-sidecar']}",
-            },
+            {"AGENTIC_CACHE_METRICS_ADDRESS": f"127.0.0.1:{ports['cache-sidecar']}"},
         )
         cleanup.callback(sidecar.stop)
         s = cleanup.enter_context(stack(tmp, vhost, f"sqlite:///{tmp / 'drill.db'}"))
         s.start_server(
             AGENTIC_METRICS_ADDRESS=f"127.0.0.1:{ports['api']}",
-            AGENTIC_CACHE_ADDRESS=f"127.0.0.1:{sidecar_port}",
+            AGENTIC_CACHE_ADDRESS=sidecar.address,
             AGENTIC_CACHE_TIMEOUT_SECONDS="0.5",
             AGENTIC_CACHE_INVALIDATE_TIMEOUT_SECONDS="0.5",
             # The event relay (agentic_event_outbox_backlog) runs as in production.

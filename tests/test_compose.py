@@ -69,7 +69,33 @@ def test_memcached_is_loopback_only_without_udp_beside_the_api() -> None:
     for name in ("memcached", "cache-sidecar"):
         assert services[name]["network_mode"] == "service:api", name
         assert not services[name].get("ports"), f"{name} must not publish ports"
-    assert services["api"]["environment"]["AGENTIC_CACHE_ADDRESS"] == "127.0.0.1:50052"
+
+
+def _volume_at(service: dict[str, Any], target: str) -> str | None:
+    for volume in service.get("volumes", []):
+        if volume["type"] == "volume" and volume["target"] == target:
+            return str(volume["source"])
+    return None
+
+
+def test_the_sidecar_serves_a_private_socket_that_api_and_worker_share() -> None:
+    services = _services()
+    socket = "unix:/run/agentic/cache.sock"
+    sidecar = services["cache-sidecar"]
+    assert sidecar["environment"]["AGENTIC_CACHE_LISTEN_ADDRESS"] == socket
+    assert "AGENTIC_CACHE_INSECURE_LOOPBACK_TCP" not in sidecar["environment"]
+    assert sidecar["healthcheck"]["test"][-1] == socket, "the healthcheck asks the socket"
+    volume = _volume_at(sidecar, "/run/agentic")
+    assert volume, "the sidecar's socket directory is not a volume"
+    for name in ("api", "worker"):
+        assert services[name]["environment"]["AGENTIC_CACHE_ADDRESS"] == socket, name
+        assert _volume_at(services[name], "/run/agentic") == volume, name
+    others = [n for n, s in services.items() if n not in {"api", "worker", "cache-sidecar"}]
+    for name in others:
+        assert _volume_at(services[name], "/run/agentic") is None, name
+    # A new volume is seeded from the image's directory: it must be the user's, 0700.
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "/run/agentic" in dockerfile, "the image does not create the socket directory"
 
 
 # --- Prometheus and Grafana -------------------------------------------------------------

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -44,7 +45,6 @@ def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path, broker_names: dict
         "AGENTIC_RUN_DIR": str(tmp_path),
         "AGENTIC_LISTEN_ADDRESS": "127.0.0.1:0",
         "AGENTIC_METRICS_ADDRESS": "127.0.0.1:0",
-        "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
         "AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0",
         "AGENTIC_MEMCACHED_PORT": str(free_port()),
         # `make run PROMETHEUS=1`, checked on the same stack (a second one costs 20 s);
@@ -96,7 +96,10 @@ def test_devstack_serves_and_stops_on_sigterm(tmp_path: Path, broker_names: dict
             watch = tasks.WatchTask(tasks_pb2.WatchTaskRequest(id=submitted.id), timeout=60)
             final = [r.event for r in watch if r.HasField("event") and r.event.terminal]
             assert [e.state for e in final] == [tasks_pb2.TASK_STATE_SUCCEEDED]
-        assert "cache sidecar (gRPC)" in "".join(lines)
+        # The sidecar on its private socket under the run directory, not on TCP.
+        sidecar_socket = tmp_path / "run" / "cache" / "cache.sock"
+        assert f"cache sidecar (gRPC):  unix:{sidecar_socket}" in "".join(lines)
+        assert stat.S_IMODE(sidecar_socket.parent.stat().st_mode) == 0o700
         assert "UDP off" in "".join(lines)
         assert (tmp_path / "agentic.db").exists(), "the stack should use its embedded SQLite"
         prometheus_port = _check_prometheus("".join(lines))

@@ -207,8 +207,10 @@ class WorkerConfig:
         "",
         shown="(unset)",
         doc="the cache sidecar the compliance report reads rule sets through (the server's "
-        "variable); unset or empty: they are read from the database. An unreachable sidecar "
-        "costs a report at most one cache timeout, then the database answers",
+        "variable: `unix:PATH` of its socket, the worker running as the sidecar's user, or "
+        "`host:port` over mTLS); unset or empty: they are read from the database. An "
+        "unreachable sidecar costs a report at most one cache timeout, then the database "
+        "answers",
     )
     cache_timeout_seconds: float = setting(
         "AGENTIC_CACHE_TIMEOUT_SECONDS",

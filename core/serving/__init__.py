@@ -1,7 +1,8 @@
 """How a process serves: one mechanism for the ready file, health and the stop signals.
 
 - ``write_ready_file``: the JSON a supervisor or test polls for, written atomically
-  (the API server and sidecar: ``grpc_port``, ``metrics_port``; a worker: ``pid``).
+  (the API server: ``grpc_port``, ``metrics_port``; the sidecar also ``grpc_address``,
+  its ``unix:`` socket or ``host:port``, ``grpc_port`` null on a socket; a worker: ``pid``).
 - ``DependencyHealth`` and ``Dependency``: grpc.health.v1 that follows real dependencies,
   each process bringing its own checks, NOT_SERVING from shutdown on.
 - ``start_metrics``: the Prometheus endpoint from a ``host:port`` address.

@@ -14,7 +14,9 @@ from cache_sidecar._config import DEFAULT_POLICY_FILE, EVENTS_QUEUE_PREFIX, node
 
 def test_defaults() -> None:
     config = Config.from_env({})
-    assert config.listen_address == "127.0.0.1:50052"
+    assert config.listen_address == "unix:/run/agentic/cache.sock"
+    assert config.socket_path == Path("/run/agentic/cache.sock")
+    assert not config.insecure_loopback_tcp
     assert config.memcached_servers == ("127.0.0.1:11211",)
     assert config.policy_file == DEFAULT_POLICY_FILE
     assert config.metrics_address == "127.0.0.1:9465"
@@ -31,6 +33,7 @@ def test_values_are_parsed() -> None:
     config = Config.from_env(
         {
             "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
+            "AGENTIC_CACHE_INSECURE_LOOPBACK_TCP": "true",
             "AGENTIC_MEMCACHED_SERVERS": "127.0.0.1:1, 127.0.0.1:2,",
             "AGENTIC_CACHE_POLICY_FILE": "/etc/policy.toml",
             "AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0",
@@ -39,6 +42,8 @@ def test_values_are_parsed() -> None:
             "AGENTIC_CACHE_BREAKER_FAILURE_THRESHOLD": "5",
         }
     )
+    assert config.listen_address == "127.0.0.1:0"
+    assert config.socket_path is None
     assert config.memcached_servers == ("127.0.0.1:1", "127.0.0.1:2")
     assert config.policy_file == Path("/etc/policy.toml")
     assert config.metrics_address == "127.0.0.1:0", "port 0 picks a free port"

@@ -46,12 +46,17 @@ class MtlsSidecar:
 
 
 def _sidecar_tls_env(ca: DevCa, *, mutual: bool = True) -> dict[str, str]:
+    # TCP (the network hop mTLS is for). Without client certificates TCP is accepted only
+    # in the named insecure mode, on loopback.
     env = {
+        "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
         "AGENTIC_CACHE_TLS_CERT_FILE": str(ca.sidecar_cert),
         "AGENTIC_CACHE_TLS_KEY_FILE": str(ca.sidecar_key),
     }
     if mutual:
         env["AGENTIC_CACHE_TLS_CLIENT_CA_FILE"] = str(ca.ca_cert)
+    else:
+        env["AGENTIC_CACHE_INSECURE_LOOPBACK_TCP"] = "true"
     return env
 
 

@@ -24,7 +24,7 @@ def test_health_tracks_memcached_while_get_answers_load_no_fill(
 ) -> None:
     memcached = Memcached(free_port(), tmp_path / "memcached.log")  # not started yet
     config = Config(
-        listen_address="127.0.0.1:0",
+        listen_address=f"unix:{tmp_path / 'run' / 'cache.sock'}",
         memcached_servers=(memcached.address,),
         policy_file=policy_file,
         metrics_address="127.0.0.1:0",
@@ -34,10 +34,10 @@ def test_health_tracks_memcached_while_get_answers_load_no_fill(
     )
 
     async def scenario() -> None:
-        sidecar, port = create_server(config)
+        sidecar, _ = create_server(config)
         await sidecar.start()
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with grpc.aio.insecure_channel(sidecar.address) as channel:
                 health = health_pb2_grpc.HealthStub(channel)
 
                 async def status() -> int:

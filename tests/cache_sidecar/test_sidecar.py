@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from core.cache import CacheClient, CacheRejected, FillResult, Outcome
-from tests._processes import Memcached, free_port, run_module, start_sidecar
+from tests._processes import Memcached, free_port, loopback_tcp, run_module, start_sidecar
 from tests.cache_sidecar._support import TEST_POLICY, eventually, run
 
 
@@ -320,7 +320,7 @@ def test_a_bad_policy_refuses_to_start_naming_the_field(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "AGENTIC_CACHE_POLICY_FILE": str(policy),
-        "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
+        **loopback_tcp(),
         "AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0",
         "AGENTIC_CACHE_EVENTS": "off",
     }
@@ -372,7 +372,7 @@ def test_a_policy_that_breaks_the_contract_refuses_to_start(
     env = {
         **os.environ,
         "AGENTIC_CACHE_POLICY_FILE": str(policy),
-        "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
+        **loopback_tcp(),
         "AGENTIC_CACHE_METRICS_ADDRESS": "",
         "AGENTIC_CACHE_EVENTS": "off",
     }

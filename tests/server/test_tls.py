@@ -294,6 +294,8 @@ def chain(tmp_path: Path, pki: DevCa) -> Iterator[Chain]:
             [memcached],
             POLICY,
             {
+                # TCP: the network hop mTLS is for (the default is a private Unix socket).
+                "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
                 "AGENTIC_CACHE_TLS_CERT_FILE": str(pki.sidecar_cert),
                 "AGENTIC_CACHE_TLS_KEY_FILE": str(pki.sidecar_key),
                 "AGENTIC_CACHE_TLS_CLIENT_CA_FILE": str(pki.ca_cert),

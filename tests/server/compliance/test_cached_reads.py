@@ -20,7 +20,7 @@ from google.protobuf import field_mask_pb2
 from devtools.memcached import Memcached
 from devtools.ports import free_port
 from tests._identity import authorized_channel
-from tests._processes import Service, start_service, start_sidecar
+from tests._processes import Service, loopback_tcp, start_service, start_sidecar
 from tests._scrape import metric, metrics_text
 from tests._support import wait_for
 from tests.server.compliance.test_rule_sets_api import get
@@ -56,7 +56,7 @@ def stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
         tmp_path / "sidecar",
         [memcached],
         POLICY,
-        {"AGENTIC_CACHE_LISTEN_ADDRESS": f"127.0.0.1:{sidecar_port}"},
+        loopback_tcp(sidecar_port),
     )
     server = start_service(
         "server",
@@ -163,7 +163,7 @@ def test_the_event_invalidates_another_hosts_cache(
                     tmp_path / side,
                     [memcached],
                     POLICY,
-                    {**events, "AGENTIC_CACHE_LISTEN_ADDRESS": f"127.0.0.1:{port}"},
+                    {**events, **loopback_tcp(port)},
                 )
             )
         db = tmp_path / "shared.db"

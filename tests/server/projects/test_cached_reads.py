@@ -19,7 +19,7 @@ from devtools.memcached import Memcached
 from devtools.ports import free_port
 from server.auth import Role
 from tests._identity import authorized_channel
-from tests._processes import Service, start_service, start_sidecar
+from tests._processes import Service, loopback_tcp, start_service, start_sidecar
 from tests._scrape import metric, metrics_text
 from tests._support import REPO, wait_for
 
@@ -40,7 +40,7 @@ class Stack:
     projects: projects_pb2_grpc.ProjectServiceStub
 
     def start_sidecar(self) -> None:
-        env = {"AGENTIC_CACHE_LISTEN_ADDRESS": f"127.0.0.1:{self.sidecar_port}"}
+        env = loopback_tcp(self.sidecar_port)
         self.sidecar = start_sidecar(self.tmp / "sidecar", [self.memcached], POLICY, env)
 
     def origin_loads(self) -> float:
@@ -58,7 +58,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         tmp_path / "sidecar",
         [memcached],
         POLICY,
-        {"AGENTIC_CACHE_LISTEN_ADDRESS": f"127.0.0.1:{sidecar_port}"},
+        loopback_tcp(sidecar_port),
     )
     server = start_service(
         "server",

@@ -18,7 +18,7 @@ from kombu.entity import Exchange, Queue
 from devtools.memcached import Memcached
 from devtools.ports import free_port
 from tests._identity import authorized_channel
-from tests._processes import Service, start_service, start_sidecar
+from tests._processes import Service, loopback_tcp, start_service, start_sidecar
 from tests._support import wait_for
 from tests.server.projects.test_cached_reads import POLICY
 
@@ -72,7 +72,7 @@ def test_event_reaches_the_other_hosts_cache_when_sync_invalidation_fails(
             tmp_path / "a",
             [memcached],
             POLICY,
-            {**events, "AGENTIC_CACHE_LISTEN_ADDRESS": f"127.0.0.1:{port_a}"},
+            {**events, **loopback_tcp(port_a)},
         )
         started.append(sidecar_a)
         started.append(
@@ -80,7 +80,7 @@ def test_event_reaches_the_other_hosts_cache_when_sync_invalidation_fails(
                 tmp_path / "b",
                 [memcached],
                 POLICY,
-                {**events, "AGENTIC_CACHE_LISTEN_ADDRESS": f"127.0.0.1:{port_b}"},
+                {**events, **loopback_tcp(port_b)},
             )
         )
         db = tmp_path / "shared.db"

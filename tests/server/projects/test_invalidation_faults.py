@@ -32,7 +32,7 @@ from core.projects import etag_of
 from devtools.memcached import Memcached
 from devtools.ports import free_port
 from tests._identity import authorized_channel
-from tests._processes import Service, start_service, start_sidecar
+from tests._processes import Service, loopback_tcp, start_service, start_sidecar
 from tests._rabbitmq import PrivateRabbit
 from tests._scrape import metric, metrics_text
 from tests._support import postgres_database, wait_for
@@ -72,7 +72,7 @@ class Replica:
     stub: projects_pb2_grpc.ProjectServiceStub | None = None
 
     def start_sidecar(self) -> None:
-        env = {**self.sidecar_env, "AGENTIC_CACHE_LISTEN_ADDRESS": f"127.0.0.1:{self.sidecar_port}"}
+        env = {**self.sidecar_env, **loopback_tcp(self.sidecar_port)}
         self.sidecar = start_sidecar(
             self.tmp / f"{self.name}-sidecar", [self.memcached], POLICY, env
         )
