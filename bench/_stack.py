@@ -1,13 +1,15 @@
 """Every process the benchmark drives, started on 127.0.0.1 and stopped on exit.
 
-memcached (private, UDP off), the cache sidecar over it, an API server reading through
-the sidecar, a second API server with no cache on the same PostgreSQL database, and two
+memcached (private, UDP off), the cache sidecar over it twice (on loopback TCP, in the
+named insecure mode, and on its default private Unix socket), an API server reading
+through each, a second API server with no cache on the same PostgreSQL database, and two
 bare chains (``bench._bare``): hop1 -> hop2 with hop2's pymemcache get in a thread
 pool (the primary baseline) or on the event loop.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -32,8 +34,18 @@ class Stack:
     memcached_version: str
     database_url: str
     sidecar: Service
+    """The sidecar on loopback TCP (the bare chains' transport)."""
     cached_api: Service
+    """The API server reading through it."""
+    uds_sidecar: Service
+    """The sidecar on its default transport, a private Unix socket."""
+    uds_cached_api: Service
+    """The API server reading through that one."""
     uncached_api: Service
+    untracked_api: Service
+    """An API server reading through ``sidecar`` like ``cached_api``, with session idle
+    tracking off (``AGENTIC_SESSION_IDLE_TRACKING=false``): the baseline of the sessions
+    row."""
     bare_thread: Service
     """hop1 of the chain whose hop2 runs pymemcache in a thread pool."""
     bare_thread_hop2: Service
@@ -116,19 +128,37 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
         memcached = f"127.0.0.1:{mc_port}"
         database_url = stack.enter_context(postgres_database(workdir / "postgres"))
         start = _Starter(stack, workdir)
+        sidecar_env = {
+            "AGENTIC_MEMCACHED_SERVERS": memcached,
+            "AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0",
+            "AGENTIC_CACHE_EVENTS": "off",
+            "AGENTIC_CACHE_SHUTDOWN_GRACE_SECONDS": "1",
+        }
         sidecar = start(
             "cache_sidecar",
             {
+                **sidecar_env,
                 "AGENTIC_CACHE_LISTEN_ADDRESS": "127.0.0.1:0",
-                "AGENTIC_MEMCACHED_SERVERS": memcached,
-                "AGENTIC_CACHE_METRICS_ADDRESS": "127.0.0.1:0",
-                "AGENTIC_CACHE_EVENTS": "off",
-                "AGENTIC_CACHE_SHUTDOWN_GRACE_SECONDS": "1",
+                "AGENTIC_CACHE_INSECURE_LOOPBACK_TCP": "true",
             },
         )
-        # One after the other: both run the migrations at start-up.
+        # A short path (Linux caps socket paths at 107 bytes); the sidecar makes it 0700.
+        socket_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        uds_sidecar = start(
+            "cache_sidecar",
+            {
+                **sidecar_env,
+                "AGENTIC_CACHE_LISTEN_ADDRESS": f"unix:{socket_dir / 'run' / 'cache.sock'}",
+            },
+        )
+        # One after the other: each runs the migrations at start-up.
         cached_api = start("server", _api_env(database_url, sidecar.address))
+        uds_cached_api = start("server", _api_env(database_url, uds_sidecar.address))
         uncached_api = start("server", _api_env(database_url, ""))
+        untracked_api = start(
+            "server",
+            {**_api_env(database_url, sidecar.address), "AGENTIC_SESSION_IDLE_TRACKING": "false"},
+        )
         bare_thread, bare_thread_hop2 = _bare_chain(start, memcached, "thread")
         bare_loop, bare_loop_hop2 = _bare_chain(start, memcached, "loop")
         yield Stack(
@@ -138,7 +168,10 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
             database_url=database_url,
             sidecar=sidecar,
             cached_api=cached_api,
+            uds_sidecar=uds_sidecar,
+            uds_cached_api=uds_cached_api,
             uncached_api=uncached_api,
+            untracked_api=untracked_api,
             bare_thread=bare_thread,
             bare_thread_hop2=bare_thread_hop2,
             bare_loop=bare_loop,

@@ -23,12 +23,29 @@ from core.config import (
     setting,
     upper,
 )
+from server.auth import Role
 
 __all__ = ["DEFAULT_DATABASE_URL", "ConfigError", "ServerConfig"]
 
 _BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 _NONNEGATIVE = number()
 _POSITIVE = number(positive=True)
+_ROLE_VALUES = tuple(role.value for role in Role)
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    """A comma-separated list of subjects."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _roles(raw: str) -> tuple[str, ...]:
+    """A comma-separated list of role names (the ``roles`` claim's values)."""
+    roles = _names(raw)
+    unknown = [role for role in roles if role not in _ROLE_VALUES]
+    if unknown:
+        raise ValueError(f"names unknown role {unknown[0]!r} (known: {', '.join(_ROLE_VALUES)})")
+    return roles
+
 
 # AGENTIC_EVENTS_URL, the former broker of the domain events: a URL now names the one broker
 # (when AGENTIC_BROKER_URL is unset); empty switched the events off, as
@@ -114,9 +131,11 @@ class ServerConfig:
     )
     cache_address: str = setting(
         "AGENTIC_CACHE_ADDRESS",
-        "127.0.0.1:50052",
+        "unix:/run/agentic/cache.sock",
         when_empty="",
-        doc="the cache sidecar beside this server; set but empty: every read goes to the database",
+        doc="the cache sidecar beside this server: `unix:PATH`, its private socket (the "
+        "sidecar's default; this server runs as the sidecar's user), or `host:port` over "
+        "mTLS; set but empty: every read goes to the database",
     )
     # It bounds how long a reader waits for another reader's fill of a cold key. Shorter than
     # a database load under load, and waiters give up and stampede the database (measured:
@@ -269,6 +288,69 @@ class ServerConfig:
         doc="a verified token is trusted this long without a new signature check (never past "
         "its `exp`); also how long a key removed from the JWKS still admits tokens already "
         "seen",
+    )
+    session_idle_seconds: float = setting(
+        "AGENTIC_SESSION_IDLE_SECONDS",
+        1800.0,
+        parse=_POSITIVE,
+        doc="a session (a token's `sid`) with no call for this long is refused "
+        "(UNAUTHENTICATED, reason `SESSION_EXPIRED`). Tracked in the cache sidecar's "
+        "`sessions` namespace, whose `ttl_seconds` must be at least this (the sidecar owns "
+        "it); not enforced while that namespace cannot answer. See [Sessions](#sessions)",
+    )
+    session_max_age_seconds: float = setting(
+        "AGENTIC_SESSION_MAX_AGE_SECONDS",
+        43200.0,
+        parse=_POSITIVE,
+        doc="a session older than this (from its first token's `iat` this server knows of) "
+        "is refused with `SESSION_EXPIRED`, however active it is",
+    )
+    session_touch_interval_seconds: float = setting(
+        "AGENTIC_SESSION_TOUCH_INTERVAL_SECONDS",
+        30.0,
+        parse=_POSITIVE,
+        doc="a session's last activity is written to the sidecar at most once per this "
+        "interval, in the background (a session may so expire up to this much before "
+        "its idle timeout)",
+    )
+    session_idle_tracking: bool = setting(
+        "AGENTIC_SESSION_IDLE_TRACKING",
+        True,
+        parse=boolean,
+        doc="track idle sessions in the cache sidecar; `false` leaves the idle timeout "
+        "unenforced (revocation, the `sid` requirement and the maximum age stay)",
+    )
+    sessionless_subjects: tuple[str, ...] = setting(
+        "AGENTIC_SESSIONLESS_SUBJECTS",
+        ("agentic-beat",),
+        parse=_names,
+        when_empty=(),
+        doc="comma-separated subjects (`sub`) of service accounts: their tokens may lack a "
+        "`sid`, and are never idled out nor aged out (they can still be revoked). Every "
+        "other token without a `sid` is refused (reason `SESSION_REQUIRED`); set but empty "
+        "allows none",
+    )
+    sessionless_roles: tuple[str, ...] = setting(
+        "AGENTIC_SESSIONLESS_ROLES",
+        (),
+        parse=_roles,
+        doc="comma-separated roles whose holders are service accounts in the same sense "
+        "(e.g. `administrator` for a deployment whose operators use long-lived tokens)",
+    )
+    session_revocation_poll_seconds: float = setting(
+        "AGENTIC_SESSION_REVOCATION_POLL_SECONDS",
+        0.5,
+        parse=_POSITIVE,
+        doc="how often the server reads new session revocations from the database (a "
+        "revocation made on another replica is refused here within this, plus one read)",
+    )
+    session_revocation_retain_seconds: float = setting(
+        "AGENTIC_SESSION_REVOCATION_RETAIN_SECONDS",
+        31 * 86400.0,
+        parse=_POSITIVE,
+        doc="a revocation is kept (in memory on every server) this long, and at least until "
+        "the revoked token expires: longer than any token lifetime your identity provider "
+        "issues (the beat's development token lives 30 days)",
     )
     tls_cert_file: str = setting(
         "AGENTIC_TLS_CERT_FILE",
@@ -445,6 +527,15 @@ class ServerConfig:
         for cert_name, cert, key_name, key in pairs:
             if bool(cert) != bool(key):
                 raise ConfigError(f"set both {cert_name} and {key_name}, or neither")
+        if self.session_touch_interval_seconds >= self.session_idle_seconds:
+            raise ConfigError(
+                "AGENTIC_SESSION_TOUCH_INTERVAL_SECONDS must be shorter than "
+                "AGENTIC_SESSION_IDLE_SECONDS (activity is written once per interval)"
+            )
+        if self.session_max_age_seconds < self.session_idle_seconds:
+            raise ConfigError(
+                "AGENTIC_SESSION_MAX_AGE_SECONDS must be at least AGENTIC_SESSION_IDLE_SECONDS"
+            )
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ConfigError(
                 "AGENTIC_TLS_CLIENT_CA_FILE needs AGENTIC_TLS_CERT_FILE and _KEY_FILE"

@@ -12,6 +12,7 @@ from agentic.admin.v1 import admin_pb2, admin_pb2_grpc
 from agentic.artifacts.v1 import artifacts_pb2, artifacts_pb2_grpc
 from agentic.compliance.v1 import rule_sets_pb2, rule_sets_pb2_grpc
 from agentic.projects.v1 import projects_pb2, projects_pb2_grpc
+from agentic.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from agentic.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from google.longrunning import (  # type: ignore[import-untyped]  # .pyi stubs, no py.typed marker
     operations_pb2_grpc,
@@ -21,6 +22,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine
 
+from core.audit import AuditWriter
 from core.cache import CacheClient
 from core.db import install_statement_deadlines, make_engine, migrate
 from core.events import AmqpPublisher, EventRelay, NullPublisher, Publisher
@@ -39,11 +41,20 @@ from server.access import (
 )
 from server.admin import Admin, AdminService
 from server.artifacts import ArtifactLimits, Artifacts, ArtifactService, ArtifactStore
-from server.auth import JwksKeySet, TokenVerifier
+from server.auth import JwksKeySet, Role, TokenVerifier
 from server.caching import CoherentCache
 from server.compliance import RuleSets, RuleSetService, RuleSetStore
 from server.operations import OperationsService
 from server.projects import Projects, ProjectService, ProjectStore
+from server.sessions import (
+    ActivityTracker,
+    RevocationList,
+    RevocationStore,
+    SessionGuard,
+    Sessions,
+    SessionsCollector,
+    SessionService,
+)
 from server.tasks import Tasks, TaskService
 from server.tasks._metrics import TaskCollector
 from server.tasks._ops_metrics import BrokerFigures, JobTimes, last_outcomes
@@ -56,6 +67,7 @@ SERVICE_NAMES = (
     tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     rule_sets_pb2.DESCRIPTOR.services_by_name["RuleSetService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     operations_proto_pb2.DESCRIPTOR.services_by_name["Operations"].full_name,
 )
 
@@ -78,9 +90,11 @@ class App:
     engine: Engine
     dependencies: DependencyHealth
     keys: JwksKeySet | None
+    sessions: Sessions
 
     async def close(self) -> None:
         """Release what the server owns, after it stopped."""
+        await self.sessions.stop()
         await self.projects.close()
         await self.tasks.close()
         if self.cache is not None:
@@ -128,8 +142,11 @@ def jwks(config: ServerConfig) -> JwksKeySet | None:
     )
 
 
-def access_control(config: ServerConfig, keys: JwksKeySet | None) -> AccessControl:
-    """Authentication (an RS256 verifier over ``keys``, unless switched off) and call limits."""
+def access_control(
+    config: ServerConfig, keys: JwksKeySet | None, sessions: SessionGuard | None = None
+) -> AccessControl:
+    """Authentication (an RS256 verifier over ``keys``, unless switched off), the session
+    check of every call, and call limits."""
     verifier = None
     if keys is not None:
         verifier = TokenVerifier(
@@ -143,6 +160,7 @@ def access_control(config: ServerConfig, keys: JwksKeySet | None) -> AccessContr
         leeway_seconds=config.auth_leeway_seconds,
         token_cache_seconds=config.auth_token_cache_seconds,
         concurrency=ConcurrencyLimit(config.max_concurrent_rpcs),
+        sessions=sessions,
     )
 
 
@@ -171,6 +189,45 @@ def _cache_client(config: ServerConfig) -> CacheClient | None:
         server_name=config.cache_server_name,
         caller_deadline=deadline_remaining,
     )
+
+
+def _sessions(
+    config: ServerConfig,
+    engine: Engine,
+    executor: ThreadPoolExecutor,
+    cache: CacheClient | None,
+    relay: EventRelay,
+) -> tuple[Sessions, SessionGuard]:
+    """Revocations (loaded now: a revoked token is refused from the first call) and the
+    session check; idle tracking needs the cache sidecar."""
+    tracker = None
+    if cache is not None and config.session_idle_tracking:
+        tracker = ActivityTracker(
+            cache,
+            idle_seconds=config.session_idle_seconds,
+            touch_interval_seconds=config.session_touch_interval_seconds,
+        )
+    revocations = RevocationList()
+    sessions = Sessions(
+        RevocationStore(engine),
+        executor,
+        relay=relay,
+        audit=AuditWriter(engine),
+        revocations=revocations,
+        tracker=tracker,
+        retain_seconds=config.session_revocation_retain_seconds,
+        poll_seconds=config.session_revocation_poll_seconds,
+        leeway_seconds=config.auth_leeway_seconds,
+    )
+    sessions.load()
+    guard = SessionGuard(
+        revocations,
+        tracker=tracker,
+        max_age_seconds=config.session_max_age_seconds,
+        sessionless_subjects=config.sessionless_subjects,
+        sessionless_roles=[Role(role) for role in config.sessionless_roles],
+    )
+    return sessions, guard
 
 
 def _bind(server: grpc.aio.Server, config: ServerConfig) -> int:
@@ -255,8 +312,9 @@ def create_server(config: ServerConfig) -> App:
         config, engine, executor, io_executor, objects, coherent, relay, projects
     )
     tasks = Tasks.from_config(engine, executor, config)
+    sessions, guard = _sessions(config, engine, executor, cache, relay)
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(gate=access_control(config, keys))],
+        interceptors=[ServiceInterceptor(gate=access_control(config, keys, guard))],
         options=server_options(config),
     )
     projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectService(projects), server)
@@ -285,6 +343,7 @@ def create_server(config: ServerConfig) -> App:
         backups=config.backup,
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(admin), server)
+    sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionService(sessions), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))
@@ -321,6 +380,7 @@ def create_server(config: ServerConfig) -> App:
         engine=engine,
         dependencies=dependencies,
         keys=keys,
+        sessions=sessions,
     )
 
 
@@ -330,6 +390,10 @@ async def serve(config: ServerConfig) -> None:
     # Registered here, not in create_server: one collector per serving process.
     REGISTRY.register(TaskCollector(app.tasks.gauges, app.tasks.hub))
     REGISTRY.register(JobTimes(lambda: last_outcomes(app.engine)))
+    tracker = app.sessions.tracker
+    REGISTRY.register(
+        SessionsCollector(lambda: 0 if tracker is None else tracker.active_sessions())
+    )
     figures = None
     if config.tasks_broker_url:  # without a broker there are no queue figures to export
         queue = config.task_queue
@@ -342,6 +406,7 @@ async def serve(config: ServerConfig) -> None:
     # Background work of a serving app: the outbox relays, event notifications, redelivery.
     app.tasks.start()
     app.projects.start()
+    app.sessions.start()
     refresher = (
         None
         if app.keys is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from server.auth import Role
 
 __all__ = [
     "ADMIN",
+    "SERVICE_ACCOUNT",
     "SERVICE_ACCOUNT_LIMITS",
     "Role",
     "auth_env",
@@ -30,12 +32,16 @@ __all__ = [
     "bearer",
     "dev_keys",
     "metadata",
+    "service_token",
     "token",
     "token_channel",
 ]
 
 ADMIN = "test-admin"
 """Subject of the default test principal, an Administrator."""
+
+SERVICE_ACCOUNT = "agentic-beat"
+"""A subject the API server admits session-less tokens for by default."""
 
 SERVICE_ACCOUNT_LIMITS = {
     "AGENTIC_SUBMIT_RATE_PER_SECOND": "1000000",
@@ -59,10 +65,30 @@ def auth_env() -> dict[str, str]:
     return {"AGENTIC_AUTH_JWKS": str(dev_keys().jwks_path)}
 
 
-@functools.cache
+# Re-minted after this: a session's idle timeout (30 min by default) counts from its token's
+# iat on a server that has not seen it yet, and one test process can outlive that.
+_TOKEN_REUSE_SECONDS = 600.0
+_tokens: dict[tuple[str, tuple[Role, ...]], tuple[str, float]] = {}
+
+
 def token(subject: str = ADMIN, roles: tuple[Role, ...] = (Role.ADMINISTRATOR,)) -> str:
-    """A token valid for an hour (cached: reuse is what real clients do)."""
-    return dev_keys().mint(subject, list(roles), ttl_seconds=3600)
+    """A token valid for an hour with a session of its own (``sid``), reused for ten
+    minutes (reuse is what real clients do)."""
+    key = (subject, tuple(roles))
+    known = _tokens.get(key)
+    if known is not None and time.monotonic() - known[1] < _TOKEN_REUSE_SECONDS:
+        return known[0]
+    value = dev_keys().mint(subject, list(roles), ttl_seconds=3600)
+    _tokens[key] = (value, time.monotonic())
+    return value
+
+
+def service_token(
+    subject: str = SERVICE_ACCOUNT, roles: tuple[Role, ...] = (Role.ADMINISTRATOR,)
+) -> str:
+    """A session-less token (no ``sid``): admitted only for subjects and roles on the
+    server's allow-list (``AGENTIC_SESSIONLESS_SUBJECTS``, default ``agentic-beat``)."""
+    return dev_keys().mint(subject, list(roles), ttl_seconds=3600, session=False)
 
 
 def bearer(value: str) -> str:

@@ -294,3 +294,29 @@ class AuditEventRow(Base):
     action: Mapped[str] = mapped_column(String(200), nullable=False)
     request_json: Mapped[str] = mapped_column(Text, nullable=False)
     outcome: Mapped[str] = mapped_column(String(32), nullable=False)
+
+
+class SessionRevocationRow(Base):
+    """One ended session (``session_id`` set: a logout) or every session of ``subject``
+    issued before ``issued_before`` (``session_id`` empty: an Administrator's revocation).
+
+    Append-only, written by ``server.sessions``. Every API server loads the rows whose
+    ``forget_time`` is still ahead at start, then reads the rows created since its last
+    read twice a second (``create_time`` is indexed for that), so a revocation made on one
+    replica is refused on all of them within a second without the cache. ``forget_time``
+    is when no token the row refuses can still be valid: the server forgets the row then.
+    """
+
+    __tablename__ = "session_revocations"
+    __table_args__ = (
+        Index("ix_session_revocations_create_time", "create_time"),
+        Index("ix_session_revocations_forget_time", "forget_time"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    subject: Mapped[str] = mapped_column(String(128), nullable=False)
+    session_id: Mapped[str] = mapped_column(String(128), nullable=False, default="")
+    issued_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    forget_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    revoked_by: Mapped[str] = mapped_column(String(128), nullable=False)

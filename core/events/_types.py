@@ -23,6 +23,10 @@ class EventType(enum.StrEnum):
     RULE_SET_CREATED = "rule_set.created"
     RULE_SET_UPDATED = "rule_set.updated"
     RULE_SET_DELETED = "rule_set.deleted"
+    SESSION_REVOCATION_CREATED = "session_revocation.created"
+    """A session, or every session of a subject, was revoked (``server.sessions``); the key
+    is the ``session_revocations`` row id. Every API server also reads the table itself, so
+    no server depends on this event to refuse a revoked token."""
 
     @property
     def key_field(self) -> str:

@@ -4,6 +4,10 @@
     python -m devtools.devkeys keygen --dir .dev/auth --rotate
     python -m devtools.devkeys retire --dir .dev/auth --kid OLD_KID
     python -m devtools.devkeys mint --dir .dev/auth --sub alice --role project_manager
+    python -m devtools.devkeys mint --dir .dev/auth --sub beat --role administrator --no-session
+
+``mint`` adds a fresh ``sid`` (a new session) unless ``--no-session`` asks for a session-less
+service token.
 
 ``mint`` prints only the token on stdout, so ``TOKEN=$(python -m devtools.devkeys mint ...)``
 works; every other message goes to stderr.
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 ttl_seconds=args.ttl_seconds,
                 issuer=args.issuer,
                 audience=args.audience,
+                session=not args.no_session,
             )
         except FileNotFoundError as exc:
             print(exc, file=sys.stderr)
@@ -82,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     mint.add_argument("--ttl-seconds", type=int, default=3600)
     mint.add_argument("--issuer", default=DEV_ISSUER)
     mint.add_argument("--audience", default=DEV_AUDIENCE)
+    mint.add_argument(
+        "--no-session",
+        action="store_true",
+        help="no sid claim: a session-less service token (the API server admits it only "
+        "for subjects and roles on AGENTIC_SESSIONLESS_SUBJECTS/_ROLES)",
+    )
     return parser
 
 

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -154,8 +155,15 @@ class DevKeys:
         now: float | None = None,
         extra_claims: Mapping[str, Any] | None = None,
         headers: Mapping[str, Any] | None = None,
+        session: bool = True,
     ) -> str:
-        """A token for ``sub`` with ``roles``, valid from ``now`` for ``ttl_seconds``."""
+        """A token for ``sub`` with ``roles``, valid from ``now`` for ``ttl_seconds``.
+
+        It carries a fresh ``sid`` (a new session, as a sign-in at an identity provider
+        starts one) unless ``session`` is False: a session-less service token, which the
+        API server admits only for the subjects and roles on its allow-list
+        (``AGENTIC_SESSIONLESS_SUBJECTS``/``_ROLES``). ``extra_claims`` may set ``sid``.
+        """
         issued_at = int(time.time() if now is None else now)
         claims: dict[str, Any] = {
             "iss": issuer,
@@ -165,8 +173,10 @@ class DevKeys:
             "nbf": issued_at,
             "exp": issued_at + ttl_seconds,
             "roles": [str(role) for role in roles],
-            **(extra_claims or {}),
         }
+        if session:
+            claims["sid"] = str(uuid.uuid4())
+        claims.update(extra_claims or {})
         return self.sign(claims, headers=headers)
 
     def _private_path(self, kid: str) -> Path:

@@ -7,7 +7,7 @@ code in ``server.projects`` and ``server.tasks``; they take the principal explic
 
 from core.deadline import deadline_remaining, remaining_seconds, set_deadline
 from server.access._context import SYSTEM, current_principal, set_principal
-from server.access._gate import AccessControl, Authenticator
+from server.access._gate import AccessControl, Authenticator, SessionCheck
 from server.access._limits import ConcurrencyLimit, RateLimiter, StreamSlots
 from server.access._owner import owner_for, viewer_of
 from server.access._table import PUBLIC_PREFIXES, RPC_ROLES, allowed_roles, is_public
@@ -20,6 +20,7 @@ __all__ = [
     "Authenticator",
     "ConcurrencyLimit",
     "RateLimiter",
+    "SessionCheck",
     "StreamSlots",
     "allowed_roles",
     "current_principal",

@@ -7,7 +7,8 @@ Verified tokens are remembered for a short while (a bounded map from the exact t
 its principal, never past the token's own ``exp`` plus leeway), which takes the RS256
 signature check off the hot path of a client that reuses its token. The price: a key
 removed from the JWKS keeps admitting tokens already seen for at most
-``token_cache_seconds``.
+``token_cache_seconds``. The session check (``sessions``: revoked, expired, session
+required) is not cached: it runs on every call, from memory (``server.sessions``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,17 @@ from server.access._limits import ConcurrencyLimit
 from server.access._table import allowed_roles, is_public
 from server.auth import Principal
 
-__all__ = ["AccessControl", "Authenticator"]
+__all__ = ["AccessControl", "Authenticator", "SessionCheck"]
 
 _DOMAIN = "agentic.backend"
+
+
+class SessionCheck(Protocol):
+    """Whether an authenticated principal's session may call now (``server.sessions``)."""
+
+    async def check(self, principal: Principal) -> None:
+        """Return, or raise UNAUTHENTICATED (revoked, expired, session required)."""
+        ...
 
 
 class Authenticator(Protocol):
@@ -57,9 +66,11 @@ class AccessControl:
         token_cache_seconds: float = 60.0,
         token_cache_size: int = 4096,
         concurrency: ConcurrencyLimit | None = None,
+        sessions: SessionCheck | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._authenticator = authenticator
+        self._sessions = sessions
         self._concurrency = concurrency
         self._leeway = leeway_seconds
         self._cache_seconds = token_cache_seconds
@@ -104,6 +115,10 @@ class AccessControl:
         if is_public(method):
             return None
         principal = await self._authenticate(_authorization(metadata))
+        # After the token (cached or not), before the roles: a revoked or expired session
+        # is UNAUTHENTICATED whatever it calls, and the check runs on every call.
+        if self._sessions is not None and self._authenticator is not None:
+            await self._sessions.check(principal)
         if not principal.roles & allowed_roles(method):
             raise PermissionDenied(
                 "your roles do not allow this call", reason="ROLE_NOT_ALLOWED", domain=_DOMAIN

@@ -97,6 +97,10 @@ _DECLARED: Mapping[str, frozenset[Role]] = {
     "/agentic.admin.v1.AdminService/WarmCache": frozenset({_ADMIN}),
     "/agentic.admin.v1.AdminService/RunJob": frozenset({_ADMIN}),
     "/agentic.admin.v1.AdminService/ListBackups": frozenset({_ADMIN}),
+    # Sessions: everyone may log out (end their own session); ending someone else's
+    # sessions is the Administrators'.
+    "/agentic.sessions.v1.SessionService/RevokeSession": _EVERYONE,
+    "/agentic.sessions.v1.SessionService/RevokeSessions": frozenset({_ADMIN}),
 }
 
 OPERATION_TASK_RPCS: Mapping[str, str] = {

@@ -37,6 +37,11 @@ class Principal:
     roles: frozenset[Role]
     expires_at: float | None = field(default=None, compare=False)
     """The token's ``exp`` (Unix seconds); None for principals that come from no token."""
+    session_id: str | None = field(default=None, compare=False)
+    """The token's ``sid`` claim: the session this token belongs to; None for a
+    session-less (service) token and for principals that come from no token."""
+    issued_at: float | None = field(default=None, compare=False)
+    """The token's ``iat`` (Unix seconds); None for principals that come from no token."""
 
     @property
     def is_administrator(self) -> bool:

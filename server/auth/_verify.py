@@ -35,6 +35,9 @@ _SUBJECT = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 # JWS compact serialization: three base64url segments (the signature may be empty).
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _MAX_KID_CHARS = 256
+# A session id names a record in the cache and a row in the database: keep it boring too
+# (a UUID, or any identity provider's opaque id of up to 128 such characters).
+_SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class KeySource(Protocol):
@@ -82,10 +85,20 @@ class TokenVerifier:
         # (Unknown strings inside a well-formed list are still dropped, by roles_from_claim.)
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
             raise _fail("token is malformed", "TOKEN_INVALID")
+        session_id = claims.get("sid")
+        # Absent: a session-less service token (server.sessions decides who may use one).
+        # Present but not a boring string: a token of something that does not speak our
+        # contract, refused like a malformed roles claim.
+        if session_id is not None and (
+            not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id)
+        ):
+            raise _fail("token session id is not acceptable", "TOKEN_INVALID")
         return Principal(
             subject=subject,
             roles=roles_from_claim(roles),
             expires_at=float(claims["exp"]),
+            session_id=session_id,
+            issued_at=float(claims["iat"]),
         )
 
     def _decode(self, token: str, key: RSAPublicKey) -> dict[str, Any]:

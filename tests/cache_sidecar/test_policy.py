@@ -34,7 +34,13 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_policy_loads_with_every_namespace_the_server_reads() -> None:
     policy = load_policy(DEFAULT_POLICY_FILE)
-    assert set(policy.namespaces) == {"projects", "project_lists", "artifacts", "rule_sets"}
+    assert set(policy.namespaces) == {
+        "projects",
+        "project_lists",
+        "artifacts",
+        "rule_sets",
+        "sessions",
+    }
     assert policy.invalidations_for("rule_set.updated") == [
         Invalidation("rule_sets", "rule_set_id")
     ]

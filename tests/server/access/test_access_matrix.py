@@ -34,6 +34,13 @@ Cell semantics, per RPC shape:
   a random id (NOT_FOUND); CreateRuleSet is OK in every case, and ListRuleSets lists the
   built-in set in every case.
 
+- sessions: RevokeSession ends the caller's own session (there is no other to name), so
+  every case is the same call, on a fresh token of the caller (a new session, so the
+  caller's other cells keep theirs), and the revoked token is refused afterwards.
+  RevokeSessions names a subject: "own" the caller, "other" a stranger, "missing" a
+  subject nobody has, each with a cut-off in the past (no live token is refused); OK for
+  an Administrator in every case.
+
 - google.longrunning operations are tasks (``operations/<task id>``): one object by id
   like GetTask, ListOperations a list (filtered on ``owner_id``), WaitOperation a zero
   wait; DeleteOperation is UNIMPLEMENTED for every allowed role.
@@ -59,6 +66,8 @@ from agentic.compliance.v1 import rule_sets_pb2 as rpb
 from agentic.compliance.v1 import rule_sets_pb2_grpc
 from agentic.projects.v1 import projects_pb2 as ppb
 from agentic.projects.v1 import projects_pb2_grpc
+from agentic.sessions.v1 import sessions_pb2 as spb
+from agentic.sessions.v1 import sessions_pb2_grpc
 from agentic.tasks.v1 import (
     analytics_pb2,
     compliance_report_pb2,
@@ -71,12 +80,12 @@ from google.longrunning import (  # type: ignore[import-untyped]  # .pyi stubs, 
     operations_pb2_grpc,
 )
 from google.longrunning import operations_proto_pb2 as opb
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
 from server.access import RPC_ROLES
 from server.access._table import roles_table_markdown
 from server.auth import Role
-from tests._identity import authorized_channel
+from tests._identity import authorized_channel, bearer, dev_keys
 from tests._support import REPO
 from tests.conftest import Api
 
@@ -120,6 +129,7 @@ PACKAGES = {
     "ArtifactService": "agentic.artifacts.v1",
     "RuleSetService": "agentic.compliance.v1",
     "AdminService": "agentic.admin.v1",
+    "SessionService": "agentic.sessions.v1",
     "Operations": "google.longrunning",
 }
 
@@ -135,6 +145,7 @@ def every_rpc() -> list[str]:
         apb.DESCRIPTOR,
         rpb.DESCRIPTOR,
         adpb.DESCRIPTOR,
+        spb.DESCRIPTOR,
         opb.DESCRIPTOR,
     ):
         for service in descriptor.services_by_name.values():
@@ -174,6 +185,7 @@ class Caller:
     """STRANGER as a Technical Lead: creates the uploads that are another's."""
     rule_sets: rule_sets_pb2_grpc.RuleSetServiceStub
     admin: admin_pb2_grpc.AdminServiceStub
+    sessions: sessions_pb2_grpc.SessionServiceStub
     operations: Any
     """google.longrunning.Operations (an untyped stub)."""
 
@@ -203,6 +215,7 @@ def callers(api: Api) -> Iterator[dict[Role, Caller]]:
             stranger,
             rule_sets_pb2_grpc.RuleSetServiceStub(channel),
             admin_pb2_grpc.AdminServiceStub(channel),
+            sessions_pb2_grpc.SessionServiceStub(channel),
             operations_pb2_grpc.OperationsStub(channel),
         )
     yield made
@@ -674,6 +687,28 @@ def list_backups(api: Api, caller: Caller, case: str) -> Any:
     return caller.admin.ListBackups(adpb.ListBackupsRequest(), timeout=TIMEOUT)
 
 
+# --- sessions: one's own session (a fresh one per cell), or a subject's before a past time.
+
+
+def revoke_session(api: Api, caller: Caller, case: str) -> Any:
+    fresh = (("authorization", bearer(dev_keys().mint(caller.subject, [caller.role]))),)
+    ended = caller.sessions.RevokeSession(
+        spb.RevokeSessionRequest(), metadata=fresh, timeout=TIMEOUT
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        caller.sessions.RevokeSession(spb.RevokeSessionRequest(), metadata=fresh, timeout=TIMEOUT)
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    return ended
+
+
+def revoke_sessions(api: Api, caller: Caller, case: str) -> Any:
+    subject = {"own": caller.subject, "other": STRANGER, "missing": f"nobody-{uuid.uuid4().hex}"}
+    request = spb.RevokeSessionsRequest(
+        subject=subject[case], issued_before=timestamp_pb2.Timestamp(seconds=86400)
+    )
+    return caller.sessions.RevokeSessions(request, timeout=TIMEOUT)
+
+
 def submit_retention(api: Api, caller: Caller, case: str) -> Any:
     # The maintenance kinds are only accepted here: no worker runs them.
     request = tpb.SubmitRetentionRequest(
@@ -741,6 +776,8 @@ ACTIONS: dict[str, Action] = {
     "/agentic.admin.v1.AdminService/WarmCache": warm_cache,
     "/agentic.admin.v1.AdminService/ListBackups": list_backups,
     "/agentic.admin.v1.AdminService/RunJob": run_job,
+    "/agentic.sessions.v1.SessionService/RevokeSession": revoke_session,
+    "/agentic.sessions.v1.SessionService/RevokeSessions": revoke_sessions,
     "/google.longrunning.Operations/GetOperation": get_operation,
     "/google.longrunning.Operations/ListOperations": list_operations,
     "/google.longrunning.Operations/WaitOperation": wait_operation,
@@ -766,9 +803,13 @@ MAINTENANCE = {
 }
 """The periodic jobs' kinds: tasks of the whole service, not of a project or an owner."""
 OPERATIONS = {
-    m for m in ACTIONS if m.startswith("/agentic.admin.v1.AdminService/") or m in MAINTENANCE
+    m
+    for m in ACTIONS
+    if m.startswith(("/agentic.admin.v1.AdminService/", "/agentic.sessions.v1.SessionService/"))
+    or m in MAINTENANCE
 }
-"""RPCs on the system itself: no object, so every case of an allowed role is OK."""
+"""RPCs on the system itself or on the caller's session: no object, so every case of an
+allowed role is OK."""
 UNSERVED = {"/google.longrunning.Operations/DeleteOperation"}
 """RPCs answered UNIMPLEMENTED to every role allowed to call them (server.operations)."""
 
