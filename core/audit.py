@@ -10,19 +10,23 @@ them back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from core.db import AuditEventRow
+from core.rpc import ApiError
 
-__all__ = ["MAX_REQUEST_CHARS", "AuditWriter"]
+__all__ = ["MAX_REQUEST_CHARS", "AuditWriter", "audited"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +66,25 @@ class AuditWriter:
             request_json=json.dumps(dict(summary), sort_keys=True, default=str),
             outcome=outcome,
         )
+
+
+async def audited(action: Awaitable[T], record: Callable[[str], Awaitable[None]]) -> T:
+    """Run ``action`` and then ``record`` its outcome, whether it returned or raised.
+
+    The outcome is ``OK``, the gRPC code name of an ``ApiError`` (a refused action is
+    recorded too), ``CANCELLED`` when the caller went away (the action may have taken
+    effect), and ``INTERNAL`` for anything else; the action's answer or error stands.
+    """
+    outcome = "INTERNAL"
+    try:
+        result = await action
+        outcome = "OK"
+        return result
+    except ApiError as error:
+        outcome = error.code.name
+        raise
+    except asyncio.CancelledError:
+        outcome = "CANCELLED"
+        raise
+    finally:
+        await record(outcome)

@@ -22,10 +22,11 @@ from google.protobuf import duration_pb2, json_format, text_format
 from google.protobuf.message import Message
 from sqlalchemy import Engine
 
+from core.audit import audited
 from core.backup import BackupConfig
 from core.cache import CacheClient, CacheClientError, Namespace
 from core.db import in_database_thread
-from core.rpc import ApiError, FieldViolation, InvalidArgument, Unavailable
+from core.rpc import FieldViolation, InvalidArgument, Unavailable
 from core.tasks import queue_figures
 from server.admin import _backups, _cache_keys, _jobs, _purge, _stats
 from server.admin._audit import AuditLog, check_page_token
@@ -129,18 +130,7 @@ class Admin:
     async def _audited(
         self, method: str, request: Message, principal: Principal, action: Awaitable[T]
     ) -> T:
-        outcome = "INTERNAL"
-        try:
-            result = await action
-            outcome = "OK"
-            return result
-        except ApiError as error:
-            outcome = error.code.name
-            raise
-        except asyncio.CancelledError:
-            outcome = "CANCELLED"  # the caller went away; the action may have taken effect
-            raise
-        finally:
+        async def record(outcome: str) -> None:
             await self._run(
                 self.audit.record,
                 subject=principal.subject,
@@ -148,6 +138,8 @@ class Admin:
                 request_json=_summary(request),
                 outcome=outcome,
             )
+
+        return await audited(action, record)
 
     async def get_cache_stats(
         self, request: admin_pb2.GetCacheStatsRequest, principal: Principal

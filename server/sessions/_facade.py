@@ -20,14 +20,14 @@ import contextvars
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from core.audit import AuditWriter
+from core.audit import AuditWriter, audited
 from core.db import in_database_thread
 from core.events import EventRelay
-from core.rpc import ApiError, FailedPrecondition, Unavailable
+from core.rpc import FailedPrecondition, Unavailable
 from server.auth import Principal
 from server.sessions._activity import ActivityTracker
 from server.sessions._revocations import Revocation, RevocationList, RevocationStore
@@ -176,20 +176,9 @@ class Sessions:
         return revocation
 
     async def _audited(
-        self, method: str, principal: Principal, request_json: str, action: Any
+        self, method: str, principal: Principal, request_json: str, action: Awaitable[Revocation]
     ) -> Revocation:
-        outcome = "INTERNAL"
-        try:
-            result: Revocation = await action
-            outcome = "OK"
-            return result
-        except ApiError as error:
-            outcome = error.code.name
-            raise
-        except asyncio.CancelledError:
-            outcome = "CANCELLED"
-            raise
-        finally:
+        async def record(outcome: str) -> None:
             # AuditWriter.record logs a failure and never raises (core.audit).
             await asyncio.get_running_loop().run_in_executor(
                 self._executor,
@@ -201,6 +190,8 @@ class Sessions:
                     outcome=outcome,
                 ),
             )
+
+        return await audited(action, record)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await in_database_thread(
