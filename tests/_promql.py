@@ -17,6 +17,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ __all__ = [
     "exported_names",
     "label_names",
     "metric_names",
+    "promtool",
 ]
 
 _PROCESS_PACKAGES = ("core", "server", "workers", "cache_sidecar")
@@ -49,6 +52,17 @@ _SUFFIXES = {
     "Summary": ("_count", "_sum"),
     "SummaryMetricFamily": ("_count", "_sum"),
 }
+
+_PROMTOOL_SECONDS = 60
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """``promtool *args`` (Debian's ``prometheus`` package), to completion: exit code and output."""
+    binary = shutil.which("promtool")
+    assert binary, "promtool not found: run `make system-deps` (Debian package prometheus)"
+    return subprocess.run(
+        [binary, *args], capture_output=True, text=True, timeout=_PROMTOOL_SECONDS, check=False
+    )
 
 
 def _declarations() -> Iterator[tuple[Path, str, ast.expr]]:

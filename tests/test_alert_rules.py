@@ -11,28 +11,24 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML is pinned in requirements.lock; its stubs are not
 
-from tests._promql import PROMETHEUS_SERIES, exported_names, label_names, metric_names
+from tests._promql import (
+    PROMETHEUS_SERIES,
+    exported_names,
+    label_names,
+    metric_names,
+    promtool,
+)
 from tests._support import REPO
 
 RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
 UNIT_TESTS = REPO / "deploy" / "prometheus" / "tests"
 RUNBOOK = REPO / "docs" / "operations.md"
-_PROMTOOL_SECONDS = 60
-
-
-def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool not found: run `make system-deps` (Debian package prometheus)"
-    return subprocess.run(
-        [promtool, *args], capture_output=True, text=True, timeout=_PROMTOOL_SECONDS, check=False
-    )
 
 
 def _unit_test_files(directory: Path = UNIT_TESTS) -> list[str]:
@@ -47,12 +43,12 @@ def _rules() -> list[dict[str, Any]]:
 
 
 def test_promtool_checks_the_rules() -> None:
-    result = _promtool("check", "rules", str(RULES))
+    result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_unit_tests_pass() -> None:
-    result = _promtool("test", "rules", *_unit_test_files())
+    result = promtool("test", "rules", *_unit_test_files())
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -106,7 +102,7 @@ def test_the_unit_tests_catch_a_broken_guard(mutation: str, tmp_path: Path) -> N
     changed = {name for name, _ in _alert_exprs(text) ^ _alert_exprs(broken)}
     files = _files_testing(changed, tmp_path / "tests")
     assert files, f"no unit test covers {sorted(changed)}, changed by {mutation!r}"
-    result = _promtool("test", "rules", *files)
+    result = promtool("test", "rules", *files)
     assert result.returncode != 0, f"the unit tests pass with {mutation!r} broken"
 
 

