@@ -289,6 +289,43 @@ def test_a_cancelled_probe_exits_2(cli: CliEnv, pipeline: Pipeline) -> None:
         process.communicate(timeout=10)
 
 
+def test_tasks_cancel_and_retry_with_wait_end_as_their_tasks_do(
+    cli: CliEnv, pipeline: Pipeline
+) -> None:
+    # cancel --wait: a long probe, cancelled by the CLI, is watched to CANCELLED (exit 2).
+    long = pipeline.tasks.SubmitProbe(
+        pb.SubmitProbeRequest(
+            request_id=str(uuid.uuid4()), probe=pb.ProbeSpec(steps=100, step_millis=100)
+        ),
+        timeout=TIMEOUT,
+    ).task
+    wait_state(pipeline.tasks, long.id, {pb.TASK_STATE_RUNNING})
+    cancelled = cli.run("--output", "json", "tasks", "cancel", long.id, "--wait")
+    assert cancelled.returncode == 2, described(cancelled)
+    lines = json_lines(cancelled.stdout)
+    assert lines[-1]["task"]["state"] == "TASK_STATE_CANCELLED", lines[-1]
+    got = pipeline.tasks.GetTask(pb.GetTaskRequest(id=long.id), timeout=TIMEOUT).task
+    assert got.state == pb.TASK_STATE_CANCELLED
+
+    # retry --wait: a probe that failed runs again as attempt 2, fails again (exit 1), and
+    # the watch ends on that attempt's end, not on the first attempt's terminal event.
+    failing = pipeline.tasks.SubmitProbe(
+        pb.SubmitProbeRequest(
+            request_id=str(uuid.uuid4()),
+            probe=pb.ProbeSpec(steps=2, step_millis=10, fail_at_step=1),
+        ),
+        timeout=TIMEOUT,
+    ).task
+    wait_state(pipeline.tasks, failing.id, {pb.TASK_STATE_FAILED})
+    retried = cli.run("--output", "json", "tasks", "retry", failing.id, "--wait")
+    assert retried.returncode == 1, described(retried)
+    final = json_lines(retried.stdout)[-1]["task"]
+    assert final["state"] == "TASK_STATE_FAILED", final
+    assert int(final["attempt"]) == 2, final
+    after = pipeline.tasks.GetTask(pb.GetTaskRequest(id=failing.id), timeout=TIMEOUT).task
+    assert (after.state, after.attempt) == (pb.TASK_STATE_FAILED, 2)
+
+
 def test_timeout_exits_3_and_the_task_keeps_running(cli: CliEnv, pipeline: Pipeline) -> None:
     started = time.monotonic()
     result = cli.run(
