@@ -257,26 +257,24 @@ def _list(session: Session, args: argparse.Namespace) -> int:
 
 def _cancel(session: Session, args: argparse.Namespace) -> int:
     task = session.call(_stub(session).CancelTask, pb.CancelTaskRequest(id=args.id)).task
-    if args.wait:
-        session.output.emit("task", task)
-        return watch(session, task.id, timeout_seconds=args.timeout, after_sequence=_since(task))
-    show_task(session, task)
-    return ExitCode.OK
-
-
-def _since(task: pb.Task) -> int:
-    # The events from the one that made this state on: an earlier attempt's terminal
-    # event would otherwise end the watch at once.
-    return max(0, task.last_sequence - 1)
+    return _show_or_watch(session, task, args)
 
 
 def _retry(session: Session, args: argparse.Namespace) -> int:
     task = session.call(_stub(session).RetryTask, pb.RetryTaskRequest(id=args.id)).task
-    if args.wait:
-        session.output.emit("task", task)
-        return watch(session, task.id, timeout_seconds=args.timeout, after_sequence=_since(task))
-    show_task(session, task)
-    return ExitCode.OK
+    return _show_or_watch(session, task, args)
+
+
+def _show_or_watch(session: Session, task: pb.Task, args: argparse.Namespace) -> int:
+    """After an operator action: the task as it is now, or (``--wait``) watched to its end."""
+    if not args.wait:
+        show_task(session, task)
+        return ExitCode.OK
+    session.output.emit("task", task)
+    # The events from the one that made this state on: an earlier attempt's terminal
+    # event would otherwise end the watch at once.
+    since = max(0, task.last_sequence - 1)
+    return watch(session, task.id, timeout_seconds=args.timeout, after_sequence=since)
 
 
 # --- argparse -------------------------------------------------------------------------
