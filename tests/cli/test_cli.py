@@ -169,6 +169,73 @@ def test_json_output_is_one_object_per_line_with_stable_fields(
 # --- results per kind ----------------------------------------------------------------
 
 
+def test_a_compliance_report_prints_per_process_status_and_saves_the_pdf(
+    cli: CliEnv, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    # The project has no documents: every process of the rule set misses work products.
+    saved = tmp_path / "report.pdf"
+    result = cli.run(
+        "tasks",
+        "submit",
+        "compliance",
+        "--project",
+        pipeline.project_id,
+        "--wait",
+        "--save",
+        str(saved),
+        timeout=120,
+    )
+    assert result.returncode == 0, described(result)
+    task_id = re.search(r"task ([0-9a-f-]{36})", result.stdout + result.stderr)
+    assert task_id, described(result)
+    task = pipeline.tasks.GetTask(pb.GetTaskRequest(id=task_id.group(1)), timeout=TIMEOUT).task
+    report = task.compliance_report_result
+    assert report.processes, task
+    screen = " ".join(result.stdout.split())  # a table may wrap a cell over lines
+    for process in report.processes:
+        assert process.process_id in screen, (process.process_id, result.stdout)
+        for product in process.missing_work_products[:1]:
+            assert product in screen, (product, result.stdout)
+    assert report.pdf_artifact_id in screen
+    assert saved.read_bytes().startswith(b"%PDF-"), "--save wrote no PDF"
+
+
+def test_admin_commands_with_a_token_file(cli: CliEnv, pipeline: Pipeline, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(cli.token + "\n")
+    env = {k: v for k, v in cli.env().items() if k != "AGENTIC_TOKEN"}
+    no_token = cli.run("--output", "json", "admin", "stats", env=env)
+    assert no_token.returncode == 4, described(no_token)  # UNAUTHENTICATED without a token
+
+    stats = cli.run("--token-file", str(token_file), "--output", "json", "admin", "stats", env=env)
+    assert stats.returncode == 0, described(stats)
+    (line,) = json_lines(stats.stdout)
+    assert line["type"] == "task_stats"
+    queues = {q["queue"]: q for q in line["task_stats"]["queues"]}
+    work = queues[pipeline.stack.env["AGENTIC_TASK_QUEUE"]]
+    assert work["reachable"] is True, line
+    assert int(work["consumers"]) == 1, line  # the pipeline's one worker
+
+    job = cli.run(
+        "--token-file",
+        str(token_file),
+        "--output",
+        "json",
+        "admin",
+        "jobs",
+        "run",
+        "health_probe",
+        "--wait",
+        env=env,
+        timeout=60,
+    )
+    assert job.returncode == 0, described(job)
+    final = json_lines(job.stdout)[-1]["task"]
+    assert (final["kind"], final["state"]) == ("TASK_KIND_PROBE", "TASK_STATE_SUCCEEDED")
+    got = pipeline.tasks.GetTask(pb.GetTaskRequest(id=final["id"]), timeout=TIMEOUT).task
+    assert got.state == pb.TASK_STATE_SUCCEEDED
+
+
 def test_profile_and_analytics_results_print_as_tables(
     cli: CliEnv, pipeline: Pipeline, tmp_path: Path
 ) -> None:
@@ -513,8 +580,13 @@ def _uploaded_bytes(pipeline: Pipeline) -> float:
     return metric(metrics_text(pipeline.metrics_port), "agentic_artifact_uploaded_bytes_total")
 
 
+@pytest.mark.parametrize(
+    ("stop", "exit_code"),
+    [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)],
+    ids=["kill-9", "ctrl-c"],
+)
 def test_an_upload_killed_half_way_resumes_from_the_committed_size(
-    cli: CliEnv, pipeline: Pipeline, tmp_path: Path
+    cli: CliEnv, pipeline: Pipeline, tmp_path: Path, stop: signal.Signals, exit_code: int
 ) -> None:
     source = tmp_path / "big.bin"
     sha256 = _big_file(source)
@@ -553,8 +625,8 @@ def test_an_upload_killed_half_way_resumes_from_the_committed_size(
             timeout=60,
             message=f"the server to commit {kill_at} bytes of {upload_name}",
         )
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
+        process.send_signal(stop)  # a crash, or the user's Ctrl-C
+        assert process.wait(10) == exit_code
     finally:
         process.kill()
         process.communicate(timeout=10)
