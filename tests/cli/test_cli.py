@@ -95,6 +95,8 @@ def test_probe_wait_in_a_terminal_shows_a_moving_bar_and_succeeded(
         assert "SUCCEEDED" in final, final
         moving = fractions - {0, 100}
         assert len(moving) >= 2, f"the bar showed only {sorted(fractions)}; last screen:\n{final}"
+        # Colours on a terminal (capture-pane -e keeps the escape sequences) ...
+        assert "\x1b[" in _tmux(socket, "capture-pane", "-p", "-e"), "no colours on a terminal"
     finally:
         subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True, timeout=10)
 
@@ -331,6 +333,8 @@ def test_a_failing_probe_exits_1_with_its_error(cli: CliEnv) -> None:
     )
     assert result.returncode == 1, described(result)
     assert "FAILED" in result.stdout, described(result)
+    # ... and none in a pipe.
+    assert "\x1b[" not in result.stdout + result.stderr, described(result)
 
 
 def test_a_cancelled_probe_exits_2(cli: CliEnv, pipeline: Pipeline) -> None:
