@@ -106,6 +106,29 @@ def test_the_unit_tests_catch_a_broken_guard(mutation: str, tmp_path: Path) -> N
     assert result.returncode != 0, f"the unit tests pass with {mutation!r} broken"
 
 
+# The alerts the operations plan requires by name (issue #14); more may exist.
+REQUIRED_ALERTS = {
+    "TaskQueueBacklog",
+    "NoWorkerConsuming",
+    "TaskFailureRateHigh",
+    "TaskQueueWaitHigh",
+    "CacheHitRateLow",
+    "CacheBreakerOpen",
+    "OriginLoadSurge",
+    "GrpcErrorRateHigh",
+    "GrpcLatencyHigh",
+    "OutboxBacklog",
+    "PendingInvalidations",
+    "BackupStale",
+    "ScheduledJobFailing",
+    "DependencyDown",
+}
+
+
+def test_every_required_alert_is_in_the_rules() -> None:
+    assert REQUIRED_ALERTS - {rule["alert"] for rule in _rules()} == set()
+
+
 def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
     fires: set[str] = set()
     quiet: set[str] = set()
