@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cache_sidecar._socket import MAX_SOCKET_PATH_BYTES
 from core.config import (
     Alias,
     ConfigError,
@@ -41,8 +42,6 @@ __all__ = [
 DEFAULT_LISTEN_ADDRESS = "unix:/run/agentic/cache.sock"
 """A private Unix socket (see ``cache_sidecar._socket``): the containers' path."""
 
-# Linux's sun_path holds 108 bytes, the terminating NUL included.
-_MAX_SOCKET_PATH_BYTES = 107
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("namespaces.toml")
 """The policy shipped with the package."""
@@ -76,8 +75,8 @@ def _listen_address(raw: str) -> str:
         return address(raw)
     if not path or (raw.startswith("unix://") and not path.startswith("/")):
         raise ValueError("must be unix:PATH (unix:/run/agentic/cache.sock) or host:port")
-    if len(os.fsencode(os.path.abspath(path))) > _MAX_SOCKET_PATH_BYTES:
-        raise ValueError(f"socket path longer than {_MAX_SOCKET_PATH_BYTES} bytes")
+    if len(os.fsencode(os.path.abspath(path))) > MAX_SOCKET_PATH_BYTES:
+        raise ValueError(f"socket path longer than {MAX_SOCKET_PATH_BYTES} bytes")
     return raw
 
 
