@@ -26,6 +26,7 @@ __all__ = [
     "Latency",
     "Throughput",
     "error_name",
+    "sample_alternating",
     "sample_async",
     "sample_sync",
     "summarize",
@@ -123,6 +124,41 @@ async def sample_async(
         start = clock()
         await _try_async(call, errors)
         samples.append(clock() - start)
+        if time.monotonic() > deadline:
+            break
+    return samples
+
+
+async def sample_alternating(
+    calls: tuple[AsyncCall, AsyncCall],
+    errors: tuple[Errors, Errors],
+    *,
+    rounds: int,
+    warmup: int,
+    time_limit_seconds: float,
+) -> tuple[list[int], list[int]]:
+    """Time two paths call by call in alternation (ns): ``rounds`` rounds of one call each,
+    in the order A B, B A, A B, ... after ``warmup`` untimed rounds.
+
+    For a ratio of two paths that differ by a few percent: measured one after the other,
+    the drift of a shared machine between the two runs is as large as the difference;
+    alternated, both see the same moments, and neither always goes first.
+    """
+    deadline = time.monotonic() + time_limit_seconds
+    for _ in range(warmup):
+        for call, failed in zip(calls, errors, strict=True):
+            await _try_async(call, failed)
+        if time.monotonic() > deadline:
+            break
+    deadline = time.monotonic() + time_limit_seconds
+    samples: tuple[list[int], list[int]] = ([], [])
+    clock = time.perf_counter_ns
+    for number in range(rounds):
+        order = (0, 1) if number % 2 == 0 else (1, 0)
+        for index in order:
+            start = clock()
+            await _try_async(calls[index], errors[index])
+            samples[index].append(clock() - start)
         if time.monotonic() > deadline:
             break
     return samples

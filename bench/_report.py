@@ -318,7 +318,10 @@ projects (16 cache keys).
   with `time.perf_counter_ns` around the client call, after warm-up calls. The rows
   are measured in interleaved passes (each pass runs every row once with a share of
   the calls) and the samples of all passes pooled, so drift and background noise fall
-  on all rows alike; p50/p99 are nearest-rank percentiles.
+  on all rows alike; p50/p99 are nearest-rank percentiles. The two rows whose ratio
+  is the sessions target (cache hit with session idle tracking on and off) are
+  sampled call by call in alternation within each pass (A B, B A, ...): a 5% bound is
+  smaller than the drift between two rows measured one after the other.
 - **Throughput**: a fixed number of calls run by a fixed number of workers on the
   client's event loop (calls in flight), each starting its next call when its previous
   one returned; completed calls over wall time, pooled over the same passes, each pass

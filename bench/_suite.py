@@ -20,6 +20,7 @@ from bench._cpu import CpuMeter
 from bench._measure import (
     Errors,
     Throughput,
+    sample_alternating,
     sample_async,
     sample_sync,
     summarize,
@@ -151,6 +152,22 @@ async def _burst(subject: _Subject, plan: Plan, calls: int) -> Throughput:
         warmup=0,
         time_limit_seconds=limit,
     )
+
+
+async def _sample_pair(pair: tuple[_Subject, _Subject], plan: Plan, first: bool) -> None:
+    """Latency of two rows whose ratio is a target, call by call in alternation."""
+    a, b = pair
+    assert a.call is not None
+    assert b.call is not None
+    samples = await sample_alternating(
+        (a.call, b.call),
+        (a.errors, b.errors),
+        rounds=max(1, plan.latency_calls // plan.passes),
+        warmup=plan.latency_warmup if first else 20,
+        time_limit_seconds=2 * plan.row_time_limit_seconds / plan.passes,
+    )
+    a.samples += samples[0]
+    b.samples += samples[1]
 
 
 async def _throughput(subject: _Subject, plan: Plan, first: bool) -> None:
@@ -365,13 +382,20 @@ async def measure(stack: Stack, plan: Plan, progress: Callable[[str], None]) -> 
             ),
         ]
 
+        by_key = {subject.key: subject for subject in subjects}
+        # Session tracking on and off differ by a few percent at most: their latencies are
+        # sampled call by call in alternation (``sample_alternating``), not one after the other.
+        tracked_pair = (by_key["hit"], by_key["hit_untracked"])
         cached_loads0 = await asyncio.to_thread(origin_loads, stack.cached_metrics_port)
         uncached_loads0 = await asyncio.to_thread(origin_loads, stack.uncached_metrics_port)
         for number in range(plan.passes):
             first = number == 0
             progress(f"latency pass {number + 1}/{plan.passes}")
             for subject in subjects:
-                await _sample(subject, plan, first)
+                if subject is tracked_pair[0]:
+                    await _sample_pair(tracked_pair, plan, first)
+                elif subject not in tracked_pair:
+                    await _sample(subject, plan, first)
             progress(f"throughput pass {number + 1}/{plan.passes}")
             for subject in subjects:
                 await _throughput(subject, plan, first)
