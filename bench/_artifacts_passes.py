@@ -21,7 +21,7 @@ from bench._artifacts_memory import PeakMeter, minor_faults, resident_mib
 from bench._artifacts_report import CPU_ROLES, ArtifactRow
 from bench._artifacts_routes import Route
 from bench._cpu import CpuMeter
-from bench._measure import error_name
+from devtools.measure import error_name
 
 __all__ = ["DIRECTIONS", "Tally", "baselines", "rows", "run_passes", "warm_up"]
 

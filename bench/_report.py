@@ -10,11 +10,11 @@ from bench._artifacts_report import (
     render_artifacts_console,
     render_artifacts_markdown,
 )
-from bench._measure import Latency, Throughput
 from bench._stampede import StampedeRound
 from bench._tables import table as _table
 from bench._tables import verdict as _verdict
 from bench._tasks_report import TaskSection, render_tasks_console, render_tasks_markdown
+from devtools.measure import Latency, Throughput
 
 __all__ = [
     "CPU_ROLES",

@@ -17,7 +17,10 @@ from pymemcache.client.base import Client
 
 from bench._bare import METHOD, key_for
 from bench._cpu import CpuMeter
-from bench._measure import (
+from bench._report import CPU_ROLES, Check, Ratio, Row
+from bench._stack import Stack
+from bench._stampede import StampedeRound, origin_loads, run_stampede
+from devtools.measure import (
     Errors,
     Throughput,
     sample_alternating,
@@ -27,9 +30,6 @@ from bench._measure import (
     throughput_async,
     throughput_threads,
 )
-from bench._report import CPU_ROLES, Check, Ratio, Row
-from bench._stack import Stack
-from bench._stampede import StampedeRound, origin_loads, run_stampede
 from tests._identity import authorized_aio_channel
 
 __all__ = ["Plan", "Results", "measure"]

@@ -1,7 +1,7 @@
 """Load shapes of the task benchmark: closed loop, open loop (paced), and queue drains.
 
 Every loop is bounded in calls and in time. Latencies are nanoseconds; a call that
-fails is counted in ``errors`` and still timed, as in ``bench._measure``.
+fails is counted in ``errors`` and still timed, as in ``devtools.measure``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 from kombu.connection import Connection
 
-from bench._measure import Errors, error_name
 from bench._tasks_cpu import TreeMeter
+from devtools.measure import Errors, error_name
 
 __all__ = ["Drain", "QueueGauge", "closed_loop", "drain", "open_loop"]
 

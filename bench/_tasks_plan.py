@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 import grpc
 from agentic.tasks.v1 import tasks_pb2 as pb
 
-from bench._measure import Errors, summarize
 from bench._tasks_cpu import TreeMeter, listener_pid
 from bench._tasks_load import closed_loop
 from bench._tasks_report import CPU_ROLES, TaskCheck, TaskFigure
+from devtools.measure import Errors, summarize
 from tests._identity import SERVICE_ACCOUNT_LIMITS
 from tests._processes import Service
 from tests.workers._stack import Stack

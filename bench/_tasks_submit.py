@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench._measure import Errors, sample_async, sample_sync
 from bench._tasks_load import Drain, QueueGauge, closed_loop, drain, open_loop
 from bench._tasks_plan import (
     CALL_TIMEOUT_SECONDS,
@@ -28,6 +27,7 @@ from bench._tasks_plan import (
 )
 from bench._tasks_raw import publish_noop
 from bench._tasks_report import TaskCheck, TaskFigure
+from devtools.measure import Errors, sample_async, sample_sync
 from tests._processes import Worker
 
 __all__ = ["drain_phase", "submit_phase"]

@@ -19,7 +19,7 @@ import grpc
 from agentic.tasks.v1 import tasks_pb2 as pb
 from agentic.tasks.v1 import tasks_pb2_grpc
 
-from bench._measure import error_name
+from devtools.measure import error_name
 from tests._identity import authorized_aio_channel
 
 __all__ = [

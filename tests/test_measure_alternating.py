@@ -1,11 +1,11 @@
-"""``bench._measure.sample_alternating``: the pairing behind the sessions target."""
+"""``devtools.measure.sample_alternating``: the pairing behind the sessions target."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 
-from bench._measure import Errors, sample_alternating
+from devtools.measure import Errors, sample_alternating
 
 
 def test_alternates_each_round_and_counts_failures() -> None:
