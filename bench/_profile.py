@@ -41,9 +41,9 @@ from bench._tables import table, verdict
 from tests._identity import authorized_channel
 from tests._support import postgres_database
 from tests.server.artifacts._bytestream import upload
+from tests.workers._quiet import QuietContext
 from tests.workers._stack import private_vhost, stack, watch_to_end
 from workers import _profile_sql as sql
-from workers._context import WorkSettings
 from workers._duckdb import Engine
 from workers.profile_dataset import profile_statistics
 
@@ -245,24 +245,6 @@ def measure_profile(
     )
 
 
-class _Quiet:
-    """The TaskContext surface the profile's statements use, for timing them alone."""
-
-    task_id = "bench"
-
-    def __init__(self, plan: ProfilePlan) -> None:
-        self.work = WorkSettings(plan.memory_limit_mib, plan.threads, "")
-
-    def cancelled(self) -> bool:
-        return False
-
-    def report_progress(self, fraction: float, message: str) -> None:
-        pass
-
-    def raise_if_cancelled(self) -> None:
-        pass
-
-
 def _breakdown(path: Path, plan: ProfilePlan) -> tuple[tuple[str, float], ...]:
     """Where a profile's time goes: the worker's own steps (``workers._profile_sql``), each
     timed in this process on the same file and bounds; the fetch is one sha256 read."""
@@ -273,12 +255,12 @@ def _breakdown(path: Path, plan: ProfilePlan) -> tuple[tuple[str, float], ...]:
         while piece := source_file.read(1 << 20):
             digest.update(piece)
     steps.append(("verify (sha256 read)", time.perf_counter() - begin))
-    context: Any = _Quiet(plan)
+    context: Any = QuietContext("bench", plan.memory_limit_mib, plan.threads)
     with Engine(context) as engine:
         begin = time.perf_counter()
         columns = sql.load(engine, str(path), "csv")
         steps.append(("load into DuckDB (the one pass over the file)", time.perf_counter() - begin))
-        timed = {"summary", "moments", "quantiles", "histograms", "top_values"}
+        timed = {"summary", "moments", "groups", "quantiles", "histograms"}
         originals = {name: getattr(sql, name) for name in timed}
         spent: dict[str, float] = dict.fromkeys(timed, 0.0)
 
@@ -301,10 +283,11 @@ def _breakdown(path: Path, plan: ProfilePlan) -> tuple[tuple[str, float], ...]:
                 setattr(sql, name, original)
     labels = {
         "summary": "counts, min, max",
-        "moments": "mean, stddev (one thread)",
-        "quantiles": "exact quartiles",
+        "moments": "mean, stddev (exact integer sums; floats on one thread)",
+        "groups": "exact top values, distinct counts and few-valued columns' quartiles "
+        "(a GROUP BY per column)",
+        "quantiles": "exact quartiles of the other ranged columns",
         "histograms": "histograms",
-        "top_values": "exact top values and distinct counts (a GROUP BY per column)",
     }
     steps.extend((labels[name], spent[name]) for name in labels)
     return tuple(steps)

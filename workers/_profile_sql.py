@@ -6,19 +6,27 @@ every statistic is then a scan of the table's columns:
 
 1. ``summary``: per column the non-NULL count, min and max (one statement per batch of
    columns); for columns without an order (lists, structs) a HyperLogLog distinct estimate;
-2. ``moments``: mean and sample standard deviation, on ONE thread: a float sum depends on
-   the order its parts are added in, and with several threads that order varies from run
-   to run; one thread scans the table in file order, so the same file gives the same bits;
-3. ``quantiles``: exact nearest-rank quantiles (``quantile_disc``, which keeps the values
-   of the statement's columns in memory) while a column's values fit a quarter of the
-   memory limit, else t-digest estimates (``approx_quantile``) on one thread, for the same
-   reason as 2;
-4. ``histograms``: equal-width bins between min and max, all columns in one statement;
-5. ``top_values``: one GROUP BY per column, most frequent first, ties by value; its number
-   of groups is the column's exact distinct count (HyperLogLog, DuckDB's
-   ``approx_count_distinct``, is off by 10% on 20 values).
+2. ``moments``: mean and sample standard deviation. Of integer and boolean columns from
+   exact sums (HUGEINT: the same whatever order the threads add in), on all threads; of
+   float columns on ONE thread: a float sum depends on the order its parts are added in,
+   and with several threads that order varies from run to run; one thread scans the table
+   in file order, so the same file gives the same bits (an integer sum that overflows
+   HUGEINT takes that path too);
+3. ``groups``: one GROUP BY per ordered column into a temporary table: its most frequent
+   values (ties by value), its number of groups (the column's exact distinct count:
+   HyperLogLog, DuckDB's ``approx_count_distinct``, is off by 10% on 20 values and by 3%
+   on 7 million), and, for a ranged column with at most a quarter as many groups as
+   values, its exact quantiles from the groups' running counts (sorting the groups costs
+   far less than selecting among all the values);
+4. ``quantiles``: exact nearest-rank quantiles of the other ranged columns
+   (``quantile_disc``, which keeps the values of the statement's columns in memory) while
+   a column's values fit a quarter of the memory limit, else t-digest estimates
+   (``approx_quantile``) on one thread, for the same reason as 2;
+5. ``histograms``: equal-width bins between min and max, all columns in one statement.
 
-Integer counts are the same whatever the threads do, so 1, 3 (exact), 4 and 5 use them all.
+Integer counts are the same whatever the threads do, so 1, 3, 4 (exact) and 5 use them all.
+Quantiles by either route are the nearest-rank value: the smallest value with at least
+``ceil(q * n)`` values at or below it.
 Values leave SQL as plain numbers, text or booleans (``Kind.scalar``): dates as days since
 1970-01-01, timestamps as microseconds since the epoch (UTC), so nothing depends on the
 driver's date and time zone conversions.
@@ -29,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import duckdb
@@ -40,18 +49,26 @@ from workers._duckdb import Engine, column_type, quote
 __all__ = [
     "TABLE",
     "Column",
+    "Groups",
     "Moments",
     "Summary",
+    "groups",
     "histograms",
     "load",
     "moments",
     "quantiles",
+    "share",
     "summary",
-    "top_values",
+    "table_columns",
 ]
 
 TABLE = "profiled"
 """The temporary table the dataset is loaded into."""
+_GROUPS = "profiled_groups"
+"""The temporary table of one column's groups (``groups``)."""
+GROUPED_QUANTILES_MAX_SHARE = 4
+"""A ranged column gets its quantiles from its groups when it has at most 1/4 as many
+groups as non-NULL values."""
 BATCH_COLUMNS = 100
 """Columns per statistics statement: keeps a wide dataset's statements a sane size."""
 QUANTILES = (0.25, 0.5, 0.75)
@@ -116,7 +133,7 @@ class Summary:
 
     non_null: int
     approx_distinct: int
-    """The HyperLogLog estimate for unordered columns; 0 for ordered ones (see top_values)."""
+    """The HyperLogLog estimate for unordered columns; 0 for ordered ones (see groups)."""
     min: Any
     max: Any
 
@@ -137,10 +154,11 @@ def _batches(columns: Sequence[Any], span: Span) -> Iterator[tuple[Sequence[Any]
     only moves forward)."""
     count = max(1, -(-len(columns) // BATCH_COLUMNS))
     for number, start in enumerate(range(0, len(columns), BATCH_COLUMNS)):
-        yield columns[start : start + BATCH_COLUMNS], _share(span, number, count)
+        yield columns[start : start + BATCH_COLUMNS], share(span, number, count)
 
 
-def _share(span: Span, number: int, count: int) -> Span:
+def share(span: Span, number: int, count: int) -> Span:
+    """Part number of count equal parts of span."""
     width = (span[1] - span[0]) / count
     return span[0] + width * number, span[0] + width * (number + 1)
 
@@ -173,6 +191,11 @@ def load(engine: Engine, path: str, fmt: str) -> list[Column]:
                 f"{str(exc).strip().splitlines()[0]}",
                 reason="DATASET_UNREADABLE",
             ) from None
+    return table_columns(engine)
+
+
+def table_columns(engine: Engine) -> list[Column]:
+    """The columns of ``TABLE`` as DuckDB typed them, in table order."""
     described = engine.connection.execute(f"DESCRIBE {TABLE}").fetchall()
     return [Column(str(row[0]), str(row[1]), column_type(str(row[1]))) for row in described]
 
@@ -211,23 +234,59 @@ def _single_thread(engine: Engine, sql: str, stage: str, span: Span) -> Any:
 
 def moments(engine: Engine, columns: Sequence[Column], span: Span) -> dict[str, Moments]:
     """Mean (numeric and boolean columns) and standard deviation (numeric), by name."""
-    wanted = [c for c in columns if c.numeric or c.type == datasets_pb2.COLUMN_TYPE_BOOLEAN]
+    exact = [
+        c
+        for c in columns
+        if c.type in (datasets_pb2.COLUMN_TYPE_INTEGER, datasets_pb2.COLUMN_TYPE_BOOLEAN)
+    ]
+    floats = [c for c in columns if c.type == datasets_pb2.COLUMN_TYPE_FLOAT]
+    middle = (span[0] + span[1]) / 2
     out: dict[str, Moments] = {}
-    for batch, part in _batches(wanted, span):
+    for batch, part in _batches(exact, (span[0], middle)):
+        try:
+            out.update(_exact_moments(engine, batch, part))
+        except duckdb.OutOfRangeException:
+            floats.extend(batch)  # sums beyond HUGEINT: the one-thread float path
+    for batch, part in _batches(floats, (middle, span[1])):
         parts = []
         for c in batch:
-            if c.numeric:
-                parts += [f"avg({c.scalar})", f"stddev_samp({c.scalar})"]
-            else:
+            if c.type == datasets_pb2.COLUMN_TYPE_BOOLEAN:
                 parts += [f"avg({c.ref}::INTEGER)", "NULL"]
+            else:
+                parts += [f"avg({c.scalar})", f"stddev_samp({c.scalar})"]
         (row,) = _single_thread(
             engine, f"SELECT {', '.join(parts)} FROM {TABLE}", "averaging", part
         )
         for index, c in enumerate(batch):
             mean, stddev = row[2 * index], row[2 * index + 1]
             out[c.name] = Moments(
-                None if mean is None else float(mean), None if stddev is None else float(stddev)
+                None if mean is None else float(mean),
+                None if stddev is None or not c.numeric else float(stddev),
             )
+    return out
+
+
+def _exact_moments(engine: Engine, batch: Sequence[Column], span: Span) -> dict[str, Moments]:
+    """Moments of integer and boolean columns from exact HUGEINT sums (any thread order
+    gives the same sums); OutOfRangeException when a sum overflows."""
+    parts = []
+    for c in batch:
+        value = (
+            f"{c.ref}::INTEGER::HUGEINT"
+            if c.type == datasets_pb2.COLUMN_TYPE_BOOLEAN
+            else (f"{c.ref}::HUGEINT")
+        )
+        parts += [f"count({c.ref})", f"sum({value})", f"sum({value} * {value})"]
+    (row,) = engine.run(f"SELECT {', '.join(parts)} FROM {TABLE}", stage="averaging", span=span)
+    out: dict[str, Moments] = {}
+    for index, c in enumerate(batch):
+        n, total, squares = (int(v or 0) for v in row[3 * index : 3 * index + 3])
+        mean = None if n == 0 else float(Fraction(total, n))
+        stddev = None
+        if n > 1 and c.numeric:
+            # Sample variance (n * sum(x^2) - sum(x)^2) / (n (n - 1)), exact until the root.
+            stddev = math.sqrt(Fraction(n * squares - total * total, n * (n - 1)))
+        out[c.name] = Moments(mean, stddev)
     return out
 
 
@@ -252,7 +311,7 @@ def quantiles(
         used += need
     out: dict[str, list[Any]] = {}
     for number, (exact, group) in enumerate(plan):
-        part = _share(span, number, len(plan))
+        part = share(span, number, len(plan))
         if exact:
             parts = [f"quantile_disc({c.scalar}, [{wanted}])" for c in group]
             (row,) = engine.run(
@@ -299,23 +358,62 @@ def histograms(
     return out
 
 
-def top_values(
-    engine: Engine, column: Column, k: int, span: Span
-) -> tuple[list[tuple[Any, int]], int]:
-    """The ``k`` most frequent non-NULL values of ``column`` with their counts (ties by
-    value), and the exact number of distinct values (the groups the same GROUP BY made)."""
-    # The groups once (a CTE used twice is materialized), then their number and the top
-    # k: a window count over every group would sort or buffer them all again.
-    rows = engine.run(
-        f"WITH g AS MATERIALIZED (SELECT {column.scalar} AS v, count(*) AS n FROM {TABLE} "
-        f"WHERE {column.ref} IS NOT NULL GROUP BY v) "
-        "SELECT v, n, (SELECT count(*) FROM g) AS groups FROM g "
-        "ORDER BY n DESC, v ASC LIMIT ?",
-        [k],
+@dataclass(frozen=True, slots=True)
+class Groups:
+    """What one column's GROUP BY gives (scalars as ``Column.scalar`` gives them)."""
+
+    top: list[tuple[Any, int]]
+    """The most frequent non-NULL values with their counts, ties by value."""
+    distinct: int
+    """The exact number of distinct non-NULL values."""
+    quantiles: list[Any] | None
+    """QUANTILES from the groups' running counts; None when they were not computed here."""
+
+
+def groups(
+    engine: Engine, column: Column, non_null: int, k: int, span: Span, *, quantiles: bool
+) -> Groups:
+    """The top ``k`` values and the distinct count of ``column`` (``non_null`` values), and
+    its QUANTILES when asked for and the groups are few enough (see the module doc)."""
+    engine.run(
+        f"CREATE OR REPLACE TEMP TABLE {_GROUPS} AS SELECT {column.scalar} AS v, "
+        f"count(*) AS n FROM {TABLE} WHERE {column.ref} IS NOT NULL GROUP BY v",
         stage=f"top values of {column.name!r}",
         span=span,
     )
-    return [(value, int(count)) for value, count, _ in rows], int(rows[0][2]) if rows else 0
+    try:
+        rows = engine.run(
+            f"SELECT v, n, (SELECT count(*) FROM {_GROUPS}) FROM {_GROUPS} "
+            "ORDER BY n DESC, v ASC LIMIT ?",
+            [k],
+            stage=f"top values of {column.name!r}",
+        )
+        distinct = int(rows[0][2]) if rows else 0
+        found = None
+        if quantiles and 0 < distinct * GROUPED_QUANTILES_MAX_SHARE <= non_null:
+            found = _grouped_quantiles(engine, column, non_null)
+        return Groups([(v, int(n)) for v, n, _ in rows], distinct, found)
+    finally:
+        engine.connection.execute(f"DROP TABLE IF EXISTS {_GROUPS}")
+
+
+def nearest_rank(q: float, n: int) -> int:
+    """The 1-based rank of quantile ``q`` of ``n`` values (``quantile_disc``'s choice)."""
+    return max(1, math.ceil(Fraction(q) * n))
+
+
+def _grouped_quantiles(engine: Engine, column: Column, non_null: int) -> list[Any]:
+    """QUANTILES of ``column`` from its groups: per quantile the smallest value whose
+    running count reaches the quantile's rank."""
+    ranks = [nearest_rank(q, non_null) for q in QUANTILES]
+    picks = ", ".join("min(v) FILTER (WHERE below >= ?)" for _ in ranks)
+    (row,) = engine.run(
+        f"SELECT {picks} FROM (SELECT v, sum(n) OVER (ORDER BY v ROWS BETWEEN UNBOUNDED "
+        f"PRECEDING AND CURRENT ROW) AS below FROM {_GROUPS})",
+        ranks,
+        stage=f"quantiles of {column.name!r}",
+    )
+    return list(row)
 
 
 def finite(*values: Any) -> bool:

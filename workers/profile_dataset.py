@@ -147,14 +147,25 @@ def profile_statistics(
     progress: Callable[[float, str], None],
 ) -> tuple[int, list[profile_dataset_pb2.ColumnProfile]]:
     """The row count and every column's profile, from the table ``sql.load`` loaded."""
-    rows, summaries = sql.summary(engine, columns, (0.6, 0.7))
-    progress(0.7, "averaging")
-    moments = sql.moments(engine, columns, (0.7, 0.75))
-    progress(0.75, "quantiles")
-    ranged = [(c, s.non_null) for c, s in zip(columns, summaries, strict=True) if c.ranged]
-    budget = engine_budget_bytes(engine)
-    quantiles = sql.quantiles(engine, [(c, n) for c, n in ranged if n > 0], budget, (0.75, 0.85))
-    progress(0.85, "histograms")
+    rows, summaries = sql.summary(engine, columns, (0.6, 0.65))
+    progress(0.65, "averaging")
+    moments = sql.moments(engine, columns, (0.65, 0.7))
+    grouped: dict[str, sql.Groups] = {}
+    ordered = [(c, s) for c, s in zip(columns, summaries, strict=True) if c.ordered]
+    for index, (c, s) in enumerate(ordered):
+        if s.non_null:
+            span = sql.share((0.7, 0.85), index, len(ordered))
+            progress(span[0], f"top values of {c.name!r}")
+            grouped[c.name] = sql.groups(engine, c, s.non_null, top_k, span, quantiles=c.ranged)
+    progress(0.85, "quantiles")
+    ranged = [
+        (c, s.non_null)
+        for c, s in zip(columns, summaries, strict=True)
+        if c.ranged and s.non_null > 0 and grouped[c.name].quantiles is None
+    ]
+    quantiles = sql.quantiles(engine, ranged, engine_budget_bytes(engine), (0.85, 0.9))
+    quantiles |= {n: g.quantiles for n, g in grouped.items() if g.quantiles is not None}
+    progress(0.9, "histograms")
     spans: list[tuple[sql.Column, float, float]] = []
     single: dict[str, int] = {}
     for c, s in zip(columns, summaries, strict=True):
@@ -164,9 +175,9 @@ def profile_statistics(
             single[c.name] = s.non_null
         else:
             spans.append((c, float(s.min), float(s.max)))
-    counts = sql.histograms(engine, spans, bins, (0.85, 0.9))
+    counts = sql.histograms(engine, spans, bins, (0.9, 0.97))
     out: list[profile_dataset_pb2.ColumnProfile] = []
-    for index, (c, s) in enumerate(zip(columns, summaries, strict=True)):
+    for c, s in zip(columns, summaries, strict=True):
         profile = profile_dataset_pb2.ColumnProfile(
             column=datasets_pb2.Column(name=c.name, type=c.type, engine_type=c.engine_type),
             null_count=rows - s.non_null,
@@ -185,11 +196,10 @@ def profile_statistics(
             value = _value(c, scalar)
             if value is not None:
                 getattr(profile, field).CopyFrom(value)
-        if c.ordered and s.non_null:
-            progress(0.9 + 0.07 * index / len(columns), f"top values of {c.name!r}")
-            span = (0.9 + 0.07 * index / len(columns), 0.9 + 0.07 * (index + 1) / len(columns))
-            top, profile.approx_distinct = sql.top_values(engine, c, top_k, span)
-            for scalar, count in top:
+        groups = grouped.get(c.name)
+        if groups is not None:
+            profile.approx_distinct = groups.distinct
+            for scalar, count in groups.top:
                 value = _value(c, scalar)
                 if value is not None:
                     profile.top_values.add(value=value, count=count)
