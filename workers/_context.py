@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from core.backup import BackupConfig
 from core.objects import (
+    CheckAhead,
     IntegrityError,
     ObjectMissingError,
     ObjectStore,
@@ -129,6 +130,7 @@ class TaskContext:
         self._record = record
         self._cancel_requested = record is not None and record.cancel_requested
         self._cancel_read_at = time.monotonic() if record is not None else float("-inf")
+        self._checks: list[CheckAhead] = []  # artifact_file(check_ahead=True) still running
 
     @property
     def database(self) -> Engine:
@@ -235,6 +237,7 @@ class TaskContext:
         directory: Path | None = None,
         *,
         progress: Callable[[int], None] | None = None,
+        check_ahead: bool = False,
     ) -> Iterator[Path]:
         """A verified local file of the referenced artifact, removed after the block.
 
@@ -246,22 +249,55 @@ class TaskContext:
         (TransientError). ``progress`` gets the bytes checked so far after every piece
         (report or check for a cancel there: a 5 GiB artifact takes a while). Only read
         the file: it may be the stored object itself.
+
+        ``check_ahead``: on the file store the link is handed out at once and checked in a
+        thread beside the block (``core.objects.CheckAhead``), which saves the extra read
+        before the work. ``store_output`` and the block's end wait for that check, so
+        nothing computed from damaged bytes is ever published; a damaged object still
+        fails the task ``ARTIFACT_DAMAGED``, even when the block failed on its bytes first.
+        Elsewhere (S3) it changes nothing: the download is checked as it streams.
         """
+        pinned = None
         with self._reading(ref) as store:
-            try:
-                path = fetch(
-                    store,
-                    ref.object_key,
-                    size_bytes=ref.size_bytes,
-                    sha256=ref.sha256,
-                    directory=directory,
-                    progress=progress,
-                )
-            except IntegrityError as exc:
-                raise PermanentError(str(exc), reason="ARTIFACT_DAMAGED") from None
+            pinned = store.pin(ref.object_key) if check_ahead else None
+            if pinned is None:
+                try:
+                    path = fetch(
+                        store,
+                        ref.object_key,
+                        size_bytes=ref.size_bytes,
+                        sha256=ref.sha256,
+                        directory=directory,
+                        progress=progress,
+                    )
+                except IntegrityError as exc:
+                    raise PermanentError(str(exc), reason="ARTIFACT_DAMAGED") from None
+        if pinned is not None:
+            with self._checked_ahead(ref, pinned):
+                yield pinned
+            return
         try:
             yield path
         finally:
+            path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _checked_ahead(self, ref: artifacts_pb2.ArtifactRef, path: Path) -> Iterator[None]:
+        """``path`` checked beside the block; settled before the block's end counts."""
+        check = CheckAhead(ref.object_key, path, size_bytes=ref.size_bytes, sha256=ref.sha256)
+        self._checks.append(check)
+        try:
+            try:
+                yield
+            except PermanentError:
+                _settle(check)  # damaged bytes are the cause to report, if they are
+                raise
+            except BaseException:
+                check.stop()  # cancelled, lost or retried: the check's answer is moot
+                raise
+            _settle(check)
+        finally:
+            self._checks.remove(check)
             path.unlink(missing_ok=True)
 
     def store_output(self, output: Output, path: Path) -> str:
@@ -272,6 +308,8 @@ class TaskContext:
         retried or redelivered attempt stores the same artifact again, never a second one.
         A store or database outage is retried (TransientError).
         """
+        for check in self._checks:  # nothing built on unchecked bytes gets published
+            _settle(check)
         record = self._record
         if record is None or not record.project_id:
             raise PermanentError(
@@ -303,3 +341,13 @@ class TaskContext:
         work that consumes them in place and checks ``ref.sha256`` itself at the end."""
         with self._reading(ref) as store:
             yield from store.read(ref.object_key)
+
+
+def _settle(check: CheckAhead) -> None:
+    """Wait for ``check``; its failure as the task's error."""
+    try:
+        check.wait()
+    except IntegrityError as exc:
+        raise PermanentError(str(exc), reason="ARTIFACT_DAMAGED") from None
+    except OSError as exc:
+        raise TransientError(f"checking an input artifact: {exc}") from exc

@@ -2,7 +2,8 @@
 
 One attempt, on one bounded DuckDB connection (``workers._duckdb.Engine``):
 
-1. a verified local copy of the dataset (``context.artifact_file``);
+1. a local copy of the dataset (``context.artifact_file``; on the file store its sha256
+   is checked beside the query, and the result artifacts wait for that check);
 2. ``DESCRIBE`` of the source: the real column names and types the query is checked
    against (``workers._query.build_query``: unknown columns, measures and filter values
    that do not fit a column's type fail the task at once, before any scan);
@@ -58,7 +59,7 @@ def run_analytics(
     directory = Path(context.work.directory) if context.work.directory else None
     context.report_progress(0.0, "fetching the dataset")
     with (
-        context.artifact_file(spec.dataset, directory) as path,
+        context.artifact_file(spec.dataset, directory, check_ahead=True) as path,
         tempfile.TemporaryDirectory(prefix="agentic-analytics-", dir=directory) as scratch,
         Engine(context) as engine,
     ):

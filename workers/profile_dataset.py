@@ -1,9 +1,9 @@
 """The profile_dataset kind: statistics of a dataset artifact, and an HTML report of them.
 
 The worker fetches the artifact from the object store (``TaskContext.artifact_file``: a
-hard link on the file store, a copy from S3; size and sha256 verified, with progress and a
-cancel check on the way), reads it once into DuckDB and computes every statistic from
-the loaded table (``workers._profile_sql``).
+hard link on the file store, checked beside the load; a copy from S3, verified as it
+streams, with progress and a cancel check on the way), reads it once into DuckDB and
+computes every statistic from the loaded table (``workers._profile_sql``).
 The HTML report (``workers._profile_html``) is stored last, as the task's output artifact
 ``report-html``: a task that fails stores nothing, and a retried or redelivered attempt
 stores the same artifact id again (``workers._outputs``), never a second report.
@@ -249,9 +249,11 @@ def run_profile_dataset(
     directory = Path(context.work.directory) if context.work.directory else None
     context.report_progress(0.0, f"fetching {ref.size_bytes} bytes")
     with Engine(context) as engine:
-        with context.artifact_file(ref, directory, progress=_fetch_progress(ref, progress)) as path:
+        with context.artifact_file(
+            ref, directory, progress=_fetch_progress(ref, progress), check_ahead=True
+        ) as path:
             progress(0.15, "reading the dataset")
-            columns = sql.load(engine, str(path), fmt)
+            columns = sql.load(engine, str(path), fmt)  # the check ahead settles after it
         # The loaded table is all that is needed from here: the copy is gone already.
         if len(columns) > MAX_COLUMNS:
             raise PermanentError(

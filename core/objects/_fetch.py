@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from core.objects._store import MAX_READ_CHUNK_BYTES, ObjectStore
 
-__all__ = ["IntegrityError", "fetch", "sha256_of"]
+__all__ = ["IntegrityError", "check_pieces", "fetch", "sha256_of"]
 
 
 class IntegrityError(Exception):
@@ -54,7 +54,7 @@ def fetch(
     if pinned is not None:
         try:
             with pinned.open("rb") as handle:
-                _check(
+                check_pieces(
                     key,
                     iter(lambda: handle.read(MAX_READ_CHUNK_BYTES), b""),
                     size_bytes,
@@ -71,14 +71,14 @@ def fetch(
     try:
         # Closed even when we stop early: an S3 body holds a pooled connection until then.
         with os.fdopen(fd, "wb") as out, contextlib.closing(store.read(key)) as pieces:
-            _check(key, pieces, size_bytes, sha256, progress, out)
+            check_pieces(key, pieces, size_bytes, sha256, progress, out)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     return path
 
 
-def _check(
+def check_pieces(
     key: str,
     pieces: Iterator[bytes],
     size_bytes: int,

@@ -41,8 +41,9 @@ from google.rpc import error_details_pb2
 from tests._identity import authorized_channel
 from tests._support import wait_for
 from tests.server.artifacts._bytestream import download, sha256_file, write_requests
+from tests.workers._damage import damage_object
 from tests.workers._datasets import write
-from tests.workers._stack import TIMEOUT, private_vhost, stack, watch_to_end
+from tests.workers._stack import TIMEOUT, Stack, private_vhost, stack, watch_to_end
 
 ROWS = 300_000
 INJECTION = 'x"; DROP TABLE t; --'
@@ -66,6 +67,7 @@ class Api:
     """format -> artifact id of the generated data."""
     big: str
     """A Parquet dataset whose query takes seconds (for the cancel test)."""
+    stack: Stack
 
 
 def _table() -> pa.Table:
@@ -170,6 +172,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, table: pa.Table) -> Iterator[A
                     for fmt, code in FORMATS.items()
                 },
                 big=_upload(artifacts, pid, data / "big.parquet", apb.DATASET_FORMAT_PARQUET),
+                stack=s,
             )
         finally:
             channel.close()
@@ -569,3 +572,26 @@ def test_cancel_interrupts_a_long_query_within_two_seconds(api: Api) -> None:
     took = time.monotonic() - asked
     assert final.state == pb.TASK_STATE_CANCELLED, final
     assert took < 2.0, f"cancelled after {took:.2f} s"
+
+
+def test_damaged_bytes_fail_artifact_damaged_and_store_no_result(api: Api, tmp_path: Path) -> None:
+    # The query runs while the file store's object is checked beside it (check ahead);
+    # the result artifacts wait for the check, so a query over damaged bytes that still
+    # parse publishes nothing and fails ARTIFACT_DAMAGED.
+    path = tmp_path / "numbers.csv"
+    path.write_text("n,m\n" + "".join(f"{i},{i % 10}\n" for i in range(200_000)))
+    dataset = _upload(api.artifacts, api.project, path, apb.DATASET_FORMAT_CSV)
+    damage_object(api.stack, dataset, path.read_bytes().index(b"\n123456,") + 1, b"7")
+    spec = a.AnalyticsSpec(
+        group_by=["m"], measures=[a.Measure(function=a.MEASURE_FUNCTION_SUM, column="n")]
+    )
+    final = _run(api, dataset, spec)
+    assert final.state == pb.TASK_STATE_FAILED, final
+    info = error_details_pb2.ErrorInfo()
+    assert final.error.details[0].Unpack(info)
+    assert info.reason == "ARTIFACT_DAMAGED", final.error.message
+    assert final.attempt == 1
+    listed = api.artifacts.ListArtifacts(
+        apb.ListArtifactsRequest(project_id=api.project, page_size=100), timeout=TIMEOUT
+    ).artifacts
+    assert not [x.name for x in listed if final.id in x.name], "a result artifact was stored"

@@ -39,6 +39,7 @@ from sqlalchemy import func, select
 from core.db import ArtifactRow
 from tests._identity import authorized_channel
 from tests.server.artifacts._bytestream import download, write_requests
+from tests.workers._damage import damage_object
 from tests.workers._datasets import known_table, rows_for_bytes, write
 from tests.workers._stack import TIMEOUT, Stack, private_vhost, stack, wait_state, watch_to_end
 from workers._outputs import output_artifact_id
@@ -440,3 +441,27 @@ def test_kill_9_mid_profile_completes_elsewhere_with_one_report(
             after.progress,
             gap,
         )
+
+
+@pytest.mark.parametrize(
+    ("case", "byte"),
+    [("a digit changed, still a valid CSV", b"7"), ("an invalid UTF-8 byte", b"\xff")],
+)
+def test_damaged_bytes_fail_artifact_damaged_and_store_nothing(
+    pipeline: Stack, stubs: _Stubs, tmp_path: Path, case: str, byte: bytes
+) -> None:
+    # The file store's object is checked beside the load (check ahead): the task must
+    # still fail ARTIFACT_DAMAGED, also when the load itself fails on the damaged bytes.
+    tasks, artifacts, project = stubs
+    path = tmp_path / "numbers.csv"
+    path.write_text("n,m\n" + "".join(f"{i},{i % 10}\n" for i in range(200_000)))
+    artifact = _upload(artifacts, project, path, "csv")
+    offset = path.read_bytes().index(b"\n123456,") + 1  # the first digit of a value
+    damage_object(pipeline, artifact, offset, byte)
+    final = watch_to_end(tasks, _submit(tasks, project, artifact).id, timeout=60)[-1].task
+    assert final.state == pb.TASK_STATE_FAILED, (case, final)
+    info = error_details_pb2.ErrorInfo()
+    assert final.error.details[0].Unpack(info)
+    assert info.reason == "ARTIFACT_DAMAGED", (case, final.error.message)
+    assert final.attempt == 1  # failed at once, not retried
+    assert _reports(pipeline, project) == 0
