@@ -10,8 +10,9 @@ text column) is profiled two ways:
 2. ``SUMMARIZE SELECT * FROM read_csv(...)`` in a plain Python process with the same
    memory limit and threads: the floor of one pass with the same engine.
 
-Throughput is the file's size over submit-to-SUCCEEDED (the upload is shown apart); the
-worker's peak RSS is the pool child's ``VmHWM``. Targets: throughput at least 0.8x the
+Both run in interleaved passes while the stack is up, after a warm-up SUMMARIZE that puts
+the file in the page cache; the best pass of each counts. Throughput is the file's size
+over submit-to-SUCCEEDED (the upload is shown apart); the worker's peak RSS is the pool child's ``VmHWM``. Targets: throughput at least 0.8x the
 plain SUMMARIZE's, peak RSS under the memory limit + 256 MiB.
 
 ``python -m bench._profile [--quick]`` runs the section alone (on a fresh PostgreSQL
@@ -63,17 +64,20 @@ class ProfilePlan:
     memory_limit_mib: int = 1024
     threads: int = 2
     task_timeout_seconds: float = 600.0
+    passes: int = 3
+    """Interleaved passes (SUMMARIZE, then the pipeline); the best of each counts."""
 
     def describe(self) -> str:
         """One line for the report."""
         return (
             f"a {self.size_mib} MiB CSV (7 columns), DuckDB memory limit "
-            f"{self.memory_limit_mib} MiB and {self.threads} threads in both processes"
+            f"{self.memory_limit_mib} MiB and {self.threads} threads in both processes, "
+            f"best of {self.passes} interleaved passes"
         )
 
 
-QUICK = ProfilePlan(size_mib=64)
-"""``--quick``: a smaller file."""
+QUICK = ProfilePlan(size_mib=64, passes=2)
+"""``--quick``: a smaller file, two passes."""
 
 
 @dataclass(frozen=True)
@@ -84,14 +88,25 @@ class ProfileFigures:
     size_bytes: int
     rows: int
     upload_seconds: float
-    pipeline_seconds: float
-    """SubmitProfileDataset to the SUCCEEDED event."""
-    summarize_seconds: float
+    pipeline_passes: tuple[float, ...]
+    """SubmitProfileDataset to the SUCCEEDED event, each pass."""
+    summarize_passes: tuple[float, ...]
+    """The plain SUMMARIZE, each pass."""
     peak_rss_mib: float
     """The worker's pool child, VmHWM."""
     summarize_rss_mib: float
     breakdown: tuple[tuple[str, float], ...] = ()
     """(step, seconds): the kind's own steps timed one by one in the benchmark process."""
+
+    @property
+    def pipeline_seconds(self) -> float:
+        """The best pipeline pass."""
+        return min(self.pipeline_passes)
+
+    @property
+    def summarize_seconds(self) -> float:
+        """The best plain SUMMARIZE."""
+        return min(self.summarize_passes)
 
     @property
     def ratio(self) -> float:
@@ -181,9 +196,8 @@ def measure_profile(
     source = workdir / "profile.csv"
     say(f"profile: generating {plan.size_mib} MiB of CSV")
     rows = _generate(source, plan.size_mib)
-    say("profile: plain DuckDB SUMMARIZE")
-    _summarize(source, plan)  # a warm-up: the file in the page cache for both
-    summarize_seconds, summarize_rss = _summarize(source, plan)
+    say("profile: plain DuckDB SUMMARIZE (warm-up)")
+    _summarize(source, plan)  # the file in the page cache for both
     say("profile: the kind's steps one by one")
     breakdown = _breakdown(source, plan)
     env = {
@@ -191,6 +205,9 @@ def measure_profile(
         "AGENTIC_DUCKDB_THREADS": str(plan.threads),
         "AGENTIC_WORK_DIRECTORY": str(workdir),
     }
+    summarize_passes: list[float] = []
+    summarize_rss = 0.0
+    pipeline_passes: list[float] = []
     with private_vhost() as broker, stack(workdir, broker, database_url, **env) as s:
         s.start_server()
         worker = s.start_worker(concurrency=1, timeout=60.0)
@@ -209,25 +226,14 @@ def measure_profile(
             )
             upload_seconds = time.perf_counter() - started
             tasks = tasks_pb2_grpc.TaskServiceStub(channel)
-            say("profile: SubmitProfileDataset to SUCCEEDED")
-            started = time.perf_counter()
-            task = tasks.SubmitProfileDataset(
-                pb.SubmitProfileDatasetRequest(
-                    request_id=str(uuid.uuid4()),
-                    project_id=project.project.id,
-                    profile_dataset=profile_dataset_pb2.ProfileDatasetSpec(
-                        dataset=apb.ArtifactRef(artifact_id=artifact.id)
-                    ),
-                ),
-                timeout=10,
-            ).task
-            events = watch_to_end(tasks, task.id, timeout=plan.task_timeout_seconds)
-            final = events[-1].task
-            pipeline_seconds = time.perf_counter() - started
-            if final.state != pb.TASK_STATE_SUCCEEDED:
-                raise RuntimeError(f"the profile ended {final.state}: {final.error.message}")
-            if final.profile_dataset_result.profile.row_count != rows:
-                raise RuntimeError("the profile counted another number of rows")
+            for number in range(plan.passes):
+                say(f"profile: pass {number + 1} of {plan.passes}, SUMMARIZE then the pipeline")
+                seconds, rss = _summarize(source, plan)
+                summarize_passes.append(seconds)
+                summarize_rss = max(summarize_rss, rss)
+                pipeline_passes.append(
+                    _profile_once(tasks, project.project.id, artifact.id, rows, plan)
+                )
             peak = _children_hwm_mib(worker.process.pid)
         finally:
             channel.close()
@@ -237,12 +243,36 @@ def measure_profile(
         size_bytes=artifact.size_bytes,
         rows=rows,
         upload_seconds=upload_seconds,
-        pipeline_seconds=pipeline_seconds,
-        summarize_seconds=summarize_seconds,
+        pipeline_passes=tuple(pipeline_passes),
+        summarize_passes=tuple(summarize_passes),
         peak_rss_mib=peak,
         summarize_rss_mib=summarize_rss,
         breakdown=breakdown,
     )
+
+
+def _profile_once(
+    tasks: tasks_pb2_grpc.TaskServiceStub, project: str, artifact: str, rows: int, plan: ProfilePlan
+) -> float:
+    """One SubmitProfileDataset to SUCCEEDED; its seconds."""
+    started = time.perf_counter()
+    task = tasks.SubmitProfileDataset(
+        pb.SubmitProfileDatasetRequest(
+            request_id=str(uuid.uuid4()),
+            project_id=project,
+            profile_dataset=profile_dataset_pb2.ProfileDatasetSpec(
+                dataset=apb.ArtifactRef(artifact_id=artifact)
+            ),
+        ),
+        timeout=10,
+    ).task
+    final = watch_to_end(tasks, task.id, timeout=plan.task_timeout_seconds)[-1].task
+    seconds = time.perf_counter() - started
+    if final.state != pb.TASK_STATE_SUCCEEDED:
+        raise RuntimeError(f"the profile ended {final.state}: {final.error.message}")
+    if final.profile_dataset_result.profile.row_count != rows:
+        raise RuntimeError("the profile counted another number of rows")
+    return seconds
 
 
 def _breakdown(path: Path, plan: ProfilePlan) -> tuple[tuple[str, float], ...]:
@@ -339,7 +369,11 @@ def render(f: ProfileFigures, *, markdown: bool) -> list[str]:
     """The section's table."""
     header = ["route", "seconds", "MB/s", "peak RSS MiB", "target", "verdict"]
     return [
-        f"{f.plan.describe()}; {f.rows} rows, {f.size_bytes / 1e6:.0f} MB",
+        f"{f.plan.describe()}; {f.rows} rows, {f.size_bytes / 1e6:.0f} MB; seconds of each "
+        "pass: pipeline "
+        + " ".join(f"{x:.2f}" for x in f.pipeline_passes)
+        + ", SUMMARIZE "
+        + " ".join(f"{x:.2f}" for x in f.summarize_passes),
         "",
         *table(header, rows(f), markdown=markdown),
         "",
