@@ -12,8 +12,9 @@ text column) is profiled two ways:
 
 Both run in interleaved passes while the stack is up, after a warm-up SUMMARIZE that puts
 the file in the page cache; the best pass of each counts. Throughput is the file's size
-over submit-to-SUCCEEDED (the upload is shown apart); the worker's peak RSS is the pool child's ``VmHWM``. Targets: throughput at least 0.8x the
-plain SUMMARIZE's, peak RSS under the memory limit + 256 MiB.
+over submit-to-SUCCEEDED (the upload is shown apart); the worker's peak RSS is the pool
+child's ``VmHWM``. Targets: throughput at least 0.8x the plain SUMMARIZE's, peak RSS under
+the memory limit + 256 MiB.
 
 ``python -m bench._profile [--quick]`` runs the section alone (on a fresh PostgreSQL
 database) and prints it; ``measure_profile`` is what ``make bench`` calls.
