@@ -14,6 +14,7 @@ sidecar's own directory (0700) stands between ``nobody`` and the socket; pytest'
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -112,10 +113,38 @@ def _interpreter(as_nobody: bool) -> str:
     return str(system)
 
 
+# The packages the probe imports. ``nobody`` gets copies of them in the open directory:
+# the venv and the generated code may sit under a directory only we may enter (a fresh
+# clone under ``mktemp -d``, say), where nobody's import would fail before the probe runs.
+_PROBE_PACKAGES = ("grpc", "google", "agentic", "buf", "typing_extensions")
+
+
+def _readable_packages(home: Path) -> Path:
+    """Copies of the probe's packages (and modules) under ``home``, readable by everyone."""
+    target = home / "pylib"
+    for name in _PROBE_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None, name
+        if spec.submodule_search_locations is None:  # a module of one file
+            assert spec.origin is not None, name
+            target.mkdir(exist_ok=True)
+            shutil.copy(spec.origin, target)
+            continue
+        for location in dict.fromkeys(spec.submodule_search_locations):
+            shutil.copytree(location, target / name, dirs_exist_ok=True)
+    for directory, _, _ in os.walk(target):
+        Path(directory).chmod(0o755)
+    return target
+
+
 def _probe(path: Path, *, as_nobody: bool) -> list[str]:
     user = pwd.getpwnam("nobody") if as_nobody else None
-    # Our packages (grpc, the generated stubs) from where this process found them.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    # Our packages (grpc, the generated stubs): where this process found them, or for
+    # nobody copies it may read beside the socket's directory.
+    search = (
+        [str(_readable_packages(path.parent.parent))] if as_nobody else [p for p in sys.path if p]
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(search)}
     result = subprocess.run(
         [_interpreter(as_nobody), "-c", _PROBE, str(path)],
         cwd="/",
