@@ -257,7 +257,6 @@ class TaskContext:
         fails the task ``ARTIFACT_DAMAGED``, even when the block failed on its bytes first.
         Elsewhere (S3) it changes nothing: the download is checked as it streams.
         """
-        pinned = None
         with self._reading(ref) as store:
             pinned = store.pin(ref.object_key) if check_ahead else None
             if pinned is None:

@@ -274,7 +274,7 @@ def _exact_moments(engine: Engine, batch: Sequence[Column], span: Span) -> dict[
         value = (
             f"{c.ref}::INTEGER::HUGEINT"
             if c.type == datasets_pb2.COLUMN_TYPE_BOOLEAN
-            else (f"{c.ref}::HUGEINT")
+            else f"{c.ref}::HUGEINT"
         )
         parts += [f"count({c.ref})", f"sum({value})", f"sum({value} * {value})"]
     (row,) = engine.run(f"SELECT {', '.join(parts)} FROM {TABLE}", stage="averaging", span=span)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from core.objects._fetch import check_pieces
-from core.objects._store import MAX_READ_CHUNK_BYTES
+from core.objects._fetch import check_file
 
 __all__ = ["CheckAhead", "CheckStopped"]
 
@@ -40,15 +39,7 @@ class CheckAhead:
 
     def _run(self) -> None:
         try:
-            with self._path.open("rb") as handle:
-                check_pieces(
-                    self._key,
-                    iter(lambda: handle.read(MAX_READ_CHUNK_BYTES), b""),
-                    self._size_bytes,
-                    self._sha256,
-                    self._progress,
-                    None,
-                )
+            check_file(self._key, self._path, self._size_bytes, self._sha256, self._progress)
         except BaseException as exc:  # handed to wait(), never lost in the thread
             self._failure = exc
 

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from core.objects._store import MAX_READ_CHUNK_BYTES, ObjectStore
 
-__all__ = ["IntegrityError", "check_pieces", "fetch", "sha256_of"]
+__all__ = ["IntegrityError", "check_file", "fetch", "sha256_of"]
 
 
 class IntegrityError(Exception):
@@ -53,15 +53,7 @@ def fetch(
     pinned = store.pin(key)
     if pinned is not None:
         try:
-            with pinned.open("rb") as handle:
-                check_pieces(
-                    key,
-                    iter(lambda: handle.read(MAX_READ_CHUNK_BYTES), b""),
-                    size_bytes,
-                    sha256,
-                    progress,
-                    None,
-                )
+            check_file(key, pinned, size_bytes, sha256, progress)
         except BaseException:
             pinned.unlink(missing_ok=True)
             raise
@@ -71,14 +63,34 @@ def fetch(
     try:
         # Closed even when we stop early: an S3 body holds a pooled connection until then.
         with os.fdopen(fd, "wb") as out, contextlib.closing(store.read(key)) as pieces:
-            check_pieces(key, pieces, size_bytes, sha256, progress, out)
+            _check(key, pieces, size_bytes, sha256, progress, out)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     return path
 
 
-def check_pieces(
+def check_file(
+    key: str,
+    path: Path,
+    size_bytes: int,
+    sha256: str,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Read the local file at ``path`` in pieces; IntegrityError unless it is ``size_bytes``
+    bytes with ``sha256``. ``progress`` as for ``fetch`` (whatever it raises stops the read)."""
+    with path.open("rb") as handle:
+        _check(
+            key,
+            iter(lambda: handle.read(MAX_READ_CHUNK_BYTES), b""),
+            size_bytes,
+            sha256,
+            progress,
+            None,
+        )
+
+
+def _check(
     key: str,
     pieces: Iterator[bytes],
     size_bytes: int,
