@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import itertools
 import math
 import random
 import time
@@ -595,3 +596,22 @@ def test_damaged_bytes_fail_artifact_damaged_and_store_no_result(api: Api, tmp_p
         apb.ListArtifactsRequest(project_id=api.project, page_size=100), timeout=TIMEOUT
     ).artifacts
     assert not [x.name for x in listed if final.id in x.name], "a result artifact was stored"
+
+
+def test_a_long_query_reports_progress_every_two_seconds_or_five_percent(api: Api) -> None:
+    spec = a.AnalyticsSpec(
+        group_by=["k"],
+        measures=[a.Measure(function=a.MEASURE_FUNCTION_COUNT_DISTINCT, column="v")],
+    )
+    events = watch_to_end(api.tasks, _submit(api, api.big, spec).id, timeout=120)
+    assert events[-1].task.state == pb.TASK_STATE_SUCCEEDED, events[-1].task.error
+    running = [e for e in events if e.state == pb.TASK_STATE_RUNNING]
+    querying = [e for e in running if e.progress.message.startswith("running the query")]
+    assert len(querying) >= 2, [e.progress.message for e in running]  # DuckDB's own progress
+    for before, after in itertools.pairwise(running):
+        gap = (after.time.ToDatetime() - before.time.ToDatetime()).total_seconds()
+        assert gap <= 2.0 or after.progress.fraction - before.progress.fraction <= 0.05, (
+            before.progress,
+            after.progress,
+            gap,
+        )
