@@ -8,9 +8,10 @@ group, so a test can kill -9 a whole worker (parent and pool children) like a cr
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +212,18 @@ def watch_to_end(
         if item.HasField("event"):
             events.append(item.event)
     return events
+
+
+def assert_progress_cadence(events: Sequence[pb.TaskEvent]) -> None:
+    """Between two consecutive ``events``, never more than 2 s and 5% (issue 12's cadence
+    of progress: at least every 2 s or every 5%)."""
+    for before, after in itertools.pairwise(events):
+        gap = (after.time.ToDatetime() - before.time.ToDatetime()).total_seconds()
+        assert gap <= 2.0 or after.progress.fraction - before.progress.fraction <= 0.05, (
+            before.progress,
+            after.progress,
+            gap,
+        )
 
 
 def get(stub: tasks_pb2_grpc.TaskServiceStub, task_id: str) -> pb.Task:

@@ -18,9 +18,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+
+# pyarrow ships no type information.
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pypdf
 import pytest
 from agentic.artifacts.v1 import artifacts_pb2 as apb
@@ -40,11 +45,19 @@ from tests._identity import authorized_channel
 from tests._processes import Memcached, Service, free_port, start_sidecar
 from tests._support import REPO
 from tests.server.artifacts._bytestream import download, upload, write_requests
-from tests.workers._stack import TIMEOUT, Stack, private_vhost, stack, watch_to_end
+from tests.workers._stack import (
+    TIMEOUT,
+    Stack,
+    assert_progress_cadence,
+    private_vhost,
+    stack,
+    watch_to_end,
+)
 from workers._cache_reader import CacheReader, CacheSettings
 from workers._rule_sets import RuleSets
 
 POLICY = REPO / "cache_sidecar" / "namespaces.toml"
+TERMINAL = {pb.TASK_STATE_SUCCEEDED, pb.TASK_STATE_FAILED, pb.TASK_STATE_CANCELLED}
 C = rpb.Check
 
 
@@ -61,7 +74,8 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    """memcached <- sidecar <- API server and one worker, on a SQLite database."""
+    """memcached <- sidecar <- API server and one worker, on a SQLite database; a cancel
+    grace long enough that only the interrupt of a running statement ends one in time."""
     workdir = tmp_path_factory.mktemp("compliance")
     memcached = Memcached(free_port(), workdir / "memcached.log")
     memcached.start()
@@ -70,7 +84,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         try:
             with (
                 private_vhost() as broker,
-                stack(workdir, broker, f"sqlite:///{workdir / 'tasks.db'}") as s,
+                stack(
+                    workdir,
+                    broker,
+                    f"sqlite:///{workdir / 'tasks.db'}",
+                    AGENTIC_CANCEL_GRACE_SECONDS="30",
+                ) as s,
             ):
                 s.start_server(AGENTIC_CACHE_ADDRESS=sidecar.address)
                 s.start_worker(concurrency=1, AGENTIC_CACHE_ADDRESS=sidecar.address)
@@ -499,3 +518,72 @@ def test_the_worker_read_degrades_to_the_database(env: Env) -> None:
     assert dead.get(created.id) is not None
     # Refused at once (nothing listens), never more than the cache timeout.
     assert time.monotonic() - started < 0.5 + 0.5
+
+
+_LONG_ROWS = 30_000_000
+
+
+@pytest.fixture(scope="module")
+def long_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Parquet export of 30 million rows (runs of repeated values: about 1 MB) whose
+    read into DuckDB takes seconds; far beyond MAX_ITEMS, which only the rows after the
+    read would find out."""
+    n = 100_000
+    chunk = pa.table(
+        {
+            "item_id": pa.array([f"R-{i // 1000}" for i in range(n)]).dictionary_encode(),
+            "item_type": pa.array(["requirement"] * n).dictionary_encode(),
+            "parent_id": pa.array([f"SR-{i // 10_000}" for i in range(n)]).dictionary_encode(),
+            "linked_ids": pa.array([f"T-{i // 1000};T-7" for i in range(n)]).dictionary_encode(),
+            "status": pa.array(["approved"] * n).dictionary_encode(),
+        }
+    )
+    path = tmp_path_factory.mktemp("long") / "long.parquet"
+    with pq.ParquetWriter(path, chunk.schema) as writer:
+        for _ in range(_LONG_ROWS // n):
+            writer.write_table(chunk)
+    return path
+
+
+def test_a_long_read_reports_progress_and_a_cancel_inside_it_ends_within_2s(
+    env: Env, fixture: Fixture, long_export: Path
+) -> None:
+    export = upload(
+        env.artifacts,
+        fixture.project,
+        long_export,
+        name="long.parquet",
+        fmt=apb.DATASET_FORMAT_PARQUET,
+    )
+    task = env.tasks.SubmitComplianceReport(
+        pb.SubmitComplianceReportRequest(
+            request_id=str(uuid.uuid4()),
+            project_id=fixture.project,
+            compliance_report=cpb.ComplianceReportSpec(
+                traceability=apb.ArtifactRef(artifact_id=export.id)
+            ),
+        ),
+        timeout=TIMEOUT,
+    ).task
+    # Two reports of DuckDB's own progress inside the read: the statement is running.
+    running: list[pb.TaskEvent] = []
+    reading = 0
+    for item in env.tasks.WatchTask(pb.WatchTaskRequest(id=task.id), timeout=60):
+        if not item.HasField("event"):
+            continue
+        assert item.event.state not in TERMINAL, (
+            "the task ended before two progress reports inside the read",
+            [e.progress.message for e in running],
+            item.event.task.error,
+        )
+        if item.event.state == pb.TASK_STATE_RUNNING:
+            running.append(item.event)
+            reading += item.event.progress.message.startswith("reading the traceability export")
+            if reading == 2:
+                break
+    asked = datetime.now(UTC)
+    env.tasks.CancelTask(pb.CancelTaskRequest(id=task.id), timeout=TIMEOUT)
+    final = watch_to_end(env.tasks, task.id, timeout=60)[-1]
+    assert final.task.state == pb.TASK_STATE_CANCELLED, final.task
+    assert (final.time.ToDatetime(tzinfo=UTC) - asked).total_seconds() < 2.0
+    assert_progress_cadence(running)

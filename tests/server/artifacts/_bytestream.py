@@ -18,6 +18,11 @@ from agentic.artifacts.v1 import artifacts_pb2_grpc
 
 CHUNK = 1024 * 1024
 TIMEOUT = 60.0
+_CONTENT_TYPES = {
+    pb.DATASET_FORMAT_CSV: "text/csv",
+    pb.DATASET_FORMAT_PARQUET: "application/vnd.apache.parquet",
+    pb.DATASET_FORMAT_JSONL: "application/jsonl",
+}
 
 
 def write_requests(
@@ -71,17 +76,19 @@ def create_upload(
     size: int | None = None,
     sha256: str = "",
     kind: int = pb.ARTIFACT_KIND_DATASET,
+    fmt: pb.DatasetFormat.ValueType = pb.DATASET_FORMAT_CSV,
 ) -> pb.CreateUploadResponse:
-    """CreateUpload of a CSV dataset (or a document when ``kind`` says so)."""
+    """CreateUpload of a dataset of format ``fmt`` (or a document when ``kind`` says so)."""
+    dataset = kind == pb.ARTIFACT_KIND_DATASET
     request = pb.CreateUploadRequest(
         project_id=project_id,
         name=name,
         kind=kind,  # type: ignore[arg-type]  # an ArtifactKind value
-        content_type="text/csv" if kind == pb.ARTIFACT_KIND_DATASET else "application/pdf",
+        content_type=_CONTENT_TYPES[fmt] if dataset else "application/pdf",
         sha256=sha256,
     )
-    if kind == pb.ARTIFACT_KIND_DATASET:
-        request.format = pb.DATASET_FORMAT_CSV
+    if dataset:
+        request.format = fmt
     if size is not None:
         request.size_bytes = size
     response: pb.CreateUploadResponse = stub.CreateUpload(request, timeout=TIMEOUT)
@@ -94,15 +101,19 @@ def upload(
     path: Path,
     *,
     name: str = "data.csv",
+    fmt: pb.DatasetFormat.ValueType = pb.DATASET_FORMAT_CSV,
     attempts: int = 5,
 ) -> pb.Artifact:
-    """Upload ``path`` (size and sha256 declared) and return the READY artifact.
+    """Upload the dataset ``path`` of format ``fmt`` (size and sha256 declared) and return
+    the READY artifact.
 
     A stream that breaks (UNAVAILABLE, ABORTED while the server settles) is resumed from
     QueryWriteStatus.committed_size, at most ``attempts`` times.
     """
     size = path.stat().st_size
-    created = create_upload(stub, project_id, name=name, size=size, sha256=sha256_file(path))
+    created = create_upload(
+        stub, project_id, name=name, size=size, sha256=sha256_file(path), fmt=fmt
+    )
     offset = 0
     for attempt in range(attempts):
         try:
