@@ -77,6 +77,7 @@ _QUICK_TASKS = TaskPlan(
     storm_watchers=400,
     storm_step_millis=1000,
     channels=4,
+    status_tasks=12,
 )
 
 

@@ -20,17 +20,16 @@ validation, metrics or health service. The ready file gets ``{"grpc_port": port}
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import grpc
 from pymemcache.client.base import Client
+
+from bench._serve import serve_until_stopped
 
 SERVICE = "bench.Bare"
 METHOD = f"/{SERVICE}/Get"
@@ -107,12 +106,6 @@ def _hop2(memcached: str, mode: str) -> tuple[Any, list[Any]]:
     return get_in_thread, [executor]
 
 
-def _write_ready(path: Path, port: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"grpc_port": port}))
-    os.replace(tmp, path)  # the parent never reads a half-written file
-
-
 async def _serve(env: dict[str, str]) -> None:
     role = env.get("BENCH_ROLE", "")
     if role == "hop1":
@@ -129,17 +122,7 @@ async def _serve(env: dict[str, str]) -> None:
             ),
         )
     )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    ready_file = env.get("AGENTIC_READY_FILE", "")
-    if ready_file:
-        await asyncio.to_thread(_write_ready, Path(ready_file), port)
-    await stop.wait()
-    await server.stop(0.5)
+    await serve_until_stopped(server, env.get("AGENTIC_READY_FILE", ""))
     for resource in resources:
         if isinstance(resource, ThreadPoolExecutor):
             resource.shutdown(wait=False, cancel_futures=True)

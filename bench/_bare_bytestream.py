@@ -23,9 +23,7 @@ do per chunk.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +31,8 @@ from typing import Any
 
 import grpc
 from agentic.artifacts.v1 import artifacts_pb2 as pb
+
+from bench._serve import serve_until_stopped
 
 SERVICE = "agentic.artifacts.v1.ArtifactService"
 CHUNK_BYTES = 1024 * 1024
@@ -81,12 +81,6 @@ def _handlers(directory: Path) -> grpc.GenericRpcHandler:
     )
 
 
-def _write_ready(path: Path, port: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"grpc_port": port}))
-    os.replace(tmp, path)  # the parent never reads a half-written file
-
-
 async def _serve(env: dict[str, str]) -> None:
     directory = Path(env["BENCH_DIR"])
     # The API server's message limits (AGENTIC_MAX_*_MESSAGE_BYTES defaults): a 1 MiB
@@ -98,17 +92,7 @@ async def _serve(env: dict[str, str]) -> None:
         ]
     )
     server.add_generic_rpc_handlers((_handlers(directory),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    ready_file = env.get("AGENTIC_READY_FILE", "")
-    if ready_file:
-        _write_ready(Path(ready_file), port)
-    await stop.wait()
-    await server.stop(0.5)
+    await serve_until_stopped(server, env.get("AGENTIC_READY_FILE", ""))
 
 
 def main() -> int:

@@ -32,6 +32,7 @@ from agentic.tasks.v1 import tasks_pb2_grpc
 from bench._tasks_cpu import MachineMeter, TreeMeter
 from bench._tasks_events import events_phase, storm_phase
 from bench._tasks_load import QueueGauge
+from bench._tasks_peers import naive_submit_phase, peer_app, peer_drain_phase, polling_phase
 from bench._tasks_plan import ENV, Run, TaskPlan
 from bench._tasks_raw import declare, make_app
 from bench._tasks_report import CPU_ROLES, TaskFigure, TaskSection
@@ -54,7 +55,11 @@ async def _phases(run: Run, exits: AsyncExitStack) -> None:
     stub = tasks_pb2_grpc.TaskServiceStub(channel)
     limit = run.plan.phase_time_limit_seconds
     await asyncio.wait_for(submit_phase(run, stub, raw_app, gauge), limit)
+    await asyncio.wait_for(naive_submit_phase(run, gauge), limit)
     await asyncio.wait_for(drain_phase(run, stub, raw_app, gauge), limit)
+    peer = await peer_app(run)
+    exits.callback(peer.close)
+    await asyncio.wait_for(peer_drain_phase(run, peer, gauge), limit)
 
     def start_worker() -> object:
         # One prefork child per watched probe; it stays up for phases 3 and 4.
@@ -63,6 +68,7 @@ async def _phases(run: Run, exits: AsyncExitStack) -> None:
     await asyncio.to_thread(start_worker)
     await asyncio.wait_for(events_phase(run, stub), limit)
     await asyncio.wait_for(storm_phase(run, stub), limit * 2)
+    await asyncio.wait_for(polling_phase(run, peer), limit)
 
 
 def _find(figures: list[TaskFigure], prefix: str) -> TaskFigure | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from celery import Celery, signals
 
 from core.tasks import BrokerSettings, configure_celery, declare_topology
 
-__all__ = ["NOOP_TASK", "declare", "make_app", "publish_noop"]
+__all__ = ["NOOP_TASK", "declare", "make_app", "publish", "publish_noop", "serve"]
 
 NOOP_TASK = "bench.raw.noop"
 _PUBLISH_TIMEOUT_SECONDS = 5.0
@@ -60,28 +61,35 @@ def declare(app: Celery, broker_url: str, queue: str) -> None:
         declare_topology(connection, _settings(broker_url, queue))
 
 
-def publish_noop(app: Celery, queue: str, task_id: str) -> None:
-    """One confirmed publish of the no-op task, with the arguments and options the API
-    server's ``publish_run`` uses (blocking; raises when the broker does not confirm)."""
+def publish(app: Celery, queue: str, name: str, args: list[Any], task_id: str) -> None:
+    """One confirmed publish of task ``name`` with the options the API server's
+    ``publish_run`` uses (blocking; raises when the broker does not confirm)."""
     app.send_task(
-        NOOP_TASK,
-        args=[task_id, 1],
+        name,
+        args=args,
+        task_id=task_id,
         queue=queue,
         routing_key=queue,
         priority=2,
         retry=False,
-        ignore_result=True,
         timeout=_PUBLISH_TIMEOUT_SECONDS,
         confirm_timeout=_PUBLISH_TIMEOUT_SECONDS,
     )
 
 
-def _main() -> None:
+def publish_noop(app: Celery, queue: str, task_id: str) -> None:
+    """One confirmed publish of the no-op task, with the pipeline's arguments."""
+    publish(app, queue, NOOP_TASK, [task_id, 1], task_id)
+
+
+def serve(make: Callable[[str, str], Celery]) -> None:
+    """Run ``make(broker_url, queue)`` as a prefork worker, configured like ``python -m
+    workers`` from the environment (see the module's docstring); returns when it stops."""
     broker_url = os.environ["AGENTIC_BROKER_URL"]
     queue = os.environ["AGENTIC_TASK_QUEUE"]
     concurrency = os.environ.get("AGENTIC_WORKER_CONCURRENCY", "1")
     ready_file = os.environ.get("AGENTIC_READY_FILE", "")
-    app = make_app(broker_url, queue)
+    app = make(broker_url, queue)
 
     def on_init(**_: Any) -> None:
         declare(app, broker_url, queue)
@@ -112,4 +120,4 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
-    _main()
+    serve(make_app)

@@ -165,7 +165,7 @@ so each channel is its own connection), the raw publisher in a thread.
   dead-letter arguments, persistent, `confirm_publish`, JSON) and the arguments the API
   server publishes (`[task_id, attempt]`, priority 2). Each call returns once the broker
   confirmed the message. Its calls/s is the sequential rate, the baseline of the submit
-  throughput target.
+  throughput scale row (the raw publish does none of the durable work).
 - **SubmitProbe**: `TaskService.SubmitProbe` (a fresh `request_id` per call, probe of 1
   step of 0 ms) with no worker consuming, so the work queue only fills. Each call
   commits the task, its first event and an outbox row, publishes with a confirm, deletes
@@ -182,6 +182,17 @@ so each channel is its own connection), the raw publisher in a thread.
   rate. Pipeline: probes of 1 step of 0 ms (claim, cancel check, progress, finish:
   three events, each published as a notification); its rate is cross-checked from the
   tasks' end times in the database. Raw: the no-op task of the raw app.
+- **peer drain** (issue 17, "workers with durable status, the usual way"):
+  `python -m bench._tasks_peer`, Celery with its SQLAlchemy database result backend on
+  the same PostgreSQL database, `task_track_started` (a STARTED row before the task, a
+  SUCCESS row after), acks late, prefetch 1, the raw app's broker settings; one worker of
+  concurrency 1 drains no-op tasks, measured like the other drains; every task's
+  SUCCESS row is checked afterwards.
+- **peer status polling** (issue 17, "status, the seeds' way"): tasks of a random
+  length (0.2-1.2 s) on that peer, each followed by a client thread that polls
+  `AsyncResult.state` every 0.5 s from its submit on; latency is from the SUCCESS row's
+  `date_done` (the worker's state change; the backend's session runs in UTC) to the
+  client's receipt of the poll that returned it. Beside the event latency of WatchTask.
 - **event latency**: probes that report progress at a fixed interval run on one worker
   (one child per task); watchers are WatchTask streams spread evenly over those tasks.
   Latency is the client's receipt time (`time.time()`) minus the event's own `time`,

@@ -17,7 +17,6 @@ from bench._tasks_plan import (
     DRAIN_OVER_RAW_MIN,
     PACED_FRACTION,
     PACED_P99_MAX_MS,
-    SUBMIT_OVER_RAW_MIN,
     Run,
     end_times,
     ms,
@@ -30,7 +29,7 @@ from bench._tasks_report import TaskCheck, TaskFigure
 from devtools.measure import Errors, sample_async, sample_sync
 from tests._processes import Worker
 
-__all__ = ["drain_phase", "submit_phase"]
+__all__ = ["drain_one", "drain_phase", "submit_phase"]
 
 
 async def submit_phase(run: Run, stub: Any, raw_app: Any, gauge: QueueGauge) -> None:
@@ -175,11 +174,11 @@ async def submit_phase(run: Run, stub: Any, raw_app: Any, gauge: QueueGauge) -> 
     ratio = sat_rate / raw_rate
     run.checks.append(
         TaskCheck(
-            f"SubmitProbe calls/s ({plan.in_flight} in flight) / raw confirmed send_task "
-            "calls/s (sequential)",
+            f"scale: SubmitProbe calls/s ({plan.in_flight} in flight) / raw confirmed "
+            "send_task calls/s (sequential; the raw publish does none of the durable work)",
             f"{ratio:.2f} ({sat_rate:.0f} / {raw_rate:.0f})",
-            f">= {SUBMIT_OVER_RAW_MIN}",
-            ratio >= SUBMIT_OVER_RAW_MIN,
+            "",
+            None,
         )
     )
     p99 = paced_p[1]
@@ -200,7 +199,7 @@ async def submit_phase(run: Run, stub: Any, raw_app: Any, gauge: QueueGauge) -> 
 # --- 2. drain ----------------------------------------------------------------------
 
 
-async def _drain_one(
+async def drain_one(
     run: Run,
     gauge: QueueGauge,
     queue: str,
@@ -253,7 +252,7 @@ async def drain_phase(run: Run, stub: Any, raw_app: Any, gauge: QueueGauge) -> N
         await asyncio.sleep(0.5)
         return True
 
-    raw, raw_cpu = await _drain_one(
+    raw, raw_cpu = await drain_one(
         run,
         gauge,
         run.raw_queue,
@@ -270,7 +269,7 @@ async def drain_phase(run: Run, stub: Any, raw_app: Any, gauge: QueueGauge) -> N
         ended = await asyncio.to_thread(end_times, run.database_url, ids)
         return ended[0] >= len(ids)
 
-    pipe, pipe_cpu = await _drain_one(
+    pipe, pipe_cpu = await drain_one(
         run, gauge, run.queue, plan.drain_tasks, command=None, finished=pipeline_finished
     )
     done, span = ended
@@ -311,7 +310,12 @@ async def drain_phase(run: Run, stub: Any, raw_app: Any, gauge: QueueGauge) -> N
         )
     else:
         run.checks.append(
-            TaskCheck("no-op drain ratio", "not measured (drain too slow)", ">= 0.7", False)
+            TaskCheck(
+                "no-op drain ratio",
+                "not measured (drain too slow)",
+                f">= {DRAIN_OVER_RAW_MIN}",
+                False,
+            )
         )
     db_rate = (done - 1) / span if span else None
     run.sanity.append(
