@@ -398,20 +398,6 @@ def _where_the_time_goes(report: Report) -> list[str]:
         f"{p50['uncached'] - p50['one_hop']:.0f} µs over the bare one-hop row; the "
         f"uncached API server spends {cpu['uncached'].get(front, 0.0):.0f} µs CPU per call.",
     ]
-    limit = p50["uncached"] / 2
-    if limit < p50["bare"]:
-        lines.append(
-            f"- For uncached/hit >= 2 a hit would have to take at most {limit:.0f} µs, "
-            f"below the {p50['bare']:.0f} µs of the bare two-hop chain with no logic at "
-            "all: with this topology on this machine no trimming of logic reaches it; it "
-            "needs one hop fewer on the hit path (or a slower database path)."
-        )
-    else:
-        lines.append(
-            f"- For uncached/hit >= 2 a hit would have to take at most {limit:.0f} µs; "
-            f"the bare two-hop chain takes {p50['bare']:.0f} µs, so the headroom for "
-            f"logic is {limit - p50['bare']:.0f} µs."
-        )
     return lines
 
 

@@ -48,7 +48,6 @@ _DESCRIPTION = (
 # Targets of the read path (see docs/benchmarks.md).
 HIT_OVER_BARE_P50_MAX = 1.25
 HIT_OVER_BARE_THROUGHPUT_MIN = 0.8
-UNCACHED_OVER_HIT_P50_MIN = 2.0
 STAMPEDE_LOADS = 1
 # Session idle tracking must stay off the hot path (its write is in the background).
 SESSIONS_OVER_UNTRACKED_P50_MAX = 1.05
@@ -220,12 +219,9 @@ def _ratios(row: dict[str, Row]) -> list[Ratio]:
             f">= {HIT_OVER_BARE_THROUGHPUT_MIN}",
             tput >= HIT_OVER_BARE_THROUGHPUT_MIN,
         ),
-        Ratio(
-            "uncached PostgreSQL p50 / hit p50",
-            pg_ratio,
-            f">= {UNCACHED_OVER_HIT_P50_MIN}",
-            pg_ratio >= UNCACHED_OVER_HIT_P50_MIN,
-        ),
+        # One sequential idle read does not show what a cache is for (issue 17): the
+        # reads-under-load section carries the cached-against-uncached targets.
+        Ratio("scale: uncached PostgreSQL p50 / hit p50 (sequential, idle)", pg_ratio),
         Ratio("hit p50 / bare chain (on loop) p50", hit.latency.p50_us / on_loop.latency.p50_us),
         Ratio(
             "hit calls/s / bare chain (on loop) calls/s",
