@@ -366,13 +366,17 @@ class Uploads:
             raise
         stream.writing = None
         stream.received = end
-        if checkpoint is not None:
-            stream.state = checkpoint.state
-            await self._record(stream, checkpoint.committed)
-        # Counted once a checkpoint these bytes completed is recorded too: a reader of the
-        # counter (an operator, the resume tests) may take every counted byte up to the
-        # last checkpoint as surviving a crash of this server.
-        UPLOADED_BYTES.inc(len(data))
+        try:
+            if checkpoint is not None:
+                stream.state = checkpoint.state
+                await self._record(stream, checkpoint.committed)
+        finally:
+            # Counted once a checkpoint these bytes completed is recorded too: a reader of
+            # the counter (an operator, the resume tests) may take every counted byte up to
+            # the last checkpoint as surviving a crash of this server. A stream cut while
+            # that record ran is counted too: the bytes are received, and _close records
+            # them with the stream's last checkpoint.
+            UPLOADED_BYTES.inc(len(data))
         if checkpoint is not None and claim.declared_size is None:
             await self._check_quota(claim)
 
