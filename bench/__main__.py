@@ -4,7 +4,9 @@ After the read path (the cache), the task-pipeline section (``bench._tasks``)
 runs on the same PostgreSQL database with its own RabbitMQ vhost, API server and
 workers, then the artifact section (``bench._artifacts``) with its own API servers,
 bare servicer and moto S3 server, then the dataset kinds (``bench._profile``,
-``bench._analytics``: the whole pipeline beside plain DuckDB); all go into one report.
+``bench._analytics``: the whole pipeline beside plain DuckDB), then reads under load
+(``bench._reads_load``: three API server variants at fixed offered rates); all go into
+one report.
 
 Options: ``--quick`` (a tenth of the calls, for trying the harness; does not write the
 docs unless ``--docs`` is given) and ``--docs PATH`` (default docs/benchmarks.md;
@@ -39,6 +41,8 @@ from bench._cpu import OthersMeter
 from bench._profile import QUICK as _QUICK_PROFILE
 from bench._profile import ProfilePlan, measure_profile
 from bench._profile import render as render_profile
+from bench._reads_load import QUICK as _QUICK_READS_LOAD
+from bench._reads_load import ReadsLoadPlan, reads_load_section
 from bench._report import Machine, Report, Section, render_console, render_markdown
 from bench._stack import Stack, running_stack
 from bench._suite import Plan, measure
@@ -207,6 +211,7 @@ def run(
     task_plan: TaskPlan,
     artifact_plan: ArtifactPlan,
     kind_plans: tuple[ProfilePlan, AnalyticsPlan],
+    reads_load_plan: ReadsLoadPlan,
     docs: Path | None,
 ) -> int:
     """Start the stack in a temporary directory, measure, report; return the exit status."""
@@ -240,6 +245,10 @@ def run(
             stack.database_url, Path(tmp) / "artifacts", artifact_plan
         )
         sections = _kind_sections(stack.database_url, Path(tmp) / "kinds", *kind_plans)
+        # Bounds itself (every phase, and the whole section); a break is reported in it.
+        sections.append(
+            reads_load_section(stack, Path(tmp) / "reads-load", reads_load_plan, _progress)
+        )
         _progress("stopping")
     # Every process that trusted them has stopped: the test key set goes too.
     shutil.rmtree(dev_keys().directory, ignore_errors=True)
@@ -290,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     kind_plans = (
         (_QUICK_PROFILE, _QUICK_ANALYTICS) if args.quick else (ProfilePlan(), AnalyticsPlan())
     )
-    return run(plan, task_plan, artifact_plan, kind_plans, docs)
+    reads_load_plan = _QUICK_READS_LOAD if args.quick else ReadsLoadPlan()
+    return run(plan, task_plan, artifact_plan, kind_plans, reads_load_plan, docs)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from devtools.ports import free_port
 from tests._processes import Service, start_service
 from tests._support import postgres_database
 
-__all__ = ["Stack", "running_stack"]
+__all__ = ["Stack", "api_env", "running_stack"]
 
 _START_TIMEOUT_SECONDS = 60.0
 
@@ -99,7 +99,9 @@ class _Starter:
         return service
 
 
-def _api_env(database_url: str, cache_address: str) -> dict[str, str]:
+def api_env(database_url: str, cache_address: str) -> dict[str, str]:
+    """An API server's environment on ``database_url``, reading through ``cache_address``
+    (empty: no cache), on loopback ports the ready file reports, events off."""
     return {
         "AGENTIC_LISTEN_ADDRESS": "127.0.0.1:0",
         "AGENTIC_METRICS_ADDRESS": "127.0.0.1:0",
@@ -152,12 +154,12 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
             },
         )
         # One after the other: each runs the migrations at start-up.
-        cached_api = start("server", _api_env(database_url, sidecar.address))
-        uds_cached_api = start("server", _api_env(database_url, uds_sidecar.address))
-        uncached_api = start("server", _api_env(database_url, ""))
+        cached_api = start("server", api_env(database_url, sidecar.address))
+        uds_cached_api = start("server", api_env(database_url, uds_sidecar.address))
+        uncached_api = start("server", api_env(database_url, ""))
         untracked_api = start(
             "server",
-            {**_api_env(database_url, sidecar.address), "AGENTIC_SESSION_IDLE_TRACKING": "false"},
+            {**api_env(database_url, sidecar.address), "AGENTIC_SESSION_IDLE_TRACKING": "false"},
         )
         bare_thread, bare_thread_hop2 = _bare_chain(start, memcached, "thread")
         bare_loop, bare_loop_hop2 = _bare_chain(start, memcached, "loop")
