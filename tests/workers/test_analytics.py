@@ -40,7 +40,7 @@ from google.rpc import error_details_pb2
 
 from tests._identity import authorized_channel
 from tests._support import wait_for
-from tests.server.artifacts._bytestream import download, sha256_file, write_requests
+from tests.server.artifacts._bytestream import download, upload
 from tests.workers._damage import damage_object
 from tests.workers._datasets import write
 from tests.workers._stack import (
@@ -108,23 +108,12 @@ def _table() -> pa.Table:
 
 
 def _upload(
-    stub: artifacts_pb2_grpc.ArtifactServiceStub, project: str, path: Path, fmt: int
+    stub: artifacts_pb2_grpc.ArtifactServiceStub,
+    project: str,
+    path: Path,
+    fmt: apb.DatasetFormat.ValueType,
 ) -> str:
-    created = stub.CreateUpload(
-        apb.CreateUploadRequest(
-            project_id=project,
-            name=path.name,
-            kind=apb.ARTIFACT_KIND_DATASET,
-            content_type="application/octet-stream",
-            format=fmt,  # type: ignore[arg-type]  # a DatasetFormat value
-            size_bytes=path.stat().st_size,
-            sha256=sha256_file(path),
-        ),
-        timeout=TIMEOUT,
-    )
-    with path.open("rb") as source:
-        stub.Write(write_requests(source, created.upload_name), timeout=60)
-    return str(created.artifact.id)
+    return str(upload(stub, project, path, name=path.name, fmt=fmt).id)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ computed here from the rows written.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import uuid
 from collections import Counter
@@ -32,7 +31,7 @@ from google.protobuf.message import Message
 
 from tests._identity import authorized_channel
 from tests._support import postgres_database
-from tests.server.artifacts._bytestream import download, write_requests
+from tests.server.artifacts._bytestream import download, upload
 from tests.workers._stack import TIMEOUT, Stack, private_vhost, stack, watch_to_end
 
 ROWS = [
@@ -68,21 +67,7 @@ def _export(path: Path) -> Path:
 
 
 def _upload(artifacts: artifacts_pb2_grpc.ArtifactServiceStub, project: str, path: Path) -> str:
-    created = artifacts.CreateUpload(
-        apb.CreateUploadRequest(
-            project_id=project,
-            name=path.name,
-            kind=apb.ARTIFACT_KIND_DATASET,
-            format=apb.DATASET_FORMAT_CSV,
-            content_type="text/csv",
-            size_bytes=path.stat().st_size,
-            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        ),
-        timeout=TIMEOUT,
-    )
-    with path.open("rb") as source:
-        artifacts.Write(write_requests(source, created.upload_name), timeout=TIMEOUT)
-    return str(created.artifact.id)
+    return str(upload(artifacts, project, path, name=path.name).id)
 
 
 def _run(tasks: tasks_pb2_grpc.TaskServiceStub, kind: str, project: str, spec: Message) -> pb.Task:

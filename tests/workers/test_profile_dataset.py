@@ -37,7 +37,7 @@ from sqlalchemy import func, select
 
 from core.db import ArtifactRow
 from tests._identity import authorized_channel
-from tests.server.artifacts._bytestream import download, write_requests
+from tests.server.artifacts._bytestream import download, upload
 from tests.workers._damage import damage_object
 from tests.workers._datasets import known_table, rows_for_bytes, write
 from tests.workers._stack import (
@@ -52,9 +52,9 @@ from tests.workers._stack import (
 from workers._outputs import output_artifact_id
 
 _FORMATS = {
-    "csv": (apb.DATASET_FORMAT_CSV, "text/csv"),
-    "parquet": (apb.DATASET_FORMAT_PARQUET, "application/vnd.apache.parquet"),
-    "jsonl": (apb.DATASET_FORMAT_JSONL, "application/jsonl"),
+    "csv": apb.DATASET_FORMAT_CSV,
+    "parquet": apb.DATASET_FORMAT_PARQUET,
+    "jsonl": apb.DATASET_FORMAT_JSONL,
 }
 _RANGED = {"id", "amount", "quantity", "created", "day"}
 _BINS = 12
@@ -117,21 +117,7 @@ def _upload(
     *,
     kind: apb.ArtifactKind.ValueType = apb.ARTIFACT_KIND_DATASET,
 ) -> str:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    request = apb.CreateUploadRequest(
-        project_id=project,
-        name=path.name,
-        kind=kind,
-        content_type=_FORMATS[fmt][1],
-        size_bytes=path.stat().st_size,
-        sha256=digest,
-    )
-    if kind == apb.ARTIFACT_KIND_DATASET:
-        request.format = _FORMATS[fmt][0]
-    created = artifacts.CreateUpload(request, timeout=TIMEOUT)
-    with path.open("rb") as source:
-        artifacts.Write(write_requests(source, created.upload_name), timeout=120)
-    return str(created.artifact.id)
+    return str(upload(artifacts, project, path, name=path.name, fmt=_FORMATS[fmt], kind=kind).id)
 
 
 def _submit(

@@ -102,17 +102,18 @@ def upload(
     *,
     name: str = "data.csv",
     fmt: pb.DatasetFormat.ValueType = pb.DATASET_FORMAT_CSV,
+    kind: int = pb.ARTIFACT_KIND_DATASET,
     attempts: int = 5,
 ) -> pb.Artifact:
-    """Upload the dataset ``path`` of format ``fmt`` (size and sha256 declared) and return
-    the READY artifact.
+    """Upload ``path``, a dataset of format ``fmt`` (or a document when ``kind`` says so),
+    size and sha256 declared, and return the READY artifact.
 
     A stream that breaks (UNAVAILABLE, ABORTED while the server settles) is resumed from
     QueryWriteStatus.committed_size, at most ``attempts`` times.
     """
     size = path.stat().st_size
     created = create_upload(
-        stub, project_id, name=name, size=size, sha256=sha256_file(path), fmt=fmt
+        stub, project_id, name=name, size=size, sha256=sha256_file(path), kind=kind, fmt=fmt
     )
     offset = 0
     for attempt in range(attempts):
