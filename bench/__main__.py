@@ -49,7 +49,7 @@ from bench._suite import Plan, measure
 from bench._tasks import TaskPlan, measure_tasks
 from bench._tasks_report import TaskSection
 from tests._identity import dev_keys
-from tests._support import REPO
+from tests._support import REPO, libpq_url
 
 _DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
 # The whole measurement (not the process start-up) is bounded by this.
@@ -102,8 +102,7 @@ def _git(*args: str) -> str:
 def _postgres_version(database_url: str) -> str:
     import psycopg
 
-    url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(url, connect_timeout=5) as conn:
+    with psycopg.connect(libpq_url(database_url), connect_timeout=5) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]).split()[0] if row else "?"
 

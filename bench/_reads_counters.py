@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import psycopg
 
 from tests._scrape import metric, metrics_text
+from tests._support import libpq_url
 
 __all__ = ["DbCounters", "read_counters"]
 
@@ -56,15 +57,11 @@ class DbCounters:
         )
 
 
-def _plain_url(database_url: str) -> str:
-    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 def read_counters(database_url: str, metrics_port: int) -> DbCounters:
     """The origin counter of the server on ``metrics_port`` and the database's counters."""
     origin = metric(metrics_text(metrics_port), "agentic_origin_loads_total", resource="project")
     with psycopg.connect(
-        _plain_url(database_url), autocommit=True, connect_timeout=_CONNECT_TIMEOUT_SECONDS
+        libpq_url(database_url), autocommit=True, connect_timeout=_CONNECT_TIMEOUT_SECONDS
     ) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         table = conn.execute(

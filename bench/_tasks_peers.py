@@ -50,6 +50,7 @@ from bench._tasks_report import CPU_ROLES, TaskCheck, TaskFigure
 from bench._tasks_submit import drain_one
 from devtools.measure import Errors, error_name
 from tests._processes import start_service
+from tests._support import libpq_url
 
 __all__ = [
     "POLL_SECONDS",
@@ -150,8 +151,7 @@ def _succeeded(database_url: str, ids: list[str]) -> int:
     """How many of ``ids`` have their SUCCESS row in the peer's result table."""
     import psycopg
 
-    url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(url, connect_timeout=5) as conn:
+    with psycopg.connect(libpq_url(database_url), connect_timeout=5) as conn:
         row = conn.execute(
             "SELECT count(*) FROM celery_taskmeta WHERE task_id = ANY(%s) AND status = %s",
             (ids, "SUCCESS"),

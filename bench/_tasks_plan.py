@@ -26,6 +26,7 @@ from bench._tasks_report import CPU_ROLES, TaskCheck, TaskFigure
 from devtools.measure import Errors, summarize
 from tests._identity import SERVICE_ACCOUNT_LIMITS
 from tests._processes import Service
+from tests._support import libpq_url
 from tests.workers._stack import Stack
 
 __all__ = [
@@ -232,15 +233,14 @@ async def cancel_all(stub: Any, ids: list[str]) -> None:
 
 
 def _postgres_port(database_url: str) -> int:
-    return urlsplit(database_url.replace("postgresql+psycopg://", "postgresql://", 1)).port or 5432
+    return urlsplit(libpq_url(database_url)).port or 5432
 
 
 def end_times(database_url: str, ids: list[str]) -> tuple[int, float | None]:
     """(tasks SUCCEEDED, seconds from the first to the last end) straight from the database."""
     import psycopg
 
-    url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(url, connect_timeout=5) as conn:
+    with psycopg.connect(libpq_url(database_url), connect_timeout=5) as conn:
         row = conn.execute(
             "SELECT count(*), min(end_time), max(end_time) FROM tasks "
             "WHERE id = ANY(%s) AND state = %s",

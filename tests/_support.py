@@ -89,6 +89,11 @@ def _private_postgres(workdir: Path) -> Iterator[str]:
         subprocess.run([*ctl, "-m", "fast", "stop"], check=False, capture_output=True)
 
 
+def libpq_url(database_url: str) -> str:
+    """The libpq (psycopg) form of a SQLAlchemy ``postgresql+psycopg://`` URL."""
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
 @contextmanager
 def postgres_database(workdir: Path) -> Iterator[str]:
     """A fresh, uniquely named database (dropped afterwards); SQLAlchemy URL form."""

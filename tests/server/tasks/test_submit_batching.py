@@ -38,7 +38,7 @@ from server.tasks import TaskStore
 from server.tasks._batch import Batcher
 from server.tasks._store import NewTask, Written
 from tests._identity import authorized_aio_channel
-from tests._support import fresh_database, postgres_database
+from tests._support import fresh_database, libpq_url, postgres_database
 from tests.workers._stack import Stack, private_vhost, stack
 
 # --- Batcher --------------------------------------------------------------------------
@@ -402,9 +402,7 @@ def test_concurrent_resubmits_of_one_request_id_return_one_task(pg_stack: Stack)
 def _terminate(url: str, pid: int) -> None:
     import psycopg
 
-    with psycopg.connect(
-        url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
-    ) as c:
+    with psycopg.connect(libpq_url(url), autocommit=True) as c:
         c.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
 
