@@ -35,7 +35,7 @@ from bench._tasks_load import QueueGauge
 from bench._tasks_peers import naive_submit_phase, peer_app, peer_drain_phase, polling_phase
 from bench._tasks_plan import ENV, Run, TaskPlan
 from bench._tasks_raw import declare, make_app
-from bench._tasks_report import CPU_ROLES, TaskFigure, TaskSection
+from bench._tasks_report import CPU_ROLES, TaskFigure, TaskSection, find_figure
 from bench._tasks_submit import drain_phase, submit_phase
 from tests._identity import authorized_aio_channel
 from tests.workers._stack import private_vhost, stack
@@ -71,10 +71,6 @@ async def _phases(run: Run, exits: AsyncExitStack) -> None:
     await asyncio.wait_for(polling_phase(run, peer), limit)
 
 
-def _find(figures: list[TaskFigure], prefix: str) -> TaskFigure | None:
-    return next((f for f in figures if f.label.startswith(prefix)), None)
-
-
 def _cpu_line(f: TaskFigure) -> str:
     parts = ", ".join(f"{role} {f.cpu_ms[role]:.2f}" for role in CPU_ROLES if role in f.cpu_ms)
     return f"{sum(f.cpu_ms.values()):.2f} ms ({parts})"
@@ -83,9 +79,9 @@ def _cpu_line(f: TaskFigure) -> str:
 def _where(figures: list[TaskFigure], plan: TaskPlan) -> list[str]:
     """Differences between this run's rows, spelled out (figures, not opinions)."""
     lines: list[str] = []
-    raw = _find(figures, "raw Celery send_task")
-    seq = _find(figures, "SubmitProbe, sequential")
-    sat = _find(figures, "SubmitProbe, saturation")
+    raw = find_figure(figures, "raw Celery send_task")
+    seq = find_figure(figures, "SubmitProbe, sequential")
+    sat = find_figure(figures, "SubmitProbe, saturation")
     if raw and seq and sat and raw.cpu_ms and sat.cpu_ms and raw.p50_ms and seq.p50_ms:
         total = sum(sat.cpu_ms.values())
         lines.append(
@@ -97,7 +93,7 @@ def _where(figures: list[TaskFigure], plan: TaskPlan) -> list[str]:
             f"{total:.2f} ms per submit caps the rate near "
             f"{1000 * (os.cpu_count() or 1) / total:.0f}/s; measured {sat.per_second or 0:.0f}/s."
         )
-    paced = _find(figures, "SubmitProbe, open loop")
+    paced = find_figure(figures, "SubmitProbe, open loop")
     if paced and paced.per_second and paced.p50_ms is not None and sat and sat.p50_ms:
         lines.append(
             f"- Open loop: {paced.load}, {paced.per_second:.0f}/s completed, p50 "
@@ -106,8 +102,8 @@ def _where(figures: list[TaskFigure], plan: TaskPlan) -> list[str]:
             f"{plan.in_flight} in flight and calls queued (for the group commit of submits "
             "and the publisher thread's confirm batches): saturation is set by CPU."
         )
-    raw_d = _find(figures, "raw Celery no-op drain")
-    pipe_d = _find(figures, "no-op probe drain")
+    raw_d = find_figure(figures, "raw Celery no-op drain")
+    pipe_d = find_figure(figures, "no-op probe drain")
     if raw_d and pipe_d and raw_d.cpu_ms and pipe_d.cpu_ms:
         lines.append(
             f"- No-op task: the pipeline spends {_cpu_line(pipe_d)} of CPU per task, raw "
@@ -115,8 +111,8 @@ def _where(figures: list[TaskFigure], plan: TaskPlan) -> list[str]:
             "(read, claim, progress, finish; three of them commits that wait for the disk), "
             "three event notifications (without confirms) and Celery's time-limit timers."
         )
-    base = _find(figures, "event latency, 1 watcher")
-    many = _find(figures, f"event latency, {plan.watchers}")
+    base = find_figure(figures, "event latency, 1 watcher")
+    many = find_figure(figures, f"event latency, {plan.watchers}")
     if base and many and base.p50_ms is not None and many.p50_ms is not None:
         per_task = plan.watchers // plan.event_tasks
         server = many.cpu_ms.get(CPU_ROLES[1])
@@ -135,8 +131,10 @@ def _where(figures: list[TaskFigure], plan: TaskPlan) -> list[str]:
             + ". Idle streams cost no reads: one safety re-read per task per heartbeat "
             "interval (5 s)."
         )
-    connect = _find(figures, "storm:")
-    resume = _find(figures, "storm:") if connect is None else _find(figures[::-1], "storm:")
+    connect = find_figure(figures, "storm:")
+    resume = (
+        find_figure(figures, "storm:") if connect is None else find_figure(figures[::-1], "storm:")
+    )
     if connect and resume and connect.per_second and resume.per_second:
         lines.append(
             f"- Storm: {connect.count} streams connected at {connect.per_second:.0f}/s and "

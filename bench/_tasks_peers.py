@@ -46,7 +46,7 @@ from bench._tasks_plan import (
     submit_request,
 )
 from bench._tasks_raw import declare, publish
-from bench._tasks_report import CPU_ROLES, TaskCheck, TaskFigure
+from bench._tasks_report import CPU_ROLES, TaskCheck, TaskFigure, find_figure
 from bench._tasks_submit import drain_one
 from devtools.measure import Errors, error_name
 from tests._processes import start_service
@@ -129,7 +129,7 @@ async def naive_submit_phase(run: Run, gauge: QueueGauge) -> None:
     run.figures += rows
     loaded = [r for r in rows if r.load == f"{run.plan.in_flight} in flight" and r.per_second]
     best = max(loaded, key=lambda r: r.per_second or 0.0, default=None)
-    ours = _figure(run, "SubmitProbe, saturation")
+    ours = find_figure(run.figures, "SubmitProbe, saturation")
     ratio = None
     if best and best.per_second and ours and ours.per_second:
         ratio = ours.per_second / best.per_second
@@ -169,10 +169,6 @@ async def peer_app(run: Run) -> Celery:
     app = make_peer_app(run.broker_url, peer_queue(run), run.database_url)
     await asyncio.to_thread(declare, app, run.broker_url, peer_queue(run))
     return app
-
-
-def _figure(run: Run, prefix: str) -> TaskFigure | None:
-    return next((f for f in run.figures if f.label.startswith(prefix)), None)
 
 
 async def peer_drain_phase(run: Run, app: Celery, gauge: QueueGauge) -> None:
@@ -215,7 +211,7 @@ async def peer_drain_phase(run: Run, app: Celery, gauge: QueueGauge) -> None:
         )
     )
     peer = result.per_second
-    probe = _figure(run, "no-op probe drain")
+    probe = find_figure(run.figures, "no-op probe drain")
     pipeline = probe.per_second if probe else None
     ratio = pipeline / peer if pipeline and peer else None
     run.checks.append(
@@ -304,7 +300,7 @@ async def polling_phase(run: Run, app: Celery) -> None:
             dict(errors),
         )
     )
-    watch = _figure(run, "event latency, 1 watcher")
+    watch = find_figure(run.figures, "event latency, 1 watcher")
     if watch and watch.p50_ms and p50:
         run.checks.append(
             TaskCheck(

@@ -13,6 +13,7 @@ __all__ = [
     "TaskCheck",
     "TaskFigure",
     "TaskSection",
+    "find_figure",
     "render_tasks_console",
     "render_tasks_markdown",
 ]
@@ -37,6 +38,11 @@ class TaskFigure:
     errors: dict[str, int] = field(default_factory=dict)
     cpu_ms: dict[str, float] = field(default_factory=dict)
     """CPU ms per operation by CPU_ROLES, when metered."""
+
+
+def find_figure(figures: list[TaskFigure], prefix: str) -> TaskFigure | None:
+    """The first of ``figures`` whose label starts with ``prefix``."""
+    return next((f for f in figures if f.label.startswith(prefix)), None)
 
 
 @dataclass(frozen=True)
