@@ -13,7 +13,6 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -26,10 +25,11 @@ from agentic.tasks.v1 import tasks_pb2_grpc
 from google.rpc import error_details_pb2
 from sqlalchemy import select
 
-from core.db import ArtifactRow, TaskRow
+from core.db import TaskRow
 from tests._identity import authorized_channel
 from tests._status import rich_status
 from tests.server.artifacts._bytestream import create_upload, upload
+from tests.workers._damage import damage_object, object_file
 from tests.workers._stack import TIMEOUT, Stack, private_vhost, stack, watch_to_end
 
 
@@ -85,10 +85,6 @@ def _submit(tasks: tasks_pb2_grpc.TaskServiceStub, project: str, artifact_id: st
     return task
 
 
-def _object_file(stack_: Stack, key: str) -> Path:
-    return Path(urlsplit(stack_.env["AGENTIC_OBJECT_STORE_URL"]).path) / key
-
-
 def test_worker_reads_the_artifact_by_reference(
     pipeline: tuple[Stack, str],
     stubs: tuple[tasks_pb2_grpc.TaskServiceStub, artifacts_pb2_grpc.ArtifactServiceStub, str],
@@ -106,7 +102,7 @@ def test_worker_reads_the_artifact_by_reference(
     assert ref.artifact_id == artifact.id
     assert ref.size_bytes == source.stat().st_size
     assert ref.sha256 == expected
-    assert _object_file(s, ref.object_key).is_file()
+    assert object_file(s, ref.object_key).is_file()
     # Only the reference travels: the stored spec is a few hundred bytes, not megabytes.
     with s.db().connect() as conn:
         spec = conn.execute(select(TaskRow.spec).where(TaskRow.id == task.id)).scalar_one()
@@ -127,16 +123,8 @@ def test_damaged_bytes_fail_the_task_with_a_reason(
     s, _ = pipeline
     tasks, artifacts, project = stubs
     artifact = _artifact(artifacts, project, tmp_path / "source.bin", 64 * 1024)
-    with s.db().connect() as conn:
-        key = conn.execute(
-            select(ArtifactRow.object_key).where(ArtifactRow.id == artifact.id)
-        ).scalar_one()
     # Damaged before the submit: a worker may verify within milliseconds of it.
-    with _object_file(s, key).open("r+b") as handle:  # one flipped byte, as a bad disk would
-        handle.seek(1000)
-        byte = handle.read(1)
-        handle.seek(1000)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    key = damage_object(s, artifact.id, 1000)  # one flipped byte, as a bad disk would
     task = _submit(tasks, project, artifact.id)
     assert task.verify_artifact.artifact.object_key == key
 
